@@ -1,0 +1,21 @@
+"""ff-chat-bridge engine: pure-Python domain logic of one shard (no Ray)."""
+
+from .config import EngineConfig
+from .errors import (CorruptRecord, EngineError, InvalidInput, SessionNotFound, ShardClosed, ShardLocked,
+                     StaleEpoch, StorageFailure, UserNotFound)
+from .message_log import MessageLog, RecoveryReport
+from .metrics import LatencyRecorder, nearest_rank
+from .models import Message, Session, UserProfile, normalize_message, validate_id
+from .routing import shard_index_for, user_shard_index
+from .search_index import SearchIndex, merge_ranked, merge_stats, tokenize
+from .session_store import merge_analytics
+from .shard import Shard
+from .shard_cache import ShardCache
+
+__all__ = sorted([
+    "CorruptRecord", "EngineConfig", "EngineError", "InvalidInput", "LatencyRecorder", "Message", "MessageLog",
+    "RecoveryReport", "SearchIndex", "Session", "SessionNotFound", "Shard", "ShardCache", "ShardClosed",
+    "ShardLocked", "StaleEpoch", "StorageFailure", "UserNotFound", "UserProfile", "merge_analytics",
+    "merge_ranked", "merge_stats", "nearest_rank", "normalize_message", "shard_index_for", "tokenize",
+    "user_shard_index", "validate_id",
+])

@@ -1,0 +1,205 @@
+"""Value models and input validation: ids, messages, timestamps, session and user records.
+
+Validation is hand-written rather than a pydantic model per message: the contract fixes the exact
+texts and the order of checks, and this runs on the hot path of every store (about 3 us here).
+Read shapes are pydantic models (`Message`, `Session`, `UserProfile`) for callers that want types.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InvalidInput
+
+ROLES = ("user", "assistant", "system", "tool")
+_ROLE_SET = frozenset(ROLES)
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_ID_NAMES = {"user": "User", "session": "Session", "message": "Message"}
+MESSAGE_KEYS = ("role", "content", "message_id", "timestamp", "attachments", "metadata")
+_MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
+MAX_ATTACHMENTS = 64
+MAX_ATTACHMENT_CHARS = 2048
+MAX_METADATA_BYTES = 64 * 1024
+
+
+class Message(BaseModel):
+    """A stored message as reads return it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    role: str
+    content: str
+    message_id: str
+    timestamp: str
+    attachments: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Session(BaseModel):
+    """A session record."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    session_id: str
+    user_id: str
+    title: str
+    session_type: str = "chat"
+    created_at: str
+    updated_at: str
+    message_count: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UserProfile(BaseModel):
+    """A user profile; unknown keys are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    user_id: str
+    username: str = ""
+    created_at: str
+    updated_at: str
+    preferences: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- ids
+def is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def validate_id(value: Any, kind: str) -> str:
+    """Return `value` if it is a valid id of `kind` (user, session, message); raise INVALID_ID otherwise."""
+    if type(value) is str and _ID_PATTERN.fullmatch(value) and value not in (".", ".."):
+        return value
+    name = _ID_NAMES[kind]
+    if is_blank(value):
+        raise InvalidInput(f"{name} ID cannot be empty", "INVALID_ID")
+    shown = value if isinstance(value, str) else repr(value)
+    if len(shown) > 128:
+        shown = shown[:128] + "..."
+    raise InvalidInput(f"Invalid {kind} ID '{shown}': must be 1-128 characters of [A-Za-z0-9_.:@-]", "INVALID_ID")
+
+
+def new_message_id() -> str:
+    return "msg_" + os.urandom(12).hex()
+
+
+def new_session_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return "chat_session_" + now.strftime("%Y%m%d_%H%M%S_%f") + "_" + os.urandom(4).hex()
+
+
+# --------------------------------------------------------------------------- time
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def parse_timestamp(value: Any, what: str = "timestamp", code: str = "INVALID_MESSAGE") -> datetime:
+    """ISO string or datetime to an aware UTC datetime (naive means UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value.strip():
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidInput(f"Invalid {what} '{value[:64]}': expected ISO-8601", code) from None
+    else:
+        raise InvalidInput(f"Invalid {what}: expected an ISO-8601 string or datetime", code)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+# --------------------------------------------------------------------------- messages
+def _json_size(value: Any, what: str) -> int:
+    try:
+        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"Message {what} must be JSON-serialisable: {exc}", "INVALID_MESSAGE") from None
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    if not isinstance(metadata, dict) or not all(isinstance(key, str) for key in metadata):
+        raise InvalidInput("Message metadata must be a dict with str keys", "INVALID_MESSAGE")
+    if _json_size(metadata, "metadata") > MAX_METADATA_BYTES:
+        raise InvalidInput(f"Message metadata is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
+    return json.loads(json.dumps(metadata))  # a deep copy; the caller's dict is never touched
+
+
+def _check_attachments(attachments: Any) -> list[str]:
+    if not isinstance(attachments, (list, tuple)) or len(attachments) > MAX_ATTACHMENTS or not all(
+            isinstance(item, str) and len(item) <= MAX_ATTACHMENT_CHARS for item in attachments):
+        raise InvalidInput(f"Message attachments must be a list of at most {MAX_ATTACHMENTS} strings of at most "
+                           f"{MAX_ATTACHMENT_CHARS} characters", "INVALID_MESSAGE")
+    return list(attachments)
+
+
+def normalize_message(message: Any, max_message_bytes: int) -> tuple[dict[str, Any], list[str]]:
+    """Validate one input message in the contract's order; return (clean message, unknown keys).
+
+    The clean message has role, content and, when given, message_id, timestamp (UTC ISO),
+    attachments and metadata. Raises InvalidInput with INVALID_MESSAGE, MESSAGE_TOO_LARGE or INVALID_ID.
+    """
+    if not isinstance(message, Mapping):
+        raise InvalidInput("Message must be a dict", "INVALID_MESSAGE")
+    content = message.get("content")
+    if content is None or (isinstance(content, str) and not content.strip()):
+        raise InvalidInput("Message content cannot be empty", "INVALID_MESSAGE")
+    if "role" not in message or message["role"] is None:
+        raise InvalidInput("Message missing required fields: ['role']", "INVALID_MESSAGE")
+    role = message["role"]
+    if not isinstance(role, str) or role not in _ROLE_SET:
+        raise InvalidInput(f"Invalid role {role!r}: must be one of {list(ROLES)}", "INVALID_MESSAGE")
+    if not isinstance(content, str):
+        raise InvalidInput(f"Message content must be a string, got {type(content).__name__}", "INVALID_MESSAGE")
+    if len(content) * 4 > max_message_bytes:
+        size = len(content.encode("utf-8"))
+        if size > max_message_bytes:
+            raise InvalidInput(f"Message content is {size} bytes, above max_message_bytes ({max_message_bytes})",
+                               "MESSAGE_TOO_LARGE")
+    clean: dict[str, Any] = {"role": role, "content": content}
+    if message.get("message_id") is not None:
+        clean["message_id"] = validate_id(message["message_id"], "message")
+    if message.get("timestamp") is not None:
+        clean["timestamp"] = iso(parse_timestamp(message["timestamp"]))
+    if message.get("attachments") is not None:
+        clean["attachments"] = _check_attachments(message["attachments"])
+    if message.get("metadata") is not None:
+        clean["metadata"] = _check_metadata(message["metadata"])
+    unknown = [key for key in message if key not in _MESSAGE_KEY_SET]
+    return clean, unknown
+
+
+def check_profile(profile: Any) -> dict[str, Any]:
+    """A user profile dict: JSON-serialisable, at most 64 KiB."""
+    if profile is None:
+        return {}
+    if not isinstance(profile, dict) or not all(isinstance(key, str) for key in profile):
+        raise InvalidInput("Profile must be a dict with str keys", "INVALID_ARGUMENT")
+    if _json_size(profile, "profile") > MAX_METADATA_BYTES:
+        raise InvalidInput(f"Profile is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
+    return json.loads(json.dumps(profile))
+
+
+def check_metadata_dict(metadata: Any, what: str = "metadata") -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(key, str) for key in metadata):
+        raise InvalidInput(f"{what} must be a dict with str keys", "INVALID_ARGUMENT")
+    if _json_size(metadata, what) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"{what} is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
+    return json.loads(json.dumps(metadata))
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidInput(f"{name} must be an int in {low}..{high}, got {value!r}"[:200], "INVALID_ARGUMENT")
+    return value

@@ -1,0 +1,169 @@
+"""In-memory session and message state of one shard, and the pure read helpers over it."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+from .errors import InvalidInput
+
+
+class StoredMessage(NamedTuple):
+    """One message as a shard holds it (a tuple: ~8 pointers instead of a dict per message)."""
+
+    message_id: str
+    role: str
+    content: str
+    timestamp: str
+    timestamp_epoch: float
+    attachments: list[str] | None
+    metadata: dict[str, Any] | None
+    stored_at: str
+
+    def to_dict(self, include_metadata: bool = True) -> dict[str, Any]:
+        out = {"role": self.role, "content": self.content, "message_id": self.message_id,
+               "timestamp": self.timestamp, "attachments": list(self.attachments or ())}
+        if include_metadata:
+            out["metadata"] = _copy_json(self.metadata) if self.metadata else {}
+        return out
+
+    def ram_bytes(self) -> int:
+        return (sys.getsizeof(self) + sys.getsizeof(self.content) + sys.getsizeof(self.message_id)
+                + sys.getsizeof(self.timestamp) + sys.getsizeof(self.stored_at) + 24)
+
+
+def _copy_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(item) for item in value]
+    return value
+
+
+class SessionState:
+    """A session record with its ordered messages."""
+
+    __slots__ = ("record", "messages", "positions", "content_bytes", "ram_bytes")
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+        self.messages: list[StoredMessage] = []
+        self.positions: dict[str, int] = {}
+        self.content_bytes = 0
+        self.ram_bytes = 0
+
+    def append(self, message: StoredMessage) -> None:
+        self.positions[message.message_id] = len(self.messages)
+        self.messages.append(message)
+        self.content_bytes += len(message.content.encode("utf-8")) if not message.content.isascii() else len(message.content)
+        self.ram_bytes += message.ram_bytes()
+
+    def keep_only(self, keep: list[StoredMessage]) -> None:
+        self.messages = []
+        self.positions = {}
+        self.content_bytes = 0
+        self.ram_bytes = 0
+        for message in keep:
+            self.append(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.record)
+        out["metadata"] = _copy_json(self.record.get("metadata") or {})
+        out["message_count"] = len(self.messages)
+        return out
+
+
+def history_page(session: SessionState, limit: int, offset: int, before: str | None, after: str | None,
+                 latest: bool) -> dict[str, Any]:
+    """A page of a session, oldest first, with the true total and has_more in the paging direction."""
+    messages = session.messages
+    total = len(messages)
+    if before is not None or after is not None:
+        cursor = before if before is not None else after
+        position = session.positions.get(cursor)  # type: ignore[arg-type]
+        if position is None:
+            raise InvalidInput(f"Cursor message_id '{cursor}' is not in this session", "INVALID_ARGUMENT")
+        if before is not None:
+            start = max(0, position - limit)
+            page, has_more = messages[start:position], start > 0
+        else:
+            end = position + 1 + limit
+            page, has_more = messages[position + 1:end], end < total
+    elif latest:
+        end = max(0, total - offset)
+        start = max(0, end - limit)
+        page, has_more = messages[start:end], start > 0
+    else:
+        page, has_more = messages[offset:offset + limit], offset + limit < total
+    return {"messages": [message.to_dict() for message in page], "total_count": total, "has_more": has_more}
+
+
+def page_bytes(page: dict[str, Any]) -> int:
+    """Size estimate of a cached page (content + per-message overhead)."""
+    return 256 + sum(len(m["content"]) + 240 for m in page["messages"])
+
+
+def analytics_partial(sessions: list[SessionState], window_start: float, window_end: float) -> dict[str, Any]:
+    """One shard's share of a user's analytics over [window_start, window_end)."""
+    middle = window_start + (window_end - window_start) / 2
+    by_role = {"user": 0, "assistant": 0, "system": 0, "tool": 0}
+    days: set[str] = set()
+    counted_sessions = 0
+    messages_in_window = first_half = second_half = 0
+    last_activity: float | None = None
+    for session in sessions:
+        created = datetime.fromisoformat(session.record["created_at"]).timestamp()
+        in_window = window_start <= created < window_end
+        last_activity = created if last_activity is None else max(last_activity, created)
+        for message in session.messages:
+            moment = message.timestamp_epoch
+            if last_activity is None or moment > last_activity:
+                last_activity = moment
+            if not window_start <= moment < window_end:
+                continue
+            in_window = True
+            messages_in_window += 1
+            by_role[message.role] += 1
+            days.add(datetime.fromtimestamp(moment, timezone.utc).date().isoformat())
+            if moment < middle:
+                first_half += 1
+            else:
+                second_half += 1
+        counted_sessions += in_window
+    return {"sessions": counted_sessions, "messages": messages_in_window, "by_role": by_role,
+            "days": sorted(days), "last_activity": last_activity, "first_half": first_half,
+            "second_half": second_half}
+
+
+def merge_analytics(parts: list[dict[str, Any]], days: int, now: datetime) -> dict[str, Any]:
+    """Merge per-shard analytics partials into the contract's analytics dict."""
+    sessions = sum(part["sessions"] for part in parts)
+    messages = sum(part["messages"] for part in parts)
+    by_role = {role: sum(part["by_role"][role] for part in parts) for role in ("user", "assistant", "system", "tool")}
+    active_days = len({day for part in parts for day in part["days"]})
+    activity = [part["last_activity"] for part in parts if part["last_activity"] is not None]
+    first = sum(part["first_half"] for part in parts)
+    second = sum(part["second_half"] for part in parts)
+    if messages == 0:
+        trend = "inactive"
+    elif second > first * 1.2:
+        trend = "increasing"
+    elif second < first * 0.8:
+        trend = "decreasing"
+    else:
+        trend = "stable"
+    last_days_ago = int((now.timestamp() - max(activity)) // 86400) if activity else None
+    return {
+        "total_sessions": sessions,
+        "total_messages": messages,
+        "avg_session_length": messages / sessions if sessions else 0.0,
+        "usage_patterns": {"sessions_per_day": sessions / days,
+                           "messages_per_session": messages / sessions if sessions else 0.0,
+                           "active_days": active_days},
+        "recent_activity": {"last_session_days_ago": last_days_ago, "activity_trend": trend},
+        "messages_by_role": by_role,
+        "time_range_days": days,
+        "window_start": (now - timedelta(days=days)).isoformat(),
+        "window_end": now.isoformat(),
+    }

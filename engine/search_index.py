@@ -9,27 +9,19 @@ the global figures, so scores do not depend on the shard count. `merge_ranked` m
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from array import array
 from typing import Any, Iterable
 
 import numpy as np
 
+from .text import query_terms, tokenize
+
 K1 = 1.2
 B = 0.75
-_TOKEN = re.compile(r"[^\W_]+")
 ROLE_CODES = {"user": 0, "assistant": 1, "system": 2, "tool": 3}
 
 
-def tokenize(text: str) -> list[str]:
-    """Maximal runs of Unicode letters and digits after NFKC and casefolding."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def query_terms(query: str) -> list[str]:
-    """Distinct query tokens in first-seen order."""
-    return list(dict.fromkeys(tokenize(query)))
+__all__ = ["SearchIndex", "idf", "merge_ranked", "merge_stats", "query_terms", "tokenize"]
 
 
 def idf(doc_count: int, doc_freq: int) -> float:

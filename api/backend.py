@@ -1,0 +1,122 @@
+"""Plumbing between the public API and one storage path's actors: handles, shard clients, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from engine.config import EngineConfig
+from engine.errors import EngineError
+from engine.routing import shard_index_for, user_shard_index
+
+from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, map_ray_errors
+from .shard_client import ShardClient
+
+MB = 1024 * 1024
+
+
+class PathBackend:
+    """The actors of one storage path as seen by one bridge.
+
+    Session calls go straight to the owning shard (one hop, coalesced by `ShardClient`);
+    user-level reads and deletes go through the router.
+    """
+
+    def __init__(self, engine_config: EngineConfig, namespace: str, router: Any, shards: list[Any],
+                 request_timeout_s: float) -> None:
+        self.engine_config = engine_config
+        self.namespace = namespace
+        self.router = router
+        self.shards = shards
+        self.shard_count = len(shards)
+        self.request_timeout_s = request_timeout_s
+        self.clients = [ShardClient(handle, index) for index, handle in enumerate(shards)]
+
+    # ------------------------------------------------------------------ routing
+    def session_shard(self, user_id: str, session_id: str) -> int:
+        return shard_index_for(user_id, session_id, self.shard_count)
+
+    def user_shard(self, user_id: str) -> int:
+        return user_shard_index(user_id, self.shard_count)
+
+    def deadline(self) -> float:
+        return time.monotonic() + self.request_timeout_s
+
+    # ------------------------------------------------------------------ calls
+    async def shard(self, index: int, name: str, *args: Any, deadline: float | None = None) -> Any:
+        return await self.clients[index].call(name, args, deadline or self.deadline())
+
+    async def session_call(self, user_id: str, session_id: str, name: str, *args: Any) -> Any:
+        return await self.shard(self.session_shard(user_id, session_id), name, user_id, session_id, *args)
+
+    async def user_call(self, user_id: str, name: str, *args: Any) -> Any:
+        return await self.shard(self.user_shard(user_id), name, user_id, *args)
+
+    async def routed(self, method: str, *args: Any, fanout_timeout_s: float | None = None) -> Any:
+        """Call a router method with the remaining deadline; retries while the router restarts.
+
+        The router's fan-out timeout defaults to 90% of the remaining deadline (so it can still
+        answer before the caller gives up); search passes a shorter one to return partial results.
+        """
+        deadline = self.deadline()
+        delay = 0.02
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimeout(f"router call {method} did not finish before the request deadline")
+            try:
+                fanout = min(fanout_timeout_s or remaining, remaining * 0.9)
+                ref = getattr(self.router, method).remote(*args, fanout)
+                return await asyncio.wait_for(ref, timeout=remaining)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"router call {method} did not finish before the request deadline") from None
+            except EngineError:
+                raise
+            except Exception as exc:  # api boundary: Ray failures are mapped here
+                if not is_retryable_ray_error(exc) or deadline - time.monotonic() <= delay:
+                    raise map_ray_errors(exc, f"router ({method})") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    async def probe_all(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Probe every shard in parallel (health concurrency group); one entry per shard."""
+        async def probe(index: int) -> dict[str, Any]:
+            started = time.perf_counter()
+            try:
+                ref = self.shards[index].probe.options(concurrency_group="health").remote()
+                facts = await asyncio.wait_for(ref, timeout=timeout_s)
+                facts["response_time_ms"] = (time.perf_counter() - started) * 1000
+                facts["error"] = facts.get("error")
+                return facts
+            except asyncio.TimeoutError:
+                return {"shard": index, "unavailable": True, "error": f"no answer within {timeout_s * 1000:.0f} ms",
+                        "response_time_ms": (time.perf_counter() - started) * 1000}
+            except Exception as exc:  # api boundary: a dead shard is a health fact, not a crash
+                return {"shard": index, "unavailable": True, "error": str(map_ray_errors(exc, f"shard {index}")),
+                        "response_time_ms": (time.perf_counter() - started) * 1000}
+        return list(await asyncio.gather(*(probe(index) for index in range(self.shard_count))))
+
+    async def stats_all(self, timeout_s: float) -> list[dict[str, Any] | None]:
+        async def stats(index: int) -> dict[str, Any] | None:
+            try:
+                return await asyncio.wait_for(self.shards[index].stats.remote(), timeout=timeout_s)
+            except Exception:  # api boundary: missing stats are reported as None
+                return None
+        return list(await asyncio.gather(*(stats(index) for index in range(self.shard_count))))
+
+
+def engine_config_for(config: Any, shard_count: int) -> EngineConfig:
+    """The root EngineConfig a bridge passes to its shard actors."""
+    return EngineConfig(
+        storage_path=os.path.abspath(config.storage_path), shard_count=shard_count,
+        durability=config.resolved_durability(), max_message_bytes=config.max_message_bytes,
+        cache_bytes_max=config.cache_size_mb * MB // shard_count,
+        max_session_bytes=config.max_session_size_mb * MB,
+        compress_sealed_segments=True,
+        max_batch_messages=max(config.message_batch_size, 1000),
+    )
+
+
+__all__ = ["PathBackend", "ShardUnavailable", "engine_config_for"]

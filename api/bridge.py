@@ -1,0 +1,440 @@
+"""`FFChatAppBridge`: factories, lifecycle, capabilities and the cheap health check (contract §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import getpass
+import importlib
+import logging
+import os
+import platform
+import shutil
+import time
+import warnings
+from datetime import datetime, timezone
+from typing import Any
+
+from engine.errors import EngineError
+
+from . import runtime
+from .backend import PathBackend, engine_config_for
+from .config import ChatAppStorageConfig, flatten_options
+from .config_factory import LEGACY_PRESETS, FFChatConfigFactory, score_config
+from .errors import ConfigurationError, InitializationError
+
+logger = logging.getLogger(__name__)
+_NOT_INITIALIZED = "Bridge not initialized. Call initialize() first."
+MIN_FREE_DISK_BYTES = 100 * 1024 * 1024
+_STATS_REFRESH_S = 5.0
+
+# Process-wide registry of the paths this process has attached to: namespace -> bridges open here.
+_open_bridges: dict[str, int] = {}
+
+
+class FFChatAppBridge:
+    """The entry point: one bridge per storage path (or many sharing the same actors).
+
+    Example:
+        >>> bridge = await FFChatAppBridge.create_for_chat_app("./chat_data")
+        >>> data = bridge.get_data_layer()
+        >>> await bridge.close()
+    """
+
+    def __init__(self, config: ChatAppStorageConfig) -> None:
+        if not isinstance(config, ChatAppStorageConfig):
+            raise ConfigurationError(f"FFChatAppBridge needs a ChatAppStorageConfig, got {type(config).__name__}")
+        self.config = config
+        self.start_time = time.time()
+        self._initialized = False
+        self._closed = False
+        self._storage_manager: Any = None
+        self._data_layer: Any = None
+        self._initialization_error: Exception | None = None
+        self._initialization_time = 0.0
+        self._shard_count_explicit = config.shard_count is not None
+        self._init_task: asyncio.Future[bool] | None = None
+        self._settings: ChatAppStorageConfig | None = None
+        self._backend: PathBackend | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._shard_snapshot: list[dict[str, Any] | None] = []
+        self._snapshot_at = 0.0
+        self._namespace = ""
+        self._router_pid: int | None = None
+        self._memory_breakdown = {"actors": 0.0, "ray_system": 0.0}
+
+    # ------------------------------------------------------------------ factories
+    @classmethod
+    async def _create(cls, config: ChatAppStorageConfig, explicit_shards: bool, prefix: str, step: str,
+                      context: dict[str, Any]) -> "FFChatAppBridge":
+        bridge = cls(config)
+        bridge._shard_count_explicit = explicit_shards
+        try:
+            await bridge.initialize()
+        except ConfigurationError:
+            raise
+        except InitializationError as exc:
+            raise InitializationError(f"{prefix}: {exc.message}", component="FFChatAppBridge",
+                                      initialization_step=step,
+                                      context={**context, "original_error": exc.message}) from exc
+        return bridge
+
+    @classmethod
+    async def create_for_chat_app(cls, storage_path: Any, options: dict[str, Any] | None = None) -> "FFChatAppBridge":
+        """A bridge on `storage_path` with flat or nested options."""
+        flat = flatten_options(options, allow_storage_path=False)
+        try:
+            config = ChatAppStorageConfig(storage_path, **flat)
+        except ConfigurationError:
+            raise
+        return await cls._create(config, "shard_count" in flat and flat["shard_count"] is not None,
+                                 "Failed to create chat app bridge", "factory_creation",
+                                 {"storage_path": str(storage_path), "options": options})
+
+    @classmethod
+    async def create_from_preset(cls, preset_name: str, storage_path: Any,
+                                 overrides: dict[str, Any] | None = None) -> "FFChatAppBridge":
+        """A bridge from one of the §6 templates, with flat or nested overrides."""
+        factory = FFChatConfigFactory()
+        values, flat = factory.template_values(preset_name, storage_path, overrides)
+        values.update(flat)
+        path = values.pop("storage_path")
+        config = ChatAppStorageConfig(path, **values)
+        return await cls._create(config, flat.get("shard_count") is not None,
+                                 f"Failed to create bridge from preset '{preset_name}'", "preset_creation",
+                                 {"preset_name": preset_name, "storage_path": str(storage_path),
+                                  "overrides": overrides})
+
+    @classmethod
+    async def create_for_use_case(cls, use_case: str, storage_path: Any, **kwargs: Any) -> "FFChatAppBridge":
+        factory = FFChatConfigFactory()
+        template, overrides = factory.use_case_settings(use_case, kwargs)
+        values, flat = factory.template_values(template, storage_path, overrides)
+        values.update(flat)
+        path = values.pop("storage_path")
+        config = ChatAppStorageConfig(path, **values)
+        return await cls._create(config, kwargs.get("shard_count") is not None,
+                                 f"Failed to create bridge for use case '{use_case}'", "use_case_creation",
+                                 {"use_case": use_case, "storage_path": str(storage_path), "options": kwargs})
+
+    @classmethod
+    async def create_from_preset_legacy(cls, preset_name: str, storage_path: Any,
+                                        overrides: dict[str, Any] | None = None) -> "FFChatAppBridge":
+        values = {**cls._get_preset_config(preset_name), **flatten_options(overrides, allow_storage_path=False)}
+        config = ChatAppStorageConfig(storage_path, **values)
+        return await cls._create(config, values.get("shard_count") is not None,
+                                 f"Failed to create bridge from legacy preset '{preset_name}'", "preset_creation",
+                                 {"preset_name": preset_name, "storage_path": str(storage_path),
+                                  "overrides": overrides})
+
+    @staticmethod
+    def _get_preset_config(preset_name: str) -> dict[str, Any]:
+        if preset_name not in LEGACY_PRESETS:
+            raise ConfigurationError(f"Unknown preset '{preset_name}'", context={"valid_presets": list(LEGACY_PRESETS)},
+                                     suggestions=["Use one of: speed, balanced, quality"])
+        return dict(LEGACY_PRESETS[preset_name])
+
+    @classmethod
+    def _flatten_config_options(cls, options: dict[str, Any] | None) -> dict[str, Any]:
+        return flatten_options(options, allow_storage_path=False)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def initialize(self) -> bool:
+        """Connect to or start Ray, lock the path, start or attach its actors. Idempotent."""
+        if self._closed:
+            raise InitializationError("Bridge is closed")
+        if self._initialized:
+            return True
+        if self._init_task is None:
+            self._init_task = asyncio.ensure_future(self._initialize())
+        try:
+            return await asyncio.shield(self._init_task)
+        finally:
+            if self._init_task.done() and not self._initialized:
+                self._init_task = None
+
+    async def _initialize(self) -> bool:
+        started = time.perf_counter()
+        settings = copy.deepcopy(self.config)
+        step = "ray_connection"
+        try:
+            await runtime.ensure_ray(settings.ray_address)
+            step = "storage_lock"
+            from actors import deploy  # imported late: importing api starts no Ray
+            namespace = settings.resolved_namespace()
+            path = os.path.abspath(settings.storage_path)
+            requested = settings.shard_count or runtime.cpu_count()
+            router = deploy.start_router(path, requested, self._shard_count_explicit, namespace)
+            try:
+                info = await router.info.remote()
+            except EngineError as exc:
+                deploy.kill([router])
+                if exc.code == "CONFIG_ERROR":
+                    raise ConfigurationError(exc.message, config_field="shard_count") from None
+                raise
+            shard_count = info["shard_count"]
+            self._router_pid = info.get("pid")
+            if self._shard_count_explicit and settings.shard_count != shard_count:
+                raise ConfigurationError(f"shard_count {settings.shard_count} does not match the {shard_count} "
+                                         f"shards stored at {settings.storage_path}", config_field="shard_count")
+            step = "shard_startup"
+            shards = deploy.start_shards(engine_config_for(settings, shard_count), namespace,
+                                         settings.enable_compression)
+            await asyncio.gather(*(shard.ready.remote() for shard in shards))
+            await router.set_shards.remote(shards)
+            await router.attach.remote()
+            self._backend = PathBackend(engine_config_for(settings, shard_count), namespace, router, shards,
+                                        float(settings.request_timeout_s))
+            self._namespace = namespace
+            _open_bridges[namespace] = _open_bridges.get(namespace, 0) + 1
+            step = "embedder_check"
+            if settings.embedder:
+                self._check_embedder(settings.embedder)
+        except ConfigurationError as exc:
+            self._initialization_error = exc
+            raise
+        except Exception as exc:  # api boundary: every failure becomes InitializationError
+            self._initialization_error = exc
+            logger.warning("bridge initialisation failed at %s: %s", step, exc)
+            message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            raise InitializationError(
+                f"Failed to initialize chat storage bridge: {message}", component="FFChatAppBridge",
+                initialization_step=step,
+                context={"storage_path": str(settings.storage_path), "performance_mode": settings.performance_mode,
+                         "initialization_time": time.perf_counter() - started}) from None
+        self._settings = settings
+        self._loop = asyncio.get_running_loop()
+        self._initialization_time = time.perf_counter() - started
+        self._initialized = True
+        from .storage import StorageFacade
+        self._storage_manager = StorageFacade(self)
+        self._refresh_task = asyncio.ensure_future(self._refresh_loop())
+        return True
+
+    @staticmethod
+    def _check_embedder(spec: str) -> None:
+        module_name, _, attribute = spec.partition(":")
+        embed = getattr(importlib.import_module(module_name), attribute)
+        vectors = embed(["ping"])
+        if not isinstance(vectors, list) or len(vectors) != 1 or not vectors[0]:
+            raise ValueError(f"embedder {spec} must map ['ping'] to one non-empty vector")
+
+    async def _refresh_loop(self) -> None:
+        while not self._closed:
+            await self.refresh_shard_snapshot()
+            await asyncio.sleep(_STATS_REFRESH_S)
+
+    async def refresh_shard_snapshot(self) -> list[dict[str, Any] | None]:
+        if self._backend is None:
+            return []
+        from .metrics import cluster_memory
+        snapshot = await self._backend.stats_all(min(2.0, self._backend.request_timeout_s))
+        self._shard_snapshot, self._snapshot_at = snapshot, time.time()
+        extra = [self._router_pid] if self._router_pid else []
+        self._memory_breakdown = await asyncio.get_running_loop().run_in_executor(
+            None, cluster_memory, snapshot, extra, runtime.owns_runtime())
+        return snapshot
+
+    async def close(self) -> None:
+        """Terminal and idempotent; flushes `none` data; the last bridge of the path stops its actors."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+            try:
+                await self._refresh_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        backend, self._backend = self._backend, None
+        if backend is None:
+            return
+        try:
+            await self._release(backend)
+        except Exception as exc:  # close never raises
+            logger.warning("bridge close: %s", exc)
+
+    async def _release(self, backend: PathBackend) -> None:
+        from actors import deploy
+        _open_bridges[backend.namespace] = max(0, _open_bridges.get(backend.namespace, 1) - 1)
+        flushes = [shard.execute.remote([("flush", (), {})]) for shard in backend.shards]
+        await asyncio.wait_for(asyncio.gather(*flushes, return_exceptions=True), timeout=10)
+        remaining = await asyncio.wait_for(backend.router.detach.remote(), timeout=5)
+        if remaining > 0:
+            return
+        closes = [shard.close.remote() for shard in backend.shards] + [backend.router.close.remote()]
+        await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), timeout=10)
+        deploy.kill(backend.shards + [backend.router])
+
+    async def __aenter__(self) -> "FFChatAppBridge":
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_initialized", False) and not getattr(self, "_closed", True):
+            warnings.warn(f"FFChatAppBridge on {self.config.storage_path!r} was not closed", ResourceWarning,
+                          stacklevel=2)
+
+    # ------------------------------------------------------------------ accessors
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("Bridge is closed")
+        if not self._initialized:
+            raise RuntimeError(_NOT_INITIALIZED)
+
+    @property
+    def settings(self) -> ChatAppStorageConfig:
+        """The configuration the bridge was initialised with (later edits of `config` do not apply)."""
+        return self._settings or self.config
+
+    @property
+    def backend(self) -> PathBackend | None:
+        return self._backend
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def get_data_layer(self) -> Any:
+        self._require_open()
+        if self._data_layer is None:
+            from .data_layer import FFChatDataLayer
+            self._data_layer = FFChatDataLayer(self)
+        return self._data_layer
+
+    def get_standardized_config(self) -> dict[str, Any]:
+        self._require_open()
+        s = self.settings
+        return {
+            "storage_path": s.storage_path,
+            "capabilities": {"vector_search": s.enable_vector_search, "streaming": s.enable_streaming,
+                             "analytics": s.enable_analytics, "compression": s.enable_compression},
+            "performance": {"mode": s.performance_mode, "cache_size_mb": s.cache_size_mb,
+                            "max_session_size_mb": s.max_session_size_mb},
+            "features": {"backup": s.backup_enabled, "compression": s.enable_compression,
+                         "batch_size": s.message_batch_size, "page_size": s.history_page_size,
+                         "search_limit": s.search_result_limit},
+            "environment": s.environment, "initialized": True, "initialization_time": self._initialization_time,
+            "uptime_seconds": time.time() - self.start_time, "runtime": self.runtime_settings(),
+        }
+
+    def runtime_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {"shard_count": self._backend.shard_count if self._backend else s.shard_count,
+                "durability": s.resolved_durability(), "ray_address": s.ray_address,
+                "namespace": self._namespace or s.resolved_namespace(), "embedder": s.embedder,
+                "max_message_bytes": s.max_message_bytes, "request_timeout_s": float(s.request_timeout_s)}
+
+    def vector_search_ready(self) -> bool:
+        return bool(self.settings.enable_vector_search and self.settings.embedder)
+
+    async def get_capabilities(self) -> dict[str, Any]:
+        self._require_open()
+        s = self.settings
+        return {"vector_search": s.enable_vector_search, "streaming": s.enable_streaming,
+                "analytics": s.enable_analytics, "compression": s.enable_compression, "backup": s.backup_enabled,
+                "max_file_size_mb": s.max_session_size_mb, "supported_formats": ["json", "jsonl"],
+                "search_types": ["text", "vector", "hybrid"] if self.vector_search_ready() else ["text"],
+                "storage_features": ["user_profiles", "sessions", "messages", "metadata"],
+                "durability": s.resolved_durability(),
+                "shard_count": self._backend.shard_count if self._backend else s.shard_count,
+                "max_message_bytes": s.max_message_bytes}
+
+    def get_current_user(self) -> str:
+        try:
+            return getpass.getuser()
+        except Exception:
+            return os.environ.get("USER", "unknown")
+
+    def get_user_info(self) -> dict[str, Any]:
+        return {"username": self.get_current_user(), "home": os.path.expanduser("~"),
+                "platform": platform.system(), "python_version": platform.python_version()}
+
+    # ------------------------------------------------------------------ health
+    async def health_check(self) -> dict[str, Any]:
+        """Probe every shard in parallel; never raises, writes nothing."""
+        started = time.perf_counter()
+        result: dict[str, Any] = {"status": "healthy", "timestamp": datetime.now(timezone.utc).isoformat(),
+                                  "bridge_initialized": self._initialized and not self._closed,
+                                  "uptime_seconds": time.time() - self.start_time, "storage_accessible": False,
+                                  "write_permissions": False, "disk_space_sufficient": False,
+                                  "performance_metrics": {}, "configuration_valid": False, "errors": [],
+                                  "warnings": [], "check_duration_ms": 0.0, "shards": []}
+        try:
+            await self._health_into(result)
+        except Exception as exc:  # health_check never raises
+            result["errors"].append(f"Health check failed: {exc}")
+        if result["errors"]:
+            result["status"] = "error"
+        elif result["warnings"] and result["status"] == "healthy":
+            result["status"] = "degraded"
+        result["check_duration_ms"] = (time.perf_counter() - started) * 1000
+        result["performance_metrics"]["response_time_ms"] = result["check_duration_ms"]
+        return result
+
+    async def _health_into(self, result: dict[str, Any]) -> None:
+        import psutil
+        result["configuration_valid"] = self.config.validate() == []
+        result["performance_metrics"] = {"uptime_seconds": result["uptime_seconds"],
+                                         "memory_usage": psutil.Process().memory_info().rss / 1024 / 1024,
+                                         "cache_utilization": 0.0, "response_time_ms": 0.0}
+        if self._closed:
+            result["errors"].append("Bridge is closed")
+            return
+        if not self._initialized or self._backend is None:
+            result["errors"].append("Bridge not initialized")
+            return
+        timeout = min(0.5, self._backend.request_timeout_s)
+        probes = await self._backend.probe_all(timeout)
+        self._record_probe_snapshot(probes)
+        shards = [_shard_health(p) for p in probes]
+        result["shards"] = shards
+        answering = [p for p in probes if not p.get("unavailable") and p.get("log_open")]
+        result["storage_accessible"] = bool(answering) and all(p.get("readable") for p in answering)
+        result["write_permissions"] = bool(answering) and all(p.get("writable") for p in answering)
+        result["disk_space_sufficient"] = bool(answering) and all(
+            p.get("disk_free_bytes", 0) >= MIN_FREE_DISK_BYTES for p in answering)
+        capacity = sum(p.get("cache_capacity_bytes", 0) for p in answering)
+        result["performance_metrics"]["cache_utilization"] = (
+            sum(p.get("cache_bytes", 0) for p in answering) / capacity if capacity else 0.0)
+        if not answering:
+            result["errors"].append("No shard answered the health probe")
+        elif not result["storage_accessible"] or not result["write_permissions"]:
+            result["errors"].append("Storage path is not readable and writable")
+        for shard in shards:
+            if shard["status"] == "unavailable":
+                result["warnings"].append(f"Shard {shard['shard']} unavailable: {shard['error']}")
+                result["status"] = "degraded"
+            elif shard["status"] == "degraded":
+                result["warnings"].append(f"Shard {shard['shard']} slow: {shard['response_time_ms']:.1f}ms")
+        if answering and not result["disk_space_sufficient"]:
+            result["warnings"].append("Less than 100 MiB free on a shard volume")
+        if not result["configuration_valid"]:
+            result["warnings"].append("Configuration is not valid")
+
+    def _record_probe_snapshot(self, probes: list[dict[str, Any]]) -> None:
+        merged = []
+        for index, probe in enumerate(probes):
+            previous = self._shard_snapshot[index] if index < len(self._shard_snapshot) else None
+            merged.append(previous if probe.get("unavailable") else {**(previous or {}), **probe})
+        self._shard_snapshot, self._snapshot_at = merged, time.time()
+
+    def disk_usage(self) -> Any:
+        return shutil.disk_usage(os.path.abspath(self.settings.storage_path)
+                                 if os.path.exists(self.settings.storage_path) else ".")
+
+    def config_score(self) -> dict[str, Any]:
+        return score_config(self.config)
+
+
+def _shard_health(probe: dict[str, Any]) -> dict[str, Any]:
+    unavailable = probe.get("unavailable") or not probe.get("log_open")
+    slow = probe.get("response_time_ms", 0.0) > 100
+    return {"shard": probe.get("shard"), "status": "unavailable" if unavailable else "degraded" if slow else "healthy",
+            "response_time_ms": probe.get("response_time_ms", 0.0), "sessions": probe.get("sessions", 0),
+            "messages": probe.get("messages", 0), "cache_bytes": probe.get("cache_bytes", 0),
+            "restarts": probe.get("restarts", 0), "node_id": probe.get("node_id"), "error": probe.get("error")}

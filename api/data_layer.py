@@ -1,0 +1,315 @@
+"""`FFChatDataLayer`: every data call of the contract (§4), answering with envelopes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any, AsyncIterator
+
+from engine.errors import InvalidInput, UserNotFound
+from engine.models import iso, new_message_id, normalize_message, validate_id
+from engine.text import query_terms
+
+from . import validation
+from ._errors import ShardUnavailable
+from .envelope import BridgeClosed, OperationMetrics, Outcome, run_operation
+from .errors import ErrorCode
+from .metrics import performance_metrics
+
+MB = 1024 * 1024
+
+
+class FFChatDataLayer:
+    """Chat-optimised data access over the bridge's shard actors.
+
+    Example:
+        >>> data = bridge.get_data_layer()
+        >>> await data.store_chat_message("alice", session_id, {"role": "user", "content": "hi"})
+    """
+
+    def __init__(self, bridge: Any) -> None:
+        self._bridge = bridge
+        self.config = bridge.settings
+        self.storage = bridge._storage_manager
+        self.metrics = OperationMetrics()
+
+    # ------------------------------------------------------------------ plumbing
+    def _backend(self) -> Any:
+        backend = self._bridge.backend
+        if self._bridge.is_closed or backend is None:
+            raise BridgeClosed("Bridge is closed")
+        return backend
+
+    def _session_size_warning(self, warnings: list[str], session_id: str, size_bytes: int) -> None:
+        limit = self.config.max_session_size_mb
+        if size_bytes > limit * MB:
+            warnings.append(f"Session {session_id} is {size_bytes / MB:.2f}MB, above max_session_size_mb ({limit}MB)")
+
+    # ------------------------------------------------------------------ storing
+    async def store_chat_message(self, user_id: str, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Append one message to an existing session of the user (idempotent on message_id)."""
+        async def body(warnings: list[str]) -> Outcome:
+            validation.user_and_session(user_id, session_id)
+            clean, unknown = normalize_message(message, self.config.max_message_bytes)
+            if unknown:
+                warnings.append(f"Ignored unknown message keys: {unknown}")
+            clean.setdefault("message_id", new_message_id())
+            result = await self._backend().session_call(user_id, session_id, "append", [clean])
+            record = result["records"][0]
+            self._session_size_warning(warnings, session_id, result["session_bytes"])
+            return Outcome({"message_id": record["message_id"], "stored_at": record["stored_at"],
+                            "timestamp": record["timestamp"], "session_updated": True,
+                            "duplicate": record["duplicate"]}, result["count"])
+        return await run_operation(self.metrics, "store_chat_message", body)
+
+    async def store_chat_messages(self, user_id: str, session_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """Append up to message_batch_size messages in one round trip, all-or-nothing and contiguous."""
+        async def body(warnings: list[str]) -> Outcome:
+            validation.user_and_session(user_id, session_id)
+            clean, unknown = validation.messages_batch(messages, self.config.message_batch_size,
+                                                       self.config.max_message_bytes)
+            if unknown:
+                warnings.append(f"Ignored unknown message keys: {unknown}")
+            for item in clean:
+                item.setdefault("message_id", new_message_id())
+            result = await self._backend().session_call(user_id, session_id, "append", clean)
+            self._session_size_warning(warnings, session_id, result["session_bytes"])
+            return Outcome({"message_ids": result["message_ids"], "stored_at": result["stored_at"],
+                            "session_updated": True, "count": result["count"], "duplicates": result["duplicates"]},
+                           result["count"])
+        return await run_operation(self.metrics, "store_chat_messages", body)
+
+    # ------------------------------------------------------------------ reading
+    async def get_chat_history(self, user_id: str, session_id: str, limit: int | None = None, offset: int = 0, *,
+                               before: str | None = None, after: str | None = None,
+                               latest: bool = False) -> dict[str, Any]:
+        """A page of the conversation, oldest first, by offset (from oldest or newest) or cursor."""
+        async def body(warnings: list[str]) -> Outcome:
+            validation.user_and_session(user_id, session_id)
+            args = validation.history_args(limit, offset, before, after, latest, self.config.history_page_size)
+            page, hit = await self._backend().session_call(user_id, session_id, "history", *args)
+            messages = page["messages"]
+            return Outcome({"messages": messages, "total_count": page["total_count"], "has_more": page["has_more"],
+                            "pagination": {"limit": args[0], "offset": args[1], "returned_count": len(messages),
+                                           "has_next_page": page["has_more"], "before": before, "after": after,
+                                           "latest": latest}}, len(messages), hit)
+        return await run_operation(self.metrics, "get_chat_history", body, cacheable=True)
+
+    async def stream_conversation(self, user_id: str, session_id: str, chunk_size: int = 50
+                                  ) -> AsyncIterator[dict[str, Any]]:
+        """Chunks of the messages acknowledged before the first chunk, oldest first."""
+        state = {"offset": 0, "end": None, "done": False}
+
+        async def chunk(warnings: list[str]) -> Outcome:
+            if state["end"] is None:
+                validation.user_and_session(user_id, session_id)
+                validation.int_arg(chunk_size, "chunk_size", 1, 10000)
+            result = await self._backend().session_call(user_id, session_id, "read_range", state["offset"],
+                                                        chunk_size, state["end"])
+            if state["end"] is None:
+                state["end"] = result["total_count"]
+            messages = result["messages"]
+            start = state["offset"]
+            state["offset"] = start + len(messages)
+            has_more = state["offset"] < state["end"] and bool(messages)
+            state["done"] = not has_more
+            return Outcome({"chunk": messages, "chunk_info": {"offset": start, "size": len(messages),
+                                                             "has_more": has_more,
+                                                             "total_streamed": state["offset"]}}, len(messages))
+        while not state["done"]:
+            result = await run_operation(self.metrics, "stream_conversation", chunk)
+            yield result
+            if not result["success"]:
+                return
+
+    async def search_conversations(self, user_id: str, query: str, options: dict[str, Any] | None = None
+                                   ) -> dict[str, Any]:
+        """BM25-ranked search over one user's messages with filters, sort and paging."""
+        async def body(warnings: list[str]) -> Outcome:
+            started = time.perf_counter()
+            validate_id(user_id, "user")
+            text = validation.query_text(query)
+            opts, unknown = validation.search_options(options, self.config.search_result_limit)
+            if unknown:
+                warnings.append(f"Ignored unknown search options: {unknown}")
+            if opts["search_type"] != "text":
+                if not self._bridge.vector_search_ready():
+                    raise InvalidInput("Vector and hybrid search need enable_vector_search=True and an embedder",
+                                       ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
+                raise InvalidInput("Vector and hybrid search are not available in this version; use text search",
+                                   ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
+            backend = self._backend()
+            terms = query_terms(text)
+            if not terms:
+                warnings.append("Query has no searchable terms")
+            found = await backend.routed(
+                "search", user_id, terms, backend.user_shard(user_id), opts["offset"] + opts["limit"],
+                opts["offset"], opts["limit"], opts["filters"], opts["sort"], opts["include_metadata"],
+                fanout_timeout_s=min(5.0, backend.request_timeout_s / 2.5))
+            failed = found["shards_failed"]
+            self._check_search_failures(backend, user_id, opts["session_ids"], failed)
+            if failed:
+                warnings.append(f"Partial results: shards {failed} did not answer")
+            results = [{k: v for k, v in hit.items() if k != "timestamp_epoch"} for hit in found["results"]]
+            metadata = {"query": text, "search_type": "text", "sort": opts["sort"], "result_count": len(results),
+                        "total_matches": found["total"], "offset": opts["offset"], "limit": opts["limit"],
+                        "session_filter": opts["session_ids"],
+                        "search_duration_ms": (time.perf_counter() - started) * 1000, "partial": bool(failed),
+                        "shards_failed": failed, "vector_pending": 0}
+            return Outcome({"results": results, "search_metadata": metadata,
+                            "performance_info": {"cache_used": found["cache_hit"], "index_hit": bool(terms),
+                                                 "optimization_level": "text"}}, len(results), found["cache_hit"])
+        return await run_operation(self.metrics, "search_conversations", body, cacheable=True)
+
+    @staticmethod
+    def _check_search_failures(backend: Any, user_id: str, session_ids: list[str] | None, failed: list[int]) -> None:
+        if not failed:
+            return
+        if len(failed) == backend.shard_count:
+            raise ShardUnavailable(f"No shard answered the search (shards {failed})")
+        if session_ids:
+            needed = {backend.session_shard(user_id, s) for s in session_ids}
+            if needed <= set(failed):
+                raise ShardUnavailable(f"Every requested session is on a failed shard ({sorted(needed)})")
+
+    async def get_analytics_summary(self, user_id: str, time_range_days: int = 30) -> dict[str, Any]:
+        """Exact counts over [now - days, now) of the user's messages and sessions."""
+        async def body(warnings: list[str]) -> Outcome:
+            validate_id(user_id, "user")
+            days = validation.int_arg(time_range_days, "time_range_days", 1, 3650)
+            backend = self._backend()
+            result = await backend.routed("analytics", user_id, backend.user_shard(user_id), days)
+            analytics = result["analytics"]
+            return Outcome({"analytics": analytics}, analytics["total_messages"], result["cache_hit"])
+        return await run_operation(self.metrics, "get_analytics_summary", body, cacheable=True)
+
+    # ------------------------------------------------------------------ sessions and deletion
+    async def list_sessions(self, user_id: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """The user's sessions, newest first, with exact message counts."""
+        async def body(warnings: list[str]) -> Outcome:
+            validate_id(user_id, "user")
+            page_limit = self.config.history_page_size if limit is None else validation.int_arg(limit, "limit", 0, 1000)
+            start = validation.int_arg(offset, "offset", 0)
+            backend = self._backend()
+            result = await backend.routed("list_sessions", user_id, backend.user_shard(user_id))
+            sessions = result["sessions"]
+            if not result["user_exists"] and not sessions:
+                raise UserNotFound(f"User '{user_id}' not found")
+            page = sessions[start:start + page_limit]
+            has_more = start + page_limit < len(sessions)
+            return Outcome({"sessions": page, "total_count": len(sessions), "has_more": has_more,
+                            "pagination": {"limit": page_limit, "offset": start, "returned_count": len(page),
+                                           "has_next_page": has_more}}, len(page), result["cache_hit"])
+        return await run_operation(self.metrics, "list_sessions", body, cacheable=True)
+
+    async def delete_session(self, user_id: str, session_id: str) -> dict[str, Any]:
+        async def body(warnings: list[str]) -> Outcome:
+            validation.user_and_session(user_id, session_id)
+            deleted = await self._backend().session_call(user_id, session_id, "delete_session")
+            return Outcome({"session_id": session_id, "deleted": True, "messages_deleted": deleted}, deleted)
+        return await run_operation(self.metrics, "delete_session", body)
+
+    async def delete_user(self, user_id: str) -> dict[str, Any]:
+        async def body(warnings: list[str]) -> Outcome:
+            validate_id(user_id, "user")
+            backend = self._backend()
+            totals = await backend.routed("delete_user", user_id, backend.user_shard(user_id))
+            return Outcome({"user_id": user_id, "deleted": True, **totals}, totals["messages_deleted"])
+        return await run_operation(self.metrics, "delete_user", body)
+
+    async def purge_older_than(self, days: float, *, user_id: str | None = None) -> dict[str, Any]:
+        """Delete messages older than `days` (all users or one) and sessions left empty before the cutoff."""
+        async def body(warnings: list[str]) -> Outcome:
+            span = validation.days_arg(days, "days", 36500)
+            if user_id is not None:
+                validate_id(user_id, "user")
+            cutoff = validation.now_minus_days(span)
+            totals = await self._backend().routed("purge", cutoff.timestamp(), user_id)
+            return Outcome({"cutoff": iso(cutoff), **totals}, totals["messages_deleted"])
+        return await run_operation(self.metrics, "purge_older_than", body)
+
+    # ------------------------------------------------------------------ export / import
+    async def export_session(self, user_id: str, session_id: str, path: Any = None) -> dict[str, Any]:
+        """The session as JSONL (header line, then one line per message); atomic write when `path` is given."""
+        async def body(warnings: list[str]) -> Outcome:
+            validation.user_and_session(user_id, session_id)
+            exported = await self._backend().session_call(user_id, session_id, "export_session")
+            text = _to_jsonl(exported)
+            size = len(text.encode("utf-8"))
+            count = len(exported["messages"])
+            if path is None:
+                return Outcome({"session_id": session_id, "message_count": count, "bytes": size, "path": None,
+                                "jsonl": text}, count)
+            target = os.fspath(path)
+            _atomic_write(target, text)
+            return Outcome({"session_id": session_id, "message_count": count, "bytes": size, "path": target,
+                            "jsonl": None}, count)
+        return await run_operation(self.metrics, "export_session", body)
+
+    async def import_session(self, user_id: str, path: Any = None, *, jsonl: str | None = None,
+                             session_id: str | None = None, on_conflict: str = "error") -> dict[str, Any]:
+        """Import an exported session (creates the user if missing); see on_conflict error|merge|replace."""
+        from .transfer import import_session_body
+        async def body(warnings: list[str]) -> Outcome:
+            result = await import_session_body(self, user_id, path, jsonl, session_id, on_conflict)
+            return Outcome(result, result["imported"])
+        return await run_operation(self.metrics, "import_session", body)
+
+    # ------------------------------------------------------------------ metrics and cache
+    def get_performance_metrics(self) -> dict[str, Any]:
+        """Metrics of this bridge (sync; shard figures from the latest snapshot)."""
+        return performance_metrics(self._bridge, self.metrics)
+
+    async def fetch_performance_metrics(self) -> dict[str, Any]:
+        """Like get_performance_metrics, from a fresh shard snapshot."""
+        if not self._bridge.is_closed:
+            await self._bridge.refresh_shard_snapshot()
+        return self.get_performance_metrics()
+
+    def clear_cache(self) -> None:
+        """Empty every shard cache of the path (for other bridges too); metrics are kept.
+
+        The clear is submitted on each shard's actor handle; Ray runs a caller's calls to an actor
+        in submission order, so every call issued after this returns sees a cold cache.
+        """
+        backend = self._bridge.backend
+        if backend is None:
+            return
+        for handle in backend.shards:
+            handle.execute.remote([("clear_cache", (), {})])
+
+    def reset_metrics(self) -> None:
+        """Zero this bridge's counters."""
+        self.metrics.reset()
+
+
+def _to_jsonl(exported: dict[str, Any]) -> str:
+    session = exported["session"]
+    header = {"type": "session", "format": "ffchat-session", "version": 1,
+              **{key: session[key] for key in ("session_id", "user_id", "title", "session_type", "created_at",
+                                               "updated_at", "metadata")}}
+    lines = [json.dumps(header, ensure_ascii=False)]
+    for message in exported["messages"]:
+        lines.append(json.dumps({"type": "message", **message}, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(target: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".export-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+__all__ = ["FFChatDataLayer"]

@@ -1,0 +1,106 @@
+"""Bridge-side client of one shard actor: coalesces concurrent calls into batches, bounds calls in
+flight, retries through shard restarts until each call's deadline, and acknowledges in log order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, map_ray_errors
+
+_Pending = tuple[tuple[str, tuple, dict], "asyncio.Future[Any]", float]
+
+
+class ShardClient:
+    """Send operations to one shard actor with group commit.
+
+    Calls issued while `max_in_flight` batches are outstanding wait in a queue and leave together as
+    the next batch (one actor call, one commit). Results are delivered in submission order, so
+    acknowledgement order equals log order. Waiting counts toward each call's deadline.
+    """
+
+    def __init__(self, handle: Any, index: int, max_in_flight: int = 4, max_batch: int = 1000) -> None:
+        self.handle = handle
+        self.index = index
+        self.max_in_flight = max_in_flight
+        self.max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._in_flight = 0
+        self._previous: asyncio.Future[None] | None = None
+        self._scheduled = False
+        self.batches_sent = 0
+        self.operations_sent = 0
+        self.retries = 0
+
+    async def call(self, name: str, args: tuple, deadline: float, kwargs: dict | None = None) -> Any:
+        """Run one shard operation; raises its EngineError, ShardUnavailable or RequestTimeout."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(((name, args, kwargs or {}), future, deadline))
+        if not self._scheduled and self._in_flight < self.max_in_flight:
+            # Defer to the next loop turn so calls issued in the same turn share one batch.
+            self._scheduled = True
+            loop.call_soon(self._dispatch)
+        try:
+            ok, value = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"shard {self.index} did not answer before the request deadline") from None
+        if ok:
+            return value
+        raise value
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        while self._queue and self._in_flight < self.max_in_flight:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            previous = self._previous
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._previous = done
+            self._in_flight += 1
+            asyncio.ensure_future(self._send(batch, previous, done))
+
+    async def _send(self, batch: list[_Pending], previous: asyncio.Future[None] | None,
+                    done: asyncio.Future[None]) -> None:
+        try:
+            outcome = await self._execute_with_retries(batch)
+            if previous is not None and not previous.done():
+                await asyncio.shield(previous)  # deliver acks in submission order
+            for (_, future, _), result in zip(batch, outcome):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            done.set_result(None)
+            self._in_flight -= 1
+            if self._queue and not self._scheduled:
+                self._dispatch()
+
+    async def _execute_with_retries(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+        operations = [operation for operation, _, _ in batch]
+        deadline = max(item[2] for item in batch)
+        delay = 0.02
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return [(False, RequestTimeout(f"shard {self.index} did not answer before the request deadline"))
+                        ] * len(batch)
+            try:
+                self.batches_sent += 1
+                self.operations_sent += len(operations)
+                return await asyncio.wait_for(self.handle.execute.remote(operations), timeout=remaining)
+            except asyncio.CancelledError:
+                raise
+            except asyncio.TimeoutError:
+                return [(False, RequestTimeout(f"shard {self.index} did not answer before the request deadline"))
+                        ] * len(batch)
+            except Exception as exc:  # api boundary: every Ray failure is mapped, none escapes raw
+                if not is_retryable_ray_error(exc):
+                    error = map_ray_errors(exc, f"shard {self.index}")
+                    return [(False, error)] * len(batch)
+                self.retries += 1
+                if deadline - time.monotonic() <= delay:
+                    error = ShardUnavailable(f"shard {self.index} is unavailable and did not come back in time")
+                    return [(False, error)] * len(batch)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)

@@ -1,0 +1,253 @@
+"""The storage facade (`data_layer.storage`, contract §5) and its value types."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.errors import EngineError, InvalidInput, SessionNotFound, UserNotFound
+from engine.models import check_metadata_dict, check_profile, new_message_id, new_session_id, normalize_message, validate_id
+from engine.text import query_terms
+
+from . import validation
+from .envelope import BridgeClosed
+from .errors import ErrorCode, SearchError, StorageError
+
+_ALL = 10**9
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """An immutable stored message."""
+
+    role: str
+    content: str
+    message_id: str = ""
+    timestamp: str = ""
+    attachments: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ChatMessage":
+        return cls(data["role"], data["content"], data.get("message_id", ""), data.get("timestamp", ""),
+                   list(data.get("attachments") or []), dict(data.get("metadata") or {}))
+
+
+@dataclass(frozen=True)
+class ChatSession:
+    """An immutable session record; `session_name` is an alias of `title`."""
+
+    session_id: str
+    user_id: str
+    title: str
+    session_type: str = "chat"
+    created_at: str = ""
+    updated_at: str = ""
+    message_count: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def session_name(self) -> str:
+        return self.title
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ChatSession":
+        return cls(data["session_id"], data["user_id"], data["title"], data.get("session_type", "chat"),
+                   data.get("created_at", ""), data.get("updated_at", ""), int(data.get("message_count", 0)),
+                   dict(data.get("metadata") or {}))
+
+
+class StorageFacade:
+    """Upstream-style storage manager: not found is False/None/""/[]; failures raise StorageError."""
+
+    def __init__(self, bridge: Any) -> None:
+        self._bridge = bridge
+
+    def _backend(self) -> Any:
+        backend = self._bridge.backend
+        if self._bridge.is_closed or backend is None:
+            raise BridgeClosed("Bridge is closed")
+        return backend
+
+    async def _guard(self, operation: str, coroutine_factory: Any, search: bool = False) -> Any:
+        try:
+            return await coroutine_factory()
+        except EngineError as exc:
+            if search:
+                raise SearchError(exc.message, search_type="text", error_code=exc.code) from None
+            raise StorageError(exc.message, operation=operation, error_code=exc.code) from None
+
+    # ------------------------------------------------------------------ users
+    async def create_user(self, user_id: str, profile: dict[str, Any] | None = None) -> bool:
+        async def run() -> bool:
+            validate_id(user_id, "user")
+            clean = check_profile(profile)
+            return await self._backend().user_call(user_id, "create_user", clean)
+        return await self._guard("create_user", run)
+
+    async def get_user_profile(self, user_id: str) -> dict[str, Any] | None:
+        async def run() -> dict[str, Any] | None:
+            validate_id(user_id, "user")
+            return await self._backend().user_call(user_id, "get_user")
+        return await self._guard("get_user_profile", run)
+
+    async def update_user_profile(self, user_id: str, updates: dict[str, Any]) -> bool:
+        async def run() -> bool:
+            validate_id(user_id, "user")
+            return await self._backend().user_call(user_id, "update_user", check_profile(updates))
+        return await self._guard("update_user_profile", run)
+
+    async def user_exists(self, user_id: str) -> bool:
+        async def run() -> bool:
+            validate_id(user_id, "user")
+            return await self._backend().user_call(user_id, "user_exists")
+        return await self._guard("user_exists", run)
+
+    async def list_users(self) -> list[str]:
+        return await self._guard("list_users", lambda: self._backend().routed("list_users"))
+
+    async def delete_user(self, user_id: str) -> bool:
+        async def run() -> bool:
+            validate_id(user_id, "user")
+            backend = self._backend()
+            try:
+                await backend.routed("delete_user", user_id, backend.user_shard(user_id))
+            except UserNotFound:
+                return False
+            return True
+        return await self._guard("delete_user", run)
+
+    # ------------------------------------------------------------------ sessions
+    async def create_session(self, user_id: str, title: str | None = None, session_type: str = "chat", *,
+                             session_id: str | None = None, metadata: dict[str, Any] | None = None) -> str:
+        """Create a session (and the user if missing); returns its id, or "" if the id exists."""
+        async def run() -> str:
+            validate_id(user_id, "user")
+            target = validate_id(session_id, "session") if session_id is not None else new_session_id()
+            if title is not None and not isinstance(title, str):
+                raise InvalidInput("title must be a string", "INVALID_ARGUMENT")
+            if not isinstance(session_type, str) or not session_type:
+                raise InvalidInput("session_type must be a non-empty string", "INVALID_ARGUMENT")
+            clean = check_metadata_dict(metadata, "session metadata")
+            backend = self._backend()
+            # Session first, then the profile: a crash between the two leaves a session whose owner
+            # is re-created by the next create_session/import, never a profile pointing at nothing.
+            created = await backend.session_call(user_id, target, "create_session", title, session_type, clean)
+            await backend.user_call(user_id, "create_user", {})
+            return target if created else ""
+        return await self._guard("create_session", run)
+
+    async def get_session(self, user_id: str, session_id: str) -> ChatSession | None:
+        async def run() -> ChatSession | None:
+            validation.user_and_session(user_id, session_id)
+            record = await self._backend().session_call(user_id, session_id, "get_session")
+            return ChatSession.from_dict(record) if record else None
+        return await self._guard("get_session", run)
+
+    async def list_sessions(self, user_id: str, limit: int | None = None, offset: int = 0) -> list[ChatSession]:
+        async def run() -> list[ChatSession]:
+            validate_id(user_id, "user")
+            count = _ALL if limit is None else validation.int_arg(limit, "limit", 0, 1000)
+            start = validation.int_arg(offset, "offset", 0)
+            backend = self._backend()
+            result = await backend.routed("list_sessions", user_id, backend.user_shard(user_id))
+            return [ChatSession.from_dict(s) for s in result["sessions"][start:start + count]]
+        return await self._guard("list_sessions", run)
+
+    async def update_session(self, user_id: str, session_id: str, updates: dict[str, Any]) -> bool:
+        async def run() -> bool:
+            validation.user_and_session(user_id, session_id)
+            if not isinstance(updates, dict):
+                raise InvalidInput("updates must be a dict", "INVALID_ARGUMENT")
+            clean = {key: updates[key] for key in ("title", "session_name", "updated_at") if key in updates}
+            if "metadata" in updates:
+                clean["metadata"] = check_metadata_dict(updates["metadata"], "session metadata")
+            return await self._backend().session_call(user_id, session_id, "update_session", clean)
+        return await self._guard("update_session", run)
+
+    async def update_session_metadata(self, user_id: str, session_id: str, metadata: dict[str, Any]) -> bool:
+        return await self.update_session(user_id, session_id, {"metadata": metadata})
+
+    async def delete_session(self, user_id: str, session_id: str) -> bool:
+        async def run() -> bool:
+            validation.user_and_session(user_id, session_id)
+            try:
+                await self._backend().session_call(user_id, session_id, "delete_session")
+            except SessionNotFound:
+                return False
+            return True
+        return await self._guard("delete_session", run)
+
+    async def get_session_stats(self, user_id: str, session_id: str) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            validation.user_and_session(user_id, session_id)
+            stats = await self._backend().session_call(user_id, session_id, "session_stats")
+            return {"session_id": session_id, "user_id": user_id, "created_at": stats["created_at"],
+                    "updated_at": stats["updated_at"], "storage_path": f"{user_id}/{session_id}",
+                    "message_count": stats["message_count"], "document_count": 0,
+                    "total_size_bytes": stats["total_size_bytes"],
+                    "average_message_size": stats["average_message_size"], "vector_count": 0,
+                    "has_context": False, "context_snapshots": 0, "last_activity": stats["last_activity"]}
+        return await self._guard("get_session_stats", run)
+
+    # ------------------------------------------------------------------ messages
+    async def add_message(self, user_id: str, session_id: str, message: Any) -> bool:
+        async def run() -> bool:
+            validation.user_and_session(user_id, session_id)
+            raw = message.to_dict() if isinstance(message, ChatMessage) else message
+            if isinstance(raw, dict) and not raw.get("message_id"):
+                raw = {key: value for key, value in raw.items() if key != "message_id" and
+                       not (key == "timestamp" and value == "")}
+            clean, _ = normalize_message(raw, self._bridge.settings.max_message_bytes)
+            clean.setdefault("message_id", new_message_id())
+            try:
+                await self._backend().session_call(user_id, session_id, "append", [clean])
+            except SessionNotFound:
+                return False
+            return True
+        return await self._guard("add_message", run)
+
+    async def get_messages(self, user_id: str, session_id: str, limit: int | None = None,
+                           offset: int = 0) -> list[ChatMessage]:
+        async def run() -> list[ChatMessage]:
+            validation.user_and_session(user_id, session_id)
+            count = _ALL if limit is None else validation.int_arg(limit, "limit", 0)
+            start = validation.int_arg(offset, "offset", 0)
+            if count == 0:
+                return []
+            try:
+                result = await self._backend().session_call(user_id, session_id, "read_range", start, count)
+            except SessionNotFound:
+                return []
+            return [ChatMessage.from_dict(m) for m in result["messages"]]
+        return await self._guard("get_messages", run)
+
+    async def get_all_messages(self, user_id: str, session_id: str) -> list[ChatMessage]:
+        return await self.get_messages(user_id, session_id)
+
+    async def search_messages(self, user_id: str, query: str, session_id: str | None = None,
+                              session_ids: list[str] | None = None, *, limit: int = 100) -> list[ChatMessage]:
+        async def run() -> list[ChatMessage]:
+            validate_id(user_id, "user")
+            text = validation.query_text(query)
+            count = validation.int_arg(limit, "limit", 0, 1000)
+            wanted = list(session_ids or []) + ([session_id] if session_id is not None else [])
+            filters = {"session_ids": wanted} if (session_id is not None or session_ids is not None) else {}
+            backend = self._backend()
+            try:
+                found = await backend.routed("search", user_id, query_terms(text), backend.user_shard(user_id),
+                                             count, 0, count, filters, "relevance", True,
+                                             fanout_timeout_s=min(5.0, backend.request_timeout_s / 2.5))
+            except UserNotFound:
+                return []
+            return [ChatMessage.from_dict(hit) for hit in found["results"]]
+        return await self._guard("search_messages", run, search=True)
+
+
+__all__ = ["ChatMessage", "ChatSession", "ErrorCode", "StorageFacade"]

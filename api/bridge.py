@@ -12,6 +12,7 @@ import platform
 import shutil
 import time
 import warnings
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 
@@ -209,7 +210,7 @@ class FFChatAppBridge:
         self._initialized = True
         from .storage import StorageFacade
         self._storage_manager = StorageFacade(self)
-        self._refresh_task = asyncio.ensure_future(self._refresh_loop())
+        self._refresh_task = asyncio.ensure_future(_refresh_loop(weakref.ref(self)))
         return True
 
     @staticmethod
@@ -219,11 +220,6 @@ class FFChatAppBridge:
         vectors = embed(["ping"])
         if not isinstance(vectors, list) or len(vectors) != 1 or not vectors[0]:
             raise ValueError(f"embedder {spec} must map ['ping'] to one non-empty vector")
-
-    async def _refresh_loop(self) -> None:
-        while not self._closed:
-            await self.refresh_shard_snapshot()
-            await asyncio.sleep(_STATS_REFRESH_S)
 
     async def refresh_shard_snapshot(self) -> list[dict[str, Any] | None]:
         if self._backend is None:
@@ -429,6 +425,22 @@ class FFChatAppBridge:
 
     def config_score(self) -> dict[str, Any]:
         return score_config(self.config)
+
+
+async def _refresh_loop(reference: "weakref.ReferenceType[FFChatAppBridge]") -> None:
+    """Keep the shard snapshot fresh; holds the bridge weakly so an unclosed bridge can be collected."""
+    delay = 0.5  # the first snapshot soon after start-up, then every _STATS_REFRESH_S
+    while True:
+        await asyncio.sleep(delay)
+        delay = _STATS_REFRESH_S
+        bridge = reference()
+        if bridge is None or bridge.is_closed:
+            return
+        try:
+            await bridge.refresh_shard_snapshot()
+        except Exception as exc:  # a failed refresh keeps the previous snapshot
+            logger.debug("shard snapshot refresh failed: %s", exc)
+        del bridge
 
 
 def _shard_health(probe: dict[str, Any]) -> dict[str, Any]:

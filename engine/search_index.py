@@ -240,10 +240,13 @@ def merge_stats(parts: Iterable[dict[str, Any]], terms: list[str]) -> dict[str, 
 
 
 def merge_ranked(parts: Iterable[list[dict[str, Any]]], offset: int, limit: int, sort: str = "relevance") -> list[dict[str, Any]]:
-    """Merge per-shard ranked results (dicts with relevance_score and timestamp_epoch) and page them."""
+    """Merge per-shard ranked results (dicts with relevance_score and timestamp_epoch) and page them.
+
+    The sort is stable, so full ties keep each shard's own order (newest first within a shard).
+    """
     everything = [hit for part in parts for hit in part]
     if sort == "relevance":
-        everything.sort(key=lambda hit: (-hit["relevance_score"], -hit["timestamp_epoch"], hit["message_id"]))
+        everything.sort(key=lambda hit: (-hit["relevance_score"], -hit["timestamp_epoch"]))
     else:
-        everything.sort(key=lambda hit: (-hit["timestamp_epoch"], -hit["relevance_score"], hit["message_id"]))
+        everything.sort(key=lambda hit: (-hit["timestamp_epoch"], -hit["relevance_score"]))
     return everything[offset:offset + limit]

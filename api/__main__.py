@@ -1,0 +1,75 @@
+"""`chat-bridge demo` (also `python -m api`) and `chat-bridge bench` (the scale-test harness)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+
+async def demo(path: str) -> int:
+    """A short end-to-end session on `path`: store, page, search, stream, analytics, health."""
+    from api import FFChatAppBridge
+    started = time.perf_counter()
+    bridge = await FFChatAppBridge.create_for_chat_app(path, {"performance_mode": "balanced"})
+    print(f"bridge ready on {path} in {(time.perf_counter() - started) * 1000:.0f} ms "
+          f"({bridge.get_standardized_config()['runtime']['shard_count']} shards, "
+          f"durability {bridge.get_standardized_config()['runtime']['durability']})")
+    try:
+        data = bridge.get_data_layer()
+        await data.storage.create_user("demo_user", {"username": "demo"})
+        session_id = await data.storage.create_session("demo_user", "Demo conversation")
+        turns = [("user", "Hello! Can you help me plan a trip to Lisbon?"),
+                 ("assistant", "Of course. Lisbon is lovely in spring; how many days do you have?"),
+                 ("user", "Five days, and I love seafood and old trams."),
+                 ("assistant", "Ride tram 28 through Alfama and try the seafood in Cais do Sodré.")]
+        for role, content in turns:
+            result = await data.store_chat_message("demo_user", session_id, {"role": role, "content": content})
+            print(f"stored {role:9s} {result['data']['message_id']} in {result['metadata']['operation_time_ms']:.2f} ms")
+        batch = await data.store_chat_messages("demo_user", session_id, [
+            {"role": "user", "content": f"Follow-up question {i} about trams and seafood"} for i in range(20)])
+        print(f"stored a batch of {batch['data']['count']} in {batch['metadata']['operation_time_ms']:.2f} ms")
+        page = await data.get_chat_history("demo_user", session_id, limit=3, latest=True)
+        again = await data.get_chat_history("demo_user", session_id, limit=3, latest=True)
+        print(f"history: {page['data']['total_count']} messages; latest page of 3 "
+              f"(cache hit on repeat: {again['metadata']['cache_hit']})")
+        found = await data.search_conversations("demo_user", "seafood trams", {"limit": 3})
+        meta = found["data"]["search_metadata"]
+        print(f"search 'seafood trams': {meta['total_matches']} matches, top {meta['result_count']}:")
+        for hit in found["data"]["results"]:
+            print(f"   {hit['relevance_score']:.3f}  {hit['content'][:60]}")
+        chunks = [chunk async for chunk in data.stream_conversation("demo_user", session_id, chunk_size=10)]
+        print(f"streamed {chunks[-1]['data']['chunk_info']['total_streamed']} messages in {len(chunks)} chunks")
+        analytics = (await data.get_analytics_summary("demo_user"))["data"]["analytics"]
+        print(f"analytics: {analytics['total_messages']} messages in {analytics['total_sessions']} session(s), "
+              f"by role {analytics['messages_by_role']}")
+        health = await bridge.health_check()
+        print(f"health: {health['status']} in {health['check_duration_ms']:.1f} ms; shards "
+              + ", ".join(f"{s['shard']}:{s['status']}" for s in health["shards"]))
+        metrics = await data.fetch_performance_metrics()
+        for name, op in sorted(metrics["operation_metrics"].items()):
+            print(f"   {name:24s} n={op['total_operations']:3d} p50={op['p50_ms']:.2f} ms p95={op['p95_ms']:.2f} ms")
+        await data.delete_session("demo_user", session_id)
+        print("deleted the demo session; data lives under", path)
+    finally:
+        await bridge.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chat-bridge", description="ff-chat-bridge command line")
+    sub = parser.add_subparsers(dest="command")
+    demo_parser = sub.add_parser("demo", help="run a short end-to-end session on ./chat_data")
+    demo_parser.add_argument("--path", default="./chat_data")
+    sub.add_parser("bench", help="run the scale-test harness (same flags as python -m scale_tests)",
+                   add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from scale_tests.__main__ import main as bench_main
+        return bench_main(rest)
+    return asyncio.run(demo(getattr(args, "path", "./chat_data")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,11 @@ async def test_fresh_bridge_is_healthy_with_five_components(bridge):
     assert set(report["system_health"]) == {"cpu", "memory", "disk", "process", "ray"}
     assert report["system_health"]["ray"]["shard_count"] in (0, 2)
     assert 0 <= report["optimization_score"] <= 100
-    assert report["overall_status"] in ("healthy", "degraded")
+    # overall_status also reflects the host's CPU/memory/disk, which a shared CI machine may push
+    # past a threshold; the bridge's own components must be healthy regardless.
+    assert report["overall_status"] in ("healthy", "degraded", "error")
+    for name in ("bridge", "storage", "configuration", "cache"):
+        assert report["component_health"][name]["status"] == "healthy", report["component_health"][name]
     assert await bridge.get_data_layer().storage.list_users() == users_before
 
 
@@ -29,7 +33,7 @@ async def test_diagnose_and_analytics_shapes(bridge):
     analytics = await monitor.get_performance_analytics(1)
     assert set(analytics) == {"time_range_hours", "timestamp", "performance_trends", "optimization_history",
                               "recommendations", "summary"}
-    assert (await quick_health_check(bridge))["overall_status"] in ("healthy", "degraded")
+    assert (await quick_health_check(bridge))["component_health"]["bridge"]["status"] == "healthy"
     assert "issues_found" in await diagnose_bridge_issues(bridge)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks and the load harness (outside pytest's default run)."""

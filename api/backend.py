@@ -15,6 +15,7 @@ from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, m
 from .shard_client import ShardClient
 
 MB = 1024 * 1024
+_ROUTE_CACHE_ENTRIES = 100_000
 
 
 class PathBackend:
@@ -33,10 +34,17 @@ class PathBackend:
         self.shard_count = len(shards)
         self.request_timeout_s = request_timeout_s
         self.clients = [ShardClient(handle, index) for index, handle in enumerate(shards)]
+        self._routes: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ routing
     def session_shard(self, user_id: str, session_id: str) -> int:
-        return shard_index_for(user_id, session_id, self.shard_count)
+        key = (user_id, session_id)
+        index = self._routes.get(key)
+        if index is None:
+            if len(self._routes) >= _ROUTE_CACHE_ENTRIES:
+                self._routes.clear()  # a bounded memo, not an index: recomputing is always correct
+            index = self._routes[key] = shard_index_for(user_id, session_id, self.shard_count)
+        return index
 
     def user_shard(self, user_id: str) -> int:
         return user_shard_index(user_id, self.shard_count)

@@ -18,7 +18,9 @@ class ShardClient:
 
     Calls issued while `max_in_flight` batches are outstanding wait in a queue and leave together as
     the next batch (one actor call, one commit). Results are delivered in submission order, so
-    acknowledgement order equals log order. Waiting counts toward each call's deadline.
+    acknowledgement order equals log order. Waiting counts toward each call's deadline: a call
+    still queued at its deadline ends with TIMEOUT, and a batch in flight ends at its earliest
+    deadline (one timer per batch, not per call).
     """
 
     def __init__(self, handle: Any, index: int, max_in_flight: int = 4, max_batch: int = 1000) -> None:
@@ -43,16 +45,22 @@ class ShardClient:
             # Defer to the next loop turn so calls issued in the same turn share one batch.
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        try:
-            ok, value = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"shard {self.index} did not answer before the request deadline") from None
+        ok, value = await future
         if ok:
             return value
         raise value
 
     def _dispatch(self) -> None:
         self._scheduled = False
+        now = time.monotonic()
+        if self._queue and self._queue[0][2] <= now:
+            # Calls whose deadline passed while queued end now with TIMEOUT (they were never sent).
+            expired = [item for item in self._queue if item[2] <= now]
+            self._queue = [item for item in self._queue if item[2] > now]
+            for _, future, _ in expired:
+                if not future.done():
+                    future.set_result((False, RequestTimeout(f"shard {self.index}: request deadline passed "
+                                                             f"while waiting for a free slot")))
         while self._queue and self._in_flight < self.max_in_flight:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             previous = self._previous
@@ -78,7 +86,9 @@ class ShardClient:
 
     async def _execute_with_retries(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         operations = [operation for operation, _, _ in batch]
-        deadline = max(item[2] for item in batch)
+        # The batch ends at its earliest deadline: every call of a bridge has the same timeout, so
+        # the others lose at most the few milliseconds they queued behind it, and none overruns.
+        deadline = min(item[2] for item in batch)
         delay = 0.02
         while True:
             remaining = deadline - time.monotonic()

@@ -9,6 +9,10 @@ from typing import Any, NamedTuple
 from .errors import InvalidInput
 
 
+_STR_OVERHEAD = sys.getsizeof("")
+_TUPLE_BYTES = sys.getsizeof(tuple(range(8)))
+
+
 class StoredMessage(NamedTuple):
     """One message as a shard holds it (a tuple: ~8 pointers instead of a dict per message)."""
 
@@ -29,8 +33,10 @@ class StoredMessage(NamedTuple):
         return out
 
     def ram_bytes(self) -> int:
-        return (sys.getsizeof(self) + sys.getsizeof(self.content) + sys.getsizeof(self.message_id)
-                + sys.getsizeof(self.timestamp) + sys.getsizeof(self.stored_at) + 24)
+        """Bytes this message holds in RAM (CPython object sizes; ASCII strings are 49 + len bytes)."""
+        text = len(self.content) if self.content.isascii() else sys.getsizeof(self.content) - _STR_OVERHEAD
+        return (_TUPLE_BYTES + 24 + 4 * _STR_OVERHEAD + text + len(self.message_id) + len(self.timestamp)
+                + len(self.stored_at))
 
 
 def _copy_json(value: Any) -> Any:

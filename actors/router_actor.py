@@ -1,4 +1,5 @@
-"""RouterActor: fans user-level reads and deletes out to every shard and merges the answers.
+"""RouterActor: one per Ray runtime. Registers storage paths, lends them pooled shard actors, and fans
+user-level reads and deletes out to a path's shards, merging the answers.
 
 Partial-result policy: search waits at most `timeout_s` for each phase; shards that do not answer
 are listed in `shards_failed` and the other shards' results are returned with `partial=True`.
@@ -10,58 +11,162 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from engine.config import EngineConfig
-from engine.errors import EngineError, ShardClosed, UserNotFound
+from engine.errors import EngineError, PathNotOpen, ShardClosed, UserNotFound
 from engine.manifest import PathManifest
 from engine.search_index import merge_ranked, merge_stats
 from engine.session_store import merge_analytics
 
 
+class _Path:
+    """What the router knows about one open storage path."""
+
+    def __init__(self, manifest: PathManifest, config: EngineConfig, shards: list[Any]) -> None:
+        self.manifest = manifest
+        self.config = config
+        self.shards = shards
+        self.attached = 0
+
+
 class RouterActor:
-    """One per storage path (async actor). Also owns the path lock and the shard-count manifest."""
+    """The runtime's router (async actor): path registry, pool of idle shard actors, fan-out.
 
-    def __init__(self, storage_path: str, requested_shard_count: int, explicit: bool, namespace: str) -> None:
-        self._manifest = PathManifest(storage_path)
-        self._open_error: EngineError | None = None
+    `spawn(slot)` creates one shard actor (deploy.py supplies it, so this class stays Ray-free).
+    """
+
+    def __init__(self, spawn: Callable[[int], Any] | None = None, spare: int = 2, idle_max: int = 8) -> None:
+        self._spawn = spawn
+        self._spare = spare
+        self._idle_max = idle_max
+        self._idle: list[Any] = []
+        self._next_slot = 0
+        self._paths: dict[str, _Path] = {}
+        self._lock = asyncio.Lock()
+        self._refill: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ pool
+    async def _new_actor(self) -> Any:
+        assert self._spawn is not None, "no actor factory"
+        slot, self._next_slot = self._next_slot, self._next_slot + 1
+        handle = self._spawn(slot)
+        await handle.ping.remote()
+        return handle
+
+    async def _take(self, count: int) -> list[Any]:
+        taken = [self._idle.pop() for _ in range(min(count, len(self._idle)))]
+        if len(taken) < count:
+            taken += await asyncio.gather(*(self._new_actor() for _ in range(count - len(taken))))
+        self._schedule_refill()
+        return taken
+
+    def _schedule_refill(self) -> None:
+        if self._spawn is not None and (self._refill is None or self._refill.done()):
+            self._refill = asyncio.ensure_future(self._keep_spare())
+
+    async def _keep_spare(self) -> None:
+        # Start processes ahead of need, so the next bridge finds actors ready (one at a time,
+        # to leave the CPU to the traffic that is running now).
+        while len(self._idle) < self._spare:
+            self._idle.append(await self._new_actor())
+
+    async def warm(self) -> int:
+        """Start the spare actors now; returns how many are idle."""
+        self._schedule_refill()
+        if self._refill is not None:
+            await self._refill
+        return len(self._idle)
+
+    # ------------------------------------------------------------------ paths
+    async def open_path(self, namespace: str, template: EngineConfig, requested: int, explicit: bool,
+                        compress_records: bool, shards: list[Any] | None = None) -> dict[str, Any]:
+        """Attach to a path, opening it first if needed: lock it, fix its shard count, assign shards.
+
+        `shards` re-registers a path whose actors already exist (after a router restart).
+        Raises ShardLocked (another runtime holds the path), InvalidInput CONFIG_ERROR (shard count).
+        """
+        async with self._lock:
+            known = self._paths.get(namespace)
+            if known is None:
+                known = await self._open(namespace, template, requested, explicit, compress_records, shards)
+            elif explicit and requested != known.config.shard_count:
+                raise EngineError(f"shard_count {requested} does not match the {known.config.shard_count} "
+                                  f"shards stored at {template.storage_path}", "CONFIG_ERROR")
+            known.attached += 1
+            return {"shards": known.shards, "shard_count": known.config.shard_count, "config": known.config,
+                    "attached": known.attached, "pid": os.getpid()}
+
+    async def _open(self, namespace: str, template: EngineConfig, requested: int, explicit: bool,
+                    compress_records: bool, shards: list[Any] | None) -> _Path:
+        manifest = PathManifest(template.storage_path)
         try:
-            self.shard_count = self._manifest.open(requested_shard_count, explicit)
-        except EngineError as exc:  # reported by info(): an actor whose __init__ raises cannot say why
-            self._open_error, self.shard_count = exc, 0
-        self._namespace = namespace
-        self._shards: list[Any] | None = None
-        self._attached = 0
+            count = manifest.open(requested, explicit)
+        except OSError as exc:
+            raise EngineError(f"Cannot open storage path {template.storage_path}: {exc}", "STORAGE_ERROR") from None
+        config = template.model_copy(update={"shard_count": count,
+                                             "cache_bytes_max": template.cache_bytes_max // count})
+        try:
+            handles = shards if shards is not None else await self._take(count)
+            await asyncio.gather(*(h.assign.remote(config, i, compress_records, shards is None)
+                                   for i, h in enumerate(handles)))
+        except BaseException:
+            if shards is None and "handles" in locals():
+                await self._give_back(handles)
+            manifest.close()
+            raise
+        self._paths[namespace] = path = _Path(manifest, config, handles)
+        return path
 
-    # ------------------------------------------------------------------ membership
+    async def close_path(self, namespace: str) -> int:
+        """Detach one bridge; the last one releases the shards back to the pool. Returns bridges left."""
+        async with self._lock:
+            path = self._paths.get(namespace)
+            if path is None:
+                return 0
+            path.attached -= 1
+            if path.attached > 0:
+                return path.attached
+            del self._paths[namespace]
+            await self._give_back(path.shards)
+            path.manifest.close()
+            return 0
+
+    async def _give_back(self, handles: list[Any]) -> None:
+        results = await asyncio.gather(*(h.release.remote() for h in handles), return_exceptions=True)
+        for handle, result in zip(handles, results):
+            if result is True and len(self._idle) < self._idle_max:
+                self._idle.append(handle)
+            else:
+                self._kill(handle)
+
+    @staticmethod
+    def _kill(handle: Any) -> None:
+        try:
+            import ray
+            ray.kill(handle, no_restart=True)
+        except Exception:  # an actor that is already gone needs no killing
+            pass
+
     def info(self) -> dict[str, Any]:
-        if self._open_error is not None:
-            raise self._open_error
-        return {"shard_count": self.shard_count, "attached": self._attached, "pid": os.getpid()}
+        return {"paths": {ns: {"attached": p.attached, "shard_count": p.config.shard_count,
+                               "storage_path": p.config.storage_path} for ns, p in self._paths.items()},
+                "idle": len(self._idle), "pid": os.getpid()}
 
-    def attach(self) -> int:
-        self._attached += 1
-        return self._attached
-
-    def detach(self) -> int:
-        self._attached = max(0, self._attached - 1)
-        return self._attached
-
-    def set_shards(self, handles: list[Any]) -> None:
-        self._shards = list(handles)
-
-    def close(self) -> bool:
-        self._manifest.close()
-        return True
+    def _path(self, namespace: str) -> _Path:
+        path = self._paths.get(namespace)
+        if path is None:
+            raise PathNotOpen(f"path {namespace} is not registered with this router")
+        return path
 
     # ------------------------------------------------------------------ fan-out helpers
-    async def _call(self, index: int, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
-        assert self._shards is not None, "set_shards() must run before fan-out"
-        return await self._shards[index].execute.remote(operations)
+    @staticmethod
+    async def _call(path: _Path, index: int, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
+        return await path.shards[index].execute.remote(operations)
 
-    async def _fan_out(self, per_shard: dict[int, list[tuple[str, tuple, dict]]], timeout_s: float
+    async def _fan_out(self, path: _Path, per_shard: dict[int, list[tuple[str, tuple, dict]]], timeout_s: float
                        ) -> tuple[dict[int, list[tuple[bool, Any]]], list[int]]:
-        tasks = {index: asyncio.ensure_future(self._call(index, ops)) for index, ops in per_shard.items()}
+        tasks = {index: asyncio.ensure_future(self._call(path, index, ops)) for index, ops in per_shard.items()}
         done, pending = await asyncio.wait(tasks.values(), timeout=timeout_s)
         for task in pending:
             task.cancel()
@@ -82,10 +187,10 @@ class RouterActor:
                     return value
         return None
 
-    async def _all_shards(self, operation: tuple[str, tuple, dict], timeout_s: float,
+    async def _all_shards(self, path: _Path, operation: tuple[str, tuple, dict], timeout_s: float,
                           extra: dict[int, list[tuple[str, tuple, dict]]] | None = None) -> dict[int, list]:
-        per_shard = {i: [operation] + (extra or {}).get(i, []) for i in range(self.shard_count)}
-        answers, failed = await self._fan_out(per_shard, timeout_s)
+        per_shard = {i: [operation] + (extra or {}).get(i, []) for i in range(len(path.shards))}
+        answers, failed = await self._fan_out(path, per_shard, timeout_s)
         if failed:
             raise ShardClosed(f"Shards {failed} did not answer within {timeout_s:.1f}s")
         error = self._first_error(answers)
@@ -94,12 +199,13 @@ class RouterActor:
         return answers
 
     # ------------------------------------------------------------------ user-level operations
-    async def search(self, user_id: str, terms: list[str], user_shard: int, window: int, offset: int, limit: int,
+    async def search(self, namespace: str, user_id: str, terms: list[str], user_shard: int, window: int, offset: int, limit: int,
                      filters: dict[str, Any], sort: str, include_metadata: bool, timeout_s: float) -> dict[str, Any]:
         """Two-phase ranked search: sum corpus statistics, then score on every shard and merge top-k."""
-        phase1 = {i: [("search_stats", (user_id, terms), {})] for i in range(self.shard_count)}
+        path = self._path(namespace)
+        phase1 = {i: [("search_stats", (user_id, terms), {})] for i in range(len(path.shards))}
         phase1[user_shard].append(("user_exists", (user_id,), {}))
-        answers, failed = await self._fan_out(phase1, timeout_s)
+        answers, failed = await self._fan_out(path, phase1, timeout_s)
         if user_shard in failed:
             raise ShardClosed(f"Shard {user_shard} holding user '{user_id}' did not answer")
         if not answers[user_shard][-1][1]:
@@ -107,7 +213,7 @@ class RouterActor:
         stats = merge_stats([answers[i][0][1] for i in answers], terms)
         alive = sorted(answers)
         phase2 = {i: [("search", (user_id, terms, stats, window, filters, sort, include_metadata), {})] for i in alive}
-        answers2, failed2 = await self._fan_out(phase2, timeout_s)
+        answers2, failed2 = await self._fan_out(path, phase2, timeout_s)
         error = self._first_error(answers2)
         if error is not None:
             raise error
@@ -117,45 +223,48 @@ class RouterActor:
                 "shards_failed": sorted(set(failed) | set(failed2)),
                 "cache_hit": bool(parts) and all(part[1] for part in parts), "doc_count": stats["doc_count"]}
 
-    async def list_sessions(self, user_id: str, user_shard: int, timeout_s: float) -> dict[str, Any]:
-        answers = await self._all_shards(("list_user_sessions", (user_id,), {}), timeout_s,
+    async def list_sessions(self, namespace: str, user_id: str, user_shard: int, timeout_s: float) -> dict[str, Any]:
+        answers = await self._all_shards(self._path(namespace), ("list_user_sessions", (user_id,), {}), timeout_s,
                                          {user_shard: [("user_exists", (user_id,), {})]})
         sessions = [s for i in answers for s in answers[i][0][1][0]]
         sessions.sort(key=lambda s: (s["created_at"], s["session_id"]), reverse=True)
         return {"sessions": sessions, "user_exists": answers[user_shard][1][1],
                 "cache_hit": all(answers[i][0][1][1] for i in answers)}
 
-    async def analytics(self, user_id: str, user_shard: int, days: int, timeout_s: float) -> dict[str, Any]:
+    async def analytics(self, namespace: str, user_id: str, user_shard: int, days: int, timeout_s: float
+                        ) -> dict[str, Any]:
         now = datetime.now(timezone.utc)
         end = now.timestamp()
         start = end - days * 86400
-        answers = await self._all_shards(("analytics", (user_id, start, end), {}), timeout_s,
+        answers = await self._all_shards(self._path(namespace), ("analytics", (user_id, start, end), {}), timeout_s,
                                          {user_shard: [("user_exists", (user_id,), {})]})
         if not answers[user_shard][1][1]:
             raise UserNotFound(f"User '{user_id}' not found")
         parts = [answers[i][0][1][0] for i in sorted(answers)]
         return {"analytics": merge_analytics(parts, days, now), "cache_hit": all(answers[i][0][1][1] for i in answers)}
 
-    async def delete_user(self, user_id: str, user_shard: int, timeout_s: float) -> dict[str, int]:
-        exists = await self._call(user_shard, [("user_exists", (user_id,), {})])
+    async def delete_user(self, namespace: str, user_id: str, user_shard: int, timeout_s: float) -> dict[str, int]:
+        path = self._path(namespace)
+        exists = await self._call(path, user_shard, [("user_exists", (user_id,), {})])
         if not exists[0][1]:
             raise UserNotFound(f"User '{user_id}' not found")
-        answers = await self._all_shards(("delete_user_data", (user_id,), {}), timeout_s)
+        answers = await self._all_shards(path, ("delete_user_data", (user_id,), {}), timeout_s)
         totals = {"sessions_deleted": 0, "messages_deleted": 0}
         for results in answers.values():
             for key in totals:
                 totals[key] += results[0][1][key]
         return totals
 
-    async def purge(self, cutoff_epoch: float, user_id: str | None, timeout_s: float) -> dict[str, int]:
-        answers = await self._all_shards(("purge", (cutoff_epoch, user_id), {}), timeout_s)
+    async def purge(self, namespace: str, cutoff_epoch: float, user_id: str | None, timeout_s: float
+                    ) -> dict[str, int]:
+        answers = await self._all_shards(self._path(namespace), ("purge", (cutoff_epoch, user_id), {}), timeout_s)
         return {key: sum(results[0][1][key] for results in answers.values())
                 for key in ("messages_deleted", "sessions_deleted")}
 
-    async def list_users(self, timeout_s: float) -> list[str]:
-        answers = await self._all_shards(("list_users", (), {}), timeout_s)
+    async def list_users(self, namespace: str, timeout_s: float) -> list[str]:
+        answers = await self._all_shards(self._path(namespace), ("list_users", (), {}), timeout_s)
         return sorted({user for results in answers.values() for user in results[0][1]})
 
-    async def clear_cache(self, timeout_s: float) -> int:
-        answers = await self._all_shards(("clear_cache", (), {}), timeout_s)
+    async def clear_cache(self, namespace: str, timeout_s: float) -> int:
+        answers = await self._all_shards(self._path(namespace), ("clear_cache", (), {}), timeout_s)
         return sum(results[0][1] for results in answers.values())

@@ -1,4 +1,12 @@
-"""ShardActor: a thin Ray-facing wrapper around one engine Shard (undecorated; deploy.py applies ray.remote)."""
+"""ShardActor: a thin Ray-facing wrapper around one engine Shard (undecorated; deploy.py applies ray.remote).
+
+Shard actors are pooled per Ray runtime so a bridge does not pay for starting processes: an idle
+actor is *assigned* one shard of one path (it opens and replays that shard's log), serves it, and
+is *released* (log closed, lock dropped) when the path's last bridge closes. One actor holds at
+most one shard; the shard's lock file and epoch guarantee one writer per shard log.
+Ray restarts a crashed actor by re-running __init__: it comes back unassigned, answers
+`ShardUnassigned`, and the caller re-assigns it (replaying the log) before retrying.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,15 @@ import time
 from typing import Any
 
 from engine.config import EngineConfig
-from engine.errors import EngineError, ShardClosed, StaleEpoch, StorageFailure
+from engine.errors import EngineError, StaleEpoch, StorageFailure, ShardUnassigned
 from engine.shard import Shard
 
 
 def _runtime_facts() -> tuple[str | None, bool]:
     try:
         import ray
+        if not ray.is_initialized():
+            return None, False
         context = ray.get_runtime_context()
         return context.get_node_id(), bool(context.was_current_actor_reconstructed)
     except Exception:  # outside Ray (unit tests build the class directly)
@@ -22,30 +32,60 @@ def _runtime_facts() -> tuple[str | None, bool]:
 
 
 class ShardActor:
-    """Owns shard `index` of a path: opens (replays) its log in __init__, then serves batches.
+    """A pooled shard host. `assign(config, index)` opens a shard; `execute(ops)` serves it.
 
-    Ray restarts it after a crash; __init__ runs again and replays the log before serving.
+    Example (in-process, as unit tests use it):
+        >>> actor = ShardActor(0); actor.assign(config, 0)
+        >>> actor.execute([("create_session", ("u", "s"), {})])
     """
 
-    def __init__(self, config: EngineConfig, index: int, compress_records: bool = False) -> None:
-        self._shard = Shard(config, index)
-        self._open_error: EngineError | None = None
-        try:
-            self._recovery = self._shard.open()
-        except EngineError as exc:  # reported by ready(): an actor whose __init__ raises cannot say why
-            self._open_error, self._recovery = exc, {}
-        self._shard.set_record_compression(compress_records)
-        self._node_id, reconstructed = _runtime_facts()
-        self._restarts = self._count_restart(reconstructed)
+    def __init__(self, slot: int = 0) -> None:
+        self._slot = slot
+        self._shard: Shard | None = None
+        self._key: tuple[str, int] | None = None
+        self._recovery: dict[str, Any] = {}
+        self._node_id, self._reconstructed = _runtime_facts()
+        self._restarts = 0
         self._started = time.time()
         self._stop = threading.Event()
-        if config.durability == "none" and self._open_error is None:
-            threading.Thread(target=self._flush_loop, name=f"shard-{index}-flusher", daemon=True).start()
 
-    def _count_restart(self, reconstructed: bool) -> int:
+    # ------------------------------------------------------------------ assignment
+    def assign(self, config: EngineConfig, index: int, compress_records: bool = False,
+               fresh_open: bool = True) -> dict[str, Any]:
+        """Open shard `index` of `config.storage_path` (idempotent for the same shard).
+
+        `fresh_open` is True when a bridge opens the path, False when a caller re-assigns a shard
+        whose actor restarted (that counts as a restart). Raises ShardLocked, CorruptRecord.
+        """
+        key = (config.storage_path, index)
+        if self._shard is not None:
+            if self._key == key:
+                return dict(self._recovery)
+            raise EngineError(f"actor slot {self._slot} already serves shard {self._key}", "SHARD_UNAVAILABLE")
+        shard = Shard(config, index)
+        self._recovery = shard.open()
+        shard.set_record_compression(compress_records)
+        self._shard, self._key = shard, key
+        self._restarts = self._count_restart(not fresh_open and self._reconstructed)
+        self._stop = threading.Event()
+        if config.durability == "none":
+            threading.Thread(target=self._flush_loop, args=(shard, self._stop), name=f"shard-{index}-flusher",
+                             daemon=True).start()
+        return dict(self._recovery)
+
+    def release(self) -> bool:
+        """Flush and close the shard, drop its lock; the actor returns to the pool."""
+        self._stop.set()
+        if self._shard is not None:
+            self._shard.close()
+        self._shard, self._key, self._recovery, self._restarts = None, None, {}, 0
+        return True
+
+    def _count_restart(self, restarted: bool) -> int:
+        assert self._shard is not None
         path = os.path.join(self._shard.directory, "RESTARTS")
         count = 0
-        if reconstructed:
+        if restarted:
             try:
                 with open(path) as handle:
                     count = int(handle.read().strip() or 0) + 1
@@ -55,49 +95,48 @@ class ShardActor:
             handle.write(str(count))
         return count
 
-    def _flush_loop(self) -> None:
-        interval = self._shard.config.flush_interval_s / 4
-        while not self._stop.wait(interval):
+    @staticmethod
+    def _flush_loop(shard: Shard, stop: threading.Event) -> None:
+        interval = shard.config.flush_interval_s / 4
+        while not stop.wait(interval):
             try:
-                self._shard.log.flush_if_due()
+                shard.log.flush_if_due()
             except StaleEpoch:
                 os._exit(1)
-            except Exception:
+            except Exception:  # a failed background flush is retried on the next tick and on close
                 pass
 
-    def ready(self) -> dict[str, Any]:
-        """Raises the open error, if any; else the recovery report (the log is replayed)."""
-        if self._open_error is not None:
-            raise self._open_error
-        return dict(self._recovery)
+    # ------------------------------------------------------------------ serving
+    def _require(self) -> Shard:
+        if self._shard is None:
+            raise ShardUnassigned(f"actor slot {self._slot} serves no shard (restarted or released)")
+        return self._shard
 
     def execute(self, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
         """Run a batch of operations with one group commit."""
-        if self._open_error is not None:
-            raise ShardClosed(f"Shard did not open: {self._open_error}")
+        shard = self._require()
         try:
-            return self._shard.execute(operations)
+            return shard.execute(operations)
         except (StorageFailure, StaleEpoch):
-            # Memory is ahead of the log (or a successor owns it): exit so Ray restarts this shard
-            # and replay makes memory match the log again. Callers see the actor die and retry.
+            # Memory is ahead of the log (or a successor owns it): exit so Ray restarts this actor;
+            # the caller re-assigns it, replay makes memory match the log, and retries follow.
             os._exit(1)
 
     def probe(self) -> dict[str, Any]:
         """Health probe (own concurrency group): real log and directory checks, no writes."""
-        if self._open_error is not None:
-            return {"shard": self._shard.index, "log_open": False, "error": str(self._open_error)}
-        facts = self._shard.probe()
-        facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid(), uptime_s=time.time() - self._started)
+        shard = self._shard
+        if shard is None:
+            return {"log_open": False, "assigned": False, "error": "actor serves no shard", "pid": os.getpid(),
+                    "node_id": self._node_id}
+        facts = shard.probe()
+        facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid(), assigned=True,
+                     uptime_s=time.time() - self._started)
         return facts
 
     def stats(self) -> dict[str, Any]:
-        facts = self._shard.stats()
+        facts = self._require().stats()
         facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid())
         return facts
 
-    def close(self) -> bool:
-        """Flush, release the log lock and stop the flusher; the actor is then killed by its owner."""
-        self._stop.set()
-        if self._open_error is None:
-            self._shard.close()
-        return True
+    def ping(self) -> int:
+        return self._slot

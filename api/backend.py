@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from engine.config import EngineConfig
-from engine.errors import EngineError
+from engine.errors import EngineError, PathNotOpen
 from engine.routing import shard_index_for, user_shard_index
 
 from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, map_ray_errors
@@ -26,14 +26,15 @@ class PathBackend:
     """
 
     def __init__(self, engine_config: EngineConfig, namespace: str, router: Any, shards: list[Any],
-                 request_timeout_s: float) -> None:
+                 request_timeout_s: float, compress_records: bool = False) -> None:
         self.engine_config = engine_config
         self.namespace = namespace
         self.router = router
         self.shards = shards
         self.shard_count = len(shards)
         self.request_timeout_s = request_timeout_s
-        self.clients = [ShardClient(handle, index) for index, handle in enumerate(shards)]
+        self.compress_records = compress_records
+        self.clients = [ShardClient(handle, index, self._reassign) for index, handle in enumerate(shards)]
         self._routes: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ routing
@@ -51,6 +52,17 @@ class PathBackend:
 
     def deadline(self) -> float:
         return time.monotonic() + self.request_timeout_s
+
+    async def _reassign(self, index: int) -> None:
+        """Give a restarted (unassigned) shard actor its shard back; it replays the log first."""
+        await self.shards[index].assign.remote(self.engine_config, index, self.compress_records, False)
+
+    async def _reregister(self) -> None:
+        """Tell a restarted router about this path and its existing shard actors."""
+        template = self.engine_config.model_copy(
+            update={"cache_bytes_max": self.engine_config.cache_bytes_max * self.shard_count})
+        await self.router.open_path.remote(self.namespace, template, self.shard_count, True, self.compress_records,
+                                           self.shards)
 
     # ------------------------------------------------------------------ calls
     async def shard(self, index: int, name: str, *args: Any, deadline: float | None = None) -> Any:
@@ -76,10 +88,13 @@ class PathBackend:
                 raise RequestTimeout(f"router call {method} did not finish before the request deadline")
             try:
                 fanout = min(fanout_timeout_s or remaining, remaining * 0.9)
-                ref = getattr(self.router, method).remote(*args, fanout)
+                ref = getattr(self.router, method).remote(self.namespace, *args, fanout)
                 return await asyncio.wait_for(ref, timeout=remaining)
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"router call {method} did not finish before the request deadline") from None
+            except PathNotOpen:
+                await self._reregister()
+                continue
             except EngineError:
                 raise
             except Exception as exc:  # api boundary: Ray failures are mapped here

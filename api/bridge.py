@@ -16,7 +16,7 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ShardLocked
 
 from . import runtime
 from .backend import PathBackend, engine_config_for
@@ -29,8 +29,6 @@ _NOT_INITIALIZED = "Bridge not initialized. Call initialize() first."
 MIN_FREE_DISK_BYTES = 100 * 1024 * 1024
 _STATS_REFRESH_S = 5.0
 
-# Process-wide registry of the paths this process has attached to: namespace -> bridges open here.
-_open_bridges: dict[str, int] = {}
 
 
 class FFChatAppBridge:
@@ -164,31 +162,22 @@ class FFChatAppBridge:
             step = "storage_lock"
             from actors import deploy  # imported late: importing api starts no Ray
             namespace = settings.resolved_namespace()
-            path = os.path.abspath(settings.storage_path)
             requested = settings.shard_count or runtime.cpu_count()
-            router = deploy.start_router(path, requested, self._shard_count_explicit, namespace)
+            router = deploy.get_router(spare=runtime.cpu_count())
+            template = engine_config_for(settings, 1)
             try:
-                info = await router.info.remote()
+                opened = await router.open_path.remote(namespace, template, requested, self._shard_count_explicit,
+                                                       settings.enable_compression)
             except EngineError as exc:
-                deploy.kill([router])
                 if exc.code == "CONFIG_ERROR":
                     raise ConfigurationError(exc.message, config_field="shard_count") from None
+                if not isinstance(exc, ShardLocked):
+                    step = "shard_startup"
                 raise
-            shard_count = info["shard_count"]
-            self._router_pid = info.get("pid")
-            if self._shard_count_explicit and settings.shard_count != shard_count:
-                raise ConfigurationError(f"shard_count {settings.shard_count} does not match the {shard_count} "
-                                         f"shards stored at {settings.storage_path}", config_field="shard_count")
-            step = "shard_startup"
-            shards = deploy.start_shards(engine_config_for(settings, shard_count), namespace,
-                                         settings.enable_compression)
-            await asyncio.gather(*(shard.ready.remote() for shard in shards))
-            await router.set_shards.remote(shards)
-            await router.attach.remote()
-            self._backend = PathBackend(engine_config_for(settings, shard_count), namespace, router, shards,
-                                        float(settings.request_timeout_s))
+            self._router_pid = opened.get("pid")
+            self._backend = PathBackend(opened["config"], namespace, router, opened["shards"],
+                                        float(settings.request_timeout_s), settings.enable_compression)
             self._namespace = namespace
-            _open_bridges[namespace] = _open_bridges.get(namespace, 0) + 1
             step = "embedder_check"
             if settings.embedder:
                 self._check_embedder(settings.embedder)
@@ -252,16 +241,9 @@ class FFChatAppBridge:
             logger.warning("bridge close: %s", exc)
 
     async def _release(self, backend: PathBackend) -> None:
-        from actors import deploy
-        _open_bridges[backend.namespace] = max(0, _open_bridges.get(backend.namespace, 1) - 1)
         flushes = [shard.execute.remote([("flush", (), {})]) for shard in backend.shards]
         await asyncio.wait_for(asyncio.gather(*flushes, return_exceptions=True), timeout=10)
-        remaining = await asyncio.wait_for(backend.router.detach.remote(), timeout=5)
-        if remaining > 0:
-            return
-        closes = [shard.close.remote() for shard in backend.shards] + [backend.router.close.remote()]
-        await asyncio.wait_for(asyncio.gather(*closes, return_exceptions=True), timeout=10)
-        deploy.kill(backend.shards + [backend.router])
+        await asyncio.wait_for(backend.router.close_path.remote(backend.namespace), timeout=10)
 
     async def __aenter__(self) -> "FFChatAppBridge":
         await self.initialize()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
+
+from engine.errors import ShardUnassigned
 
 from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, map_ray_errors
 
@@ -23,9 +25,11 @@ class ShardClient:
     deadline (one timer per batch, not per call).
     """
 
-    def __init__(self, handle: Any, index: int, max_in_flight: int = 4, max_batch: int = 1000) -> None:
+    def __init__(self, handle: Any, index: int, reassign: Callable[[int], Awaitable[None]] | None = None,
+                 max_in_flight: int = 4, max_batch: int = 1000) -> None:
         self.handle = handle
         self.index = index
+        self._reassign = reassign
         self.max_in_flight = max_in_flight
         self.max_batch = max_batch
         self._queue: list[_Pending] = []
@@ -104,6 +108,19 @@ class ShardClient:
             except asyncio.TimeoutError:
                 return [(False, RequestTimeout(f"shard {self.index} did not answer before the request deadline"))
                         ] * len(batch)
+            except ShardUnassigned:
+                # The actor restarted and lost its assignment: give the shard back, then retry.
+                self.retries += 1
+                if self._reassign is None:
+                    raise
+                try:
+                    await asyncio.wait_for(self._reassign(self.index), timeout=max(0.01, deadline - time.monotonic()))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the reassignment itself may hit the restart; the loop retries
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                continue
             except Exception as exc:  # api boundary: every Ray failure is mapped, none escapes raw
                 if not is_retryable_ray_error(exc):
                     error = map_ray_errors(exc, f"shard {self.index}")

@@ -8,7 +8,9 @@
     ├── ShardLocked                         STORAGE_ERROR: another process holds the shard/path
     ├── StaleEpoch                          STORAGE_ERROR: a newer incarnation owns the shard log
     ├── StorageFailure                      STORAGE_ERROR: unexpected I/O failure
-    └── ShardClosed                         SHARD_UNAVAILABLE: the shard was closed
+    ├── ShardClosed                         SHARD_UNAVAILABLE: the shard was closed
+    ├── ShardUnassigned                     SHARD_UNAVAILABLE: a (restarted) host serves no shard yet
+    └── PathNotOpen                         SHARD_UNAVAILABLE: the router does not know the path (restarted)
 """
 
 from __future__ import annotations
@@ -65,7 +67,19 @@ class ShardClosed(EngineError):
     default_code = "SHARD_UNAVAILABLE"
 
 
+class ShardUnassigned(EngineError):
+    """The actor holds no shard (fresh from the pool, or restarted by Ray): assign it, then retry."""
+
+    default_code = "SHARD_UNAVAILABLE"
+
+
+class PathNotOpen(EngineError):
+    """The router has no record of the path (it restarted): re-register the path, then retry."""
+
+    default_code = "SHARD_UNAVAILABLE"
+
+
 ALL_ERRORS = (
     EngineError, InvalidInput, SessionNotFound, UserNotFound, CorruptRecord,
-    ShardLocked, StaleEpoch, StorageFailure, ShardClosed,
+    ShardLocked, StaleEpoch, StorageFailure, ShardClosed, ShardUnassigned, PathNotOpen,
 )

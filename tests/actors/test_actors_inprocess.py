@@ -6,62 +6,76 @@ import pytest
 
 from actors.router_actor import RouterActor
 from actors.shard_actor import ShardActor
-from engine.errors import ShardLocked, UserNotFound
+from engine.errors import EngineError, PathNotOpen, ShardLocked, ShardUnassigned, UserNotFound
 from tests.factories import engine_config, message
 
 
-class _Handle:
-    """A fake actor handle whose `.execute.remote()` returns an awaitable, like Ray's."""
+class _Method:
+    def __init__(self, function):
+        self.function = function
 
-    def __init__(self, actor):
-        self.actor = actor
-        self.execute = self
-
-    def remote(self, operations):
+    def remote(self, *args, **kwargs):
         async def run():
-            return self.actor.execute(operations)
+            return self.function(*args, **kwargs)
         return run()
 
 
-def test_shard_actor_runs_batches_and_reports_health(tmp_path):
-    """execute() runs a batch with one commit; probe() reports real log and directory facts."""
-    actor = ShardActor(engine_config(tmp_path), 0)
-    assert actor.ready()["epoch"] == 1
+class _Handle:
+    """A fake actor handle: `handle.method.remote(...)` returns an awaitable, like Ray's."""
+
+    def __init__(self, actor):
+        self._actor = actor
+
+    def __getattr__(self, name):
+        return _Method(getattr(self._actor, name))
+
+
+def test_shard_actor_assign_execute_release(tmp_path):
+    """An actor serves nothing until assigned; assign replays the log; release returns it to the pool."""
+    actor = ShardActor(0)
+    with pytest.raises(ShardUnassigned):
+        actor.execute([("probe", (), {})])
+    assert actor.assign(engine_config(tmp_path), 0)["epoch"] == 1
     results = actor.execute([("create_session", ("u", "s"), {}), ("append", ("u", "s", [message("hi")]), {})])
     assert [ok for ok, _ in results] == [True, True]
     probe = actor.probe()
     assert probe["log_open"] and probe["writable"] and probe["messages"] == 1 and probe["restarts"] == 0
-    actor.close()
+    assert actor.assign(engine_config(tmp_path), 0)["epoch"] == 1
+    with pytest.raises(EngineError):
+        actor.assign(engine_config(tmp_path), 1)
+    assert actor.release() is True and actor.probe()["assigned"] is False
+    assert actor.assign(engine_config(tmp_path), 0)["records"] == 2
+    actor.release()
 
 
-def test_second_shard_actor_on_same_directory_reports_lock(tmp_path):
-    """A second actor on a locked shard reports ShardLocked from ready() instead of dying silently."""
-    first = ShardActor(engine_config(tmp_path), 0)
-    second = ShardActor(engine_config(tmp_path), 0)
+def test_two_actors_cannot_own_one_shard(tmp_path):
+    """A second actor assigned the same shard gets ShardLocked while the first holds it."""
+    first, second = ShardActor(0), ShardActor(1)
+    first.assign(engine_config(tmp_path), 0)
     with pytest.raises(ShardLocked):
-        second.ready()
-    first.close()
+        second.assign(engine_config(tmp_path), 0)
+    first.release()
+    second.assign(engine_config(tmp_path), 0)
+    second.release()
 
 
-def test_router_merges_search_across_shards(tmp_path):
-    """The router's two-phase search merges shard results in global BM25 order."""
-    config = engine_config(tmp_path, shard_count=2)
-    shards = [ShardActor(config, 0), ShardActor(config, 1)]
-    router = RouterActor(str(tmp_path), 2, False, "ns")
-    router.set_shards([_Handle(s) for s in shards])
-    shards[0].execute([("create_user", ("u",), {}), ("create_session", ("u", "a"), {}),
-                       ("append", ("u", "a", [message("apple apple"), message("pear")]), {})])
-    shards[1].execute([("create_session", ("u", "b"), {}), ("append", ("u", "b", [message("apple")]), {})])
-
-    async def search():
-        return await router.search("u", ["apple"], 0, 10, 0, 10, {}, "relevance", True, 5.0)
-    result = asyncio.run(search())
-    assert [h["content"] for h in result["results"]] == ["apple apple", "apple"] and result["total"] == 2
-
-    async def missing():
-        return await router.search("ghost", ["apple"], 0, 10, 0, 10, {}, "relevance", True, 5.0)
-    with pytest.raises(UserNotFound):
-        asyncio.run(missing())
-    for shard in shards:
-        shard.close()
-    router.close()
+def test_router_opens_paths_and_merges_search(tmp_path):
+    """The router registers a path on given actors, merges search in BM25 order, and releases on close."""
+    async def scenario():
+        actors = [ShardActor(0), ShardActor(1)]
+        router = RouterActor(spawn=None)
+        config = engine_config(tmp_path, shard_count=1)
+        opened = await router.open_path("ns", config, 2, False, False, [_Handle(a) for a in actors])
+        assert opened["shard_count"] == 2
+        actors[0].execute([("create_user", ("u",), {}), ("create_session", ("u", "a"), {}),
+                           ("append", ("u", "a", [message("apple apple"), message("pear")]), {})])
+        actors[1].execute([("create_session", ("u", "b"), {}), ("append", ("u", "b", [message("apple")]), {})])
+        result = await router.search("ns", "u", ["apple"], 0, 10, 0, 10, {}, "relevance", True, 5.0)
+        assert [h["content"] for h in result["results"]] == ["apple apple", "apple"] and result["total"] == 2
+        with pytest.raises(UserNotFound):
+            await router.search("ns", "ghost", ["apple"], 0, 10, 0, 10, {}, "relevance", True, 5.0)
+        with pytest.raises(PathNotOpen):
+            await router.list_users("other", 5.0)
+        assert await router.close_path("ns") == 0
+        assert all(a.probe()["assigned"] is False for a in actors)
+    asyncio.run(scenario())

@@ -101,9 +101,7 @@ async def test_async_with_and_resource_warning(ray_runtime, tmp_path):
         del leaked
         gc.collect()
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
-    from actors import deploy
-    await asyncio.gather(*(s.close.remote() for s in backend.shards), backend.router.close.remote())
-    deploy.kill(backend.shards + [backend.router])
+    await backend.router.close_path.remote(backend.namespace)
 
 
 async def test_health_check_probes_every_shard(bridge):

@@ -206,9 +206,11 @@ class RouterActor:
         phase1 = {i: [("search_stats", (user_id, terms), {})] for i in range(len(path.shards))}
         phase1[user_shard].append(("user_exists", (user_id,), {}))
         answers, failed = await self._fan_out(path, phase1, timeout_s)
-        if user_shard in failed:
-            raise ShardClosed(f"Shard {user_shard} holding user '{user_id}' did not answer")
-        if not answers[user_shard][-1][1]:
+        if not answers:
+            raise ShardClosed(f"No shard answered the search (shards {failed})")
+        # With the profile's shard down the user's existence is unknown: search the shards that
+        # answered and report the result as partial rather than failing the whole call.
+        if user_shard not in failed and not answers[user_shard][-1][1]:
             raise UserNotFound(f"User '{user_id}' not found")
         stats = merge_stats([answers[i][0][1] for i in answers], terms)
         alive = sorted(answers)

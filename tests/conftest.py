@@ -1,4 +1,8 @@
-"""Shared fixtures: one local Ray runtime per test session (capped, no usage stats, explicit auth mode)."""
+"""Shared fixtures: one local Ray runtime for the test session (capped, no usage stats, explicit auth mode).
+
+The multi-node tests replace it with a `ray.cluster_utils.Cluster` for their module and shut that
+down afterwards; `ray_runtime` then starts the local runtime again for any test that follows.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,26 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+LOCAL_RUNTIME = {"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024, "include_dashboard": False,
+                 "log_to_driver": False, "configure_logging": False, "namespace": "ffchat-tests"}
+
 
 @pytest.fixture(scope="session")
-def ray_runtime():
-    """Start the session's Ray runtime once; every bridge in the tests joins it."""
+def _ray_session():
+    import ray
+    yield ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def ensure_local_ray():
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, namespace="ffchat-tests")
-    yield ray
-    ray.shutdown()
+        ray.init(**LOCAL_RUNTIME)
+    return ray
+
+
+@pytest.fixture
+def ray_runtime(_ray_session):
+    """The session's local Ray runtime, started on first use (and again after a multi-node module)."""
+    return ensure_local_ray()

@@ -6,11 +6,13 @@ import pytest
 import pytest_asyncio
 
 from api import FFChatAppBridge
+from tests.conftest import ensure_local_ray
 
 
 @pytest_asyncio.fixture(scope="module")
-async def bridge(ray_runtime, tmp_path_factory):
+async def bridge(_ray_session, tmp_path_factory):
     """One bridge per test module (2 shards, flush durability) so actor start-up is paid once."""
+    ensure_local_ray()
     path = tmp_path_factory.mktemp("bridge")
     bridge = await FFChatAppBridge.create_for_chat_app(str(path), {"shard_count": 2, "cache_size_mb": 50})
     yield bridge

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from engine.config import EngineConfig
 from engine.errors import EngineError, PathNotOpen, ShardClosed, UserNotFound
 from engine.manifest import PathManifest
-from engine.search_index import merge_ranked, merge_stats
+from engine.search_index import fuse_rrf, merge_ranked, merge_stats
 from engine.session_store import merge_analytics
 
 
@@ -224,6 +224,47 @@ class RouterActor:
         return {"results": merged, "total": sum(part[0]["total"] for part in parts),
                 "shards_failed": sorted(set(failed) | set(failed2)),
                 "cache_hit": bool(parts) and all(part[1] for part in parts), "doc_count": stats["doc_count"]}
+
+    async def vector_search(self, namespace: str, user_id: str, vector: list[float], user_shard: int, window: int,
+                            offset: int, limit: int, filters: dict[str, Any], threshold: float | None, sort: str,
+                            include_metadata: bool, timeout_s: float) -> dict[str, Any]:
+        """Cosine-similarity search on every shard (each embeds its queued messages first), merged."""
+        path = self._path(namespace)
+        per_shard = {i: [("vector_search", (user_id, vector, window, filters, threshold, include_metadata, sort), {})]
+                     for i in range(len(path.shards))}
+        per_shard[user_shard].append(("user_exists", (user_id,), {}))
+        answers, failed = await self._fan_out(path, per_shard, timeout_s)
+        if not answers:
+            raise ShardClosed(f"No shard answered the search (shards {failed})")
+        if user_shard not in failed and not answers[user_shard][-1][1]:
+            raise UserNotFound(f"User '{user_id}' not found")
+        for results in answers.values():
+            if not results[0][0]:
+                raise results[0][1]
+        parts = [answers[i][0][1] for i in sorted(answers)]
+        merged = merge_ranked([part["hits"] for part in parts], offset, limit, sort)
+        return {"results": merged, "total": sum(part["total"] for part in parts),
+                "pending": sum(part["pending"] for part in parts), "shards_failed": failed, "cache_hit": False}
+
+    async def hybrid_search(self, namespace: str, user_id: str, terms: list[str], vector: list[float],
+                            user_shard: int, window: int, offset: int, limit: int, filters: dict[str, Any],
+                            threshold: float | None, include_metadata: bool, timeout_s: float) -> dict[str, Any]:
+        """Text (BM25) and vector rankings fused by reciprocal rank fusion (k=60)."""
+        depth = max(window, 50)
+        text, vector_result = await asyncio.gather(
+            self.search(namespace, user_id, terms, user_shard, depth, 0, depth, filters, "relevance",
+                        include_metadata, timeout_s),
+            self.vector_search(namespace, user_id, vector, user_shard, depth, 0, depth, filters, threshold,
+                               "relevance", include_metadata, timeout_s))
+        merged = fuse_rrf([text["results"], vector_result["results"]], offset, limit)
+        return {"results": merged, "total": max(text["total"], vector_result["total"]),
+                "pending": vector_result["pending"],
+                "shards_failed": sorted(set(text["shards_failed"]) | set(vector_result["shards_failed"])),
+                "cache_hit": False}
+
+    async def embed_pending(self, namespace: str, timeout_s: float) -> int:
+        answers = await self._all_shards(self._path(namespace), ("embed_pending", (), {}), timeout_s)
+        return sum(results[0][1] for results in answers.values())
 
     async def list_sessions(self, namespace: str, user_id: str, user_shard: int, timeout_s: float) -> dict[str, Any]:
         answers = await self._all_shards(self._path(namespace), ("list_user_sessions", (user_id,), {}), timeout_s,

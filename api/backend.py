@@ -139,6 +139,7 @@ def engine_config_for(config: Any, shard_count: int) -> EngineConfig:
         max_session_bytes=config.max_session_size_mb * MB,
         compress_sealed_segments=True,
         max_batch_messages=max(config.message_batch_size, 1000),
+        embedder=config.embedder if config.enable_vector_search else None,
     )
 
 

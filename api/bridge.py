@@ -61,6 +61,7 @@ class FFChatAppBridge:
         self._snapshot_at = 0.0
         self._namespace = ""
         self._router_pid: int | None = None
+        self._embedder: Any = None
         self._memory_breakdown = {"actors": 0.0, "ray_system": 0.0}
 
     # ------------------------------------------------------------------ factories
@@ -180,12 +181,14 @@ class FFChatAppBridge:
             self._namespace = namespace
             step = "embedder_check"
             if settings.embedder:
-                self._check_embedder(settings.embedder)
+                self._embedder = self._check_embedder(settings.embedder)
         except ConfigurationError as exc:
             self._initialization_error = exc
+            await self._abandon_path()
             raise
         except Exception as exc:  # api boundary: every failure becomes InitializationError
             self._initialization_error = exc
+            await self._abandon_path()
             logger.warning("bridge initialisation failed at %s: %s", step, exc)
             message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
             raise InitializationError(
@@ -202,13 +205,36 @@ class FFChatAppBridge:
         self._refresh_task = asyncio.ensure_future(_refresh_loop(weakref.ref(self)))
         return True
 
+    async def _abandon_path(self) -> None:
+        """Detach from a path opened by an initialisation that failed later (e.g. at embedder_check)."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            try:
+                await asyncio.wait_for(backend.router.close_path.remote(backend.namespace), timeout=10)
+            except Exception as exc:  # best effort: the failure being reported matters more
+                logger.warning("could not detach from %s: %s", backend.namespace, exc)
+
     @staticmethod
-    def _check_embedder(spec: str) -> None:
+    def _check_embedder(spec: str) -> Any:
         module_name, _, attribute = spec.partition(":")
         embed = getattr(importlib.import_module(module_name), attribute)
         vectors = embed(["ping"])
-        if not isinstance(vectors, list) or len(vectors) != 1 or not vectors[0]:
+        if not isinstance(vectors, list) or len(vectors) != 1 or not len(vectors[0]):
             raise ValueError(f"embedder {spec} must map ['ping'] to one non-empty vector")
+        return embed
+
+    async def embed_query(self, text: str) -> list[float]:
+        """The query's vector from the configured embedder (run off the event loop)."""
+        from engine.errors import EngineError as _EngineError
+        embed = self._embedder
+        if embed is None:
+            raise _EngineError("No embedder is configured", "VECTOR_SEARCH_UNAVAILABLE")
+        try:
+            vectors = await asyncio.get_running_loop().run_in_executor(None, embed, [text])
+            return [float(value) for value in vectors[0]]
+        except Exception as exc:  # user code: report as a search failure, never raise
+            raise _EngineError(f"The embedder failed on the query: {type(exc).__name__}: {exc}",
+                               "SEARCH_ERROR") from None
 
     async def refresh_shard_snapshot(self) -> list[dict[str, Any] | None]:
         if self._backend is None:
@@ -420,6 +446,8 @@ async def _refresh_loop(reference: "weakref.ReferenceType[FFChatAppBridge]") -> 
             return
         try:
             await bridge.refresh_shard_snapshot()
+            if bridge._embedder is not None and bridge.backend is not None:
+                await bridge.backend.routed("embed_pending")  # vectors are eventually consistent
         except Exception as exc:  # a failed refresh keeps the previous snapshot
             logger.debug("shard snapshot refresh failed: %s", exc)
         del bridge

@@ -134,33 +134,46 @@ class FFChatDataLayer:
             opts, unknown = validation.search_options(options, self.config.search_result_limit)
             if unknown:
                 warnings.append(f"Ignored unknown search options: {unknown}")
-            if opts["search_type"] != "text":
-                if not self._bridge.vector_search_ready():
-                    raise InvalidInput("Vector and hybrid search need enable_vector_search=True and an embedder",
-                                       ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
-                raise InvalidInput("Vector and hybrid search are not available in this version; use text search",
+            search_type = opts["search_type"]
+            if search_type != "text" and not self._bridge.vector_search_ready():
+                raise InvalidInput("Vector and hybrid search need enable_vector_search=True and an embedder",
                                    ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
             backend = self._backend()
             terms = query_terms(text)
-            if not terms:
+            if not terms and search_type == "text":
                 warnings.append("Query has no searchable terms")
-            found = await backend.routed(
-                "search", user_id, terms, backend.user_shard(user_id), opts["offset"] + opts["limit"],
-                opts["offset"], opts["limit"], opts["filters"], opts["sort"], opts["include_metadata"],
-                fanout_timeout_s=min(5.0, backend.request_timeout_s / 2.5))
+            fanout = min(5.0, backend.request_timeout_s / 2.5)
+            window = opts["offset"] + opts["limit"]
+            if search_type == "text":
+                found = await backend.routed(
+                    "search", user_id, terms, backend.user_shard(user_id), window, opts["offset"], opts["limit"],
+                    opts["filters"], opts["sort"], opts["include_metadata"], fanout_timeout_s=fanout)
+            else:
+                vector = await self._bridge.embed_query(text)
+                if search_type == "vector":
+                    found = await backend.routed(
+                        "vector_search", user_id, vector, backend.user_shard(user_id), window, opts["offset"],
+                        opts["limit"], opts["filters"], opts["similarity_threshold"], opts["sort"],
+                        opts["include_metadata"], fanout_timeout_s=fanout)
+                else:
+                    found = await backend.routed(
+                        "hybrid_search", user_id, terms, vector, backend.user_shard(user_id), window,
+                        opts["offset"], opts["limit"], opts["filters"], opts["similarity_threshold"],
+                        opts["include_metadata"], fanout_timeout_s=fanout)
             failed = found["shards_failed"]
             self._check_search_failures(backend, user_id, opts["session_ids"], failed)
             if failed:
                 warnings.append(f"Partial results: shards {failed} did not answer")
             results = [{k: v for k, v in hit.items() if k != "timestamp_epoch"} for hit in found["results"]]
-            metadata = {"query": text, "search_type": "text", "sort": opts["sort"], "result_count": len(results),
+            metadata = {"query": text, "search_type": search_type, "sort": opts["sort"], "result_count": len(results),
                         "total_matches": found["total"], "offset": opts["offset"], "limit": opts["limit"],
                         "session_filter": opts["session_ids"],
                         "search_duration_ms": (time.perf_counter() - started) * 1000, "partial": bool(failed),
-                        "shards_failed": failed, "vector_pending": 0}
+                        "shards_failed": failed, "vector_pending": found.get("pending", 0)}
             return Outcome({"results": results, "search_metadata": metadata,
-                            "performance_info": {"cache_used": found["cache_hit"], "index_hit": bool(terms),
-                                                 "optimization_level": "text"}}, len(results), found["cache_hit"])
+                            "performance_info": {"cache_used": found["cache_hit"],
+                                                 "index_hit": bool(terms) or search_type != "text",
+                                                 "optimization_level": search_type}}, len(results), found["cache_hit"])
         return await run_operation(self.metrics, "search_conversations", body, cacheable=True)
 
     @staticmethod

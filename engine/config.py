@@ -32,6 +32,7 @@ class EngineConfig(BaseModel):
     flush_interval_s: float = Field(default=1.0, gt=0, le=60, description="max delay before `none` mode writes")
     max_session_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024, description="soft size warning")
     max_batch_messages: int = Field(default=1000, ge=1, le=10_000, description="messages per store batch")
+    embedder: str | None = Field(default=None, max_length=256, description="'module:callable' for vector search")
 
     @classmethod
     def from_env(cls, **explicit: object) -> "EngineConfig":
@@ -49,6 +50,6 @@ class EngineConfig(BaseModel):
             elif annotation is float:
                 values[name] = float(raw)
             else:
-                values[name] = raw
+                values[name] = raw or None
         values.update({k: v for k, v in explicit.items() if v is not None})
         return cls(**values)

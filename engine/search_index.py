@@ -21,7 +21,8 @@ B = 0.75
 ROLE_CODES = {"user": 0, "assistant": 1, "system": 2, "tool": 3}
 
 
-__all__ = ["SearchIndex", "idf", "merge_ranked", "merge_stats", "query_terms", "tokenize"]
+__all__ = ["SearchIndex", "fuse_rrf", "idf", "merge_ranked", "merge_stats", "query_terms", "tokenize"]
+RRF_K = 60
 
 
 def idf(doc_count: int, doc_freq: int) -> float:
@@ -250,3 +251,20 @@ def merge_ranked(parts: Iterable[list[dict[str, Any]]], offset: int, limit: int,
     else:
         everything.sort(key=lambda hit: (-hit["timestamp_epoch"], -hit["relevance_score"]))
     return everything[offset:offset + limit]
+
+
+def fuse_rrf(rankings: list[list[dict[str, Any]]], offset: int, limit: int, k: int = RRF_K) -> list[dict[str, Any]]:
+    """Reciprocal rank fusion: score = sum over rankings of 1 / (k + rank), rank from 1; ties newest first.
+
+    Each hit is keyed by (session_id, message_id); the fused hit keeps the first ranking's fields
+    with `relevance_score` replaced by the fused score.
+    """
+    fused: dict[tuple[str, str], dict[str, Any]] = {}
+    scores: dict[tuple[str, str], float] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            key = (hit["session_id"], hit["message_id"])
+            fused.setdefault(key, hit)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    ordered = sorted(fused, key=lambda key: (-scores[key], -fused[key]["timestamp_epoch"]))
+    return [{**fused[key], "relevance_score": scores[key]} for key in ordered[offset:offset + limit]]

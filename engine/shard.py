@@ -20,6 +20,7 @@ from .message_log import MessageLog
 from .models import ROLES, iso, new_message_id, validate_id
 from .search_index import SearchIndex
 from .shard_cache import ShardCache
+from .vector_index import VectorIndex, load_embedder
 from .session_store import (SessionState, StoredMessage, analytics_partial, history_page, page_bytes)
 
 _DEFAULT_TITLES = {"chat": "New Chat", "panel": "Panel Session", "debate": "Debate Session",
@@ -55,6 +56,7 @@ class Shard:
         self.sessions: dict[tuple[str, str], SessionState] = {}
         self.user_sessions: dict[str, set[str]] = {}
         self.search_index = SearchIndex()
+        self.vectors = VectorIndex(load_embedder(config.embedder) if config.embedder else None)
         self.cache = ShardCache(config.cache_bytes_max)
         self.message_count = 0
         self._pending: list[bytes] = []
@@ -136,6 +138,7 @@ class Shard:
             epoch = datetime.fromisoformat(timestamp).timestamp()
             state.append(StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at))
             self.search_index.add(user_id, session_id, message_id, content, role, epoch)
+            self.vectors.add(user_id, session_id, message_id, content, role, epoch)
         self.message_count += len(body["m"])
         state.record["updated_at"] = body["t"]
         self._invalidate(user_id, session_id)
@@ -145,12 +148,15 @@ class Shard:
         if state is None:
             return 0
         self.search_index.remove_session(user_id, session_id, {m.message_id: m.content for m in state.messages})
+        for message in state.messages:
+            self.vectors.remove(user_id, session_id, message.message_id)
         owned = self.user_sessions.get(user_id)
         if owned is not None:
             owned.discard(session_id)
             if not owned:
                 del self.user_sessions[user_id]
                 self.search_index.drop_user(user_id)
+                self.vectors.drop_user(user_id)
         self.message_count -= len(state.messages)
         self._invalidate(user_id, session_id)
         self._maybe_compact(user_id)
@@ -165,6 +171,7 @@ class Shard:
             if old:
                 for message in old:
                     self.search_index.remove_message(user_id, session_id, message.message_id, message.content)
+                    self.vectors.remove(user_id, session_id, message.message_id)
                 state.keep_only([m for m in state.messages if m.timestamp_epoch >= cutoff])
                 messages_deleted += len(old)
                 self.message_count -= len(old)
@@ -403,15 +410,34 @@ class Shard:
         if cached is not None:
             return cached, True
         found = self.search_index.search(user_id, terms, global_stats, limit, sort=sort, **filters)
-        hits = []
-        for session_id, message_id, score, epoch in found["hits"]:
-            state = self.sessions[(user_id, session_id)]
-            message = state.messages[state.positions[message_id]].to_dict(include_metadata)
-            message.update(session_id=session_id, relevance_score=score, result_type="message", timestamp_epoch=epoch)
-            hits.append(message)
+        hits = self._hit_dicts(user_id, found["hits"], include_metadata)
         result = {"hits": hits, "total": found["total"]}
         self.cache.put(key, result, 256 + sum(len(h["content"]) + 300 for h in hits), [("u", user_id)])
         return result, False
+
+    def vector_search(self, user_id: str, query_vector: list[float], limit: int,
+                      filters: dict[str, Any] | None = None, threshold: float | None = None,
+                      include_metadata: bool = True, sort: str = "relevance") -> dict[str, Any]:
+        """Top `limit` of the user's messages on this shard by cosine similarity (embeds the user's
+        queued messages first, up to 2,000); returns {"hits", "total", "pending"}."""
+        self.vectors.embed_pending(2000, user_id)
+        found = self.vectors.search(user_id, query_vector, limit, threshold=threshold, sort=sort, **(filters or {}))
+        return {"hits": self._hit_dicts(user_id, found["hits"], include_metadata), "total": found["total"],
+                "pending": self.vectors.pending(user_id)}
+
+    def embed_pending(self, limit: int = 1000) -> int:
+        """Embed queued messages of any user (the bridge's background refresh calls this)."""
+        return self.vectors.embed_pending(limit)
+
+    def _hit_dicts(self, user_id: str, hits: list[tuple[str, str, float, float]],
+                   include_metadata: bool) -> list[dict[str, Any]]:
+        out = []
+        for session_id, message_id, score, epoch in hits:
+            state = self.sessions[(user_id, session_id)]
+            message = state.messages[state.positions[message_id]].to_dict(include_metadata)
+            message.update(session_id=session_id, relevance_score=score, result_type="message", timestamp_epoch=epoch)
+            out.append(message)
+        return out
 
     def analytics(self, user_id: str, window_start: float, window_end: float) -> tuple[dict[str, Any], bool]:
         """This shard's analytics partial for the user; cached until the user's next write or 60 s."""
@@ -464,5 +490,5 @@ _OPERATIONS = frozenset({
     "create_user", "get_user", "user_exists", "update_user", "delete_profile", "list_users",
     "create_session", "get_session", "update_session", "delete_session", "list_user_sessions", "session_stats",
     "delete_user_data", "purge", "append", "history", "read_range", "export_session", "search_stats", "search",
-    "analytics", "user_known", "clear_cache", "flush", "probe", "stats",
+    "analytics", "user_known", "clear_cache", "flush", "probe", "stats", "vector_search", "embed_pending",
 })

@@ -17,9 +17,10 @@ async def test_killed_shard_comes_back_and_keeps_every_acknowledged_message(ray_
         session_id = await data.storage.create_session("fail", "failover")
         acknowledged: list[str] = []
         failures: list[str] = []
+        killed_at: list[int] = []
 
         async def writer(worker: int) -> None:
-            for i in range(150):
+            for i in range(250):
                 result = await data.store_chat_message("fail", session_id, message(f"w{worker}-{i}"))
                 if result["success"]:
                     acknowledged.append(result["data"]["message_id"])
@@ -27,14 +28,17 @@ async def test_killed_shard_comes_back_and_keeps_every_acknowledged_message(ray_
                     failures.append(result["metadata"]["error_code"])
 
         async def killer() -> None:
-            await asyncio.sleep(0.3)
+            while len(acknowledged) < 200:  # mid-stream: some acknowledged, most still to come
+                await asyncio.sleep(0.005)
             ray.kill(bridge.backend.shards[0], no_restart=False)
+            killed_at.append(len(acknowledged))
         await asyncio.gather(*(writer(w) for w in range(4)), killer())
         history = await data.get_chat_history("fail", session_id, limit=10000)
         stored = [m["message_id"] for m in history["data"]["messages"]]
         assert set(acknowledged) <= set(stored)
         assert len(stored) == len(set(stored))
         assert not failures, failures
+        assert killed_at and killed_at[0] < 1000 and len(acknowledged) == 1000
         health = await bridge.health_check()
         assert health["shards"][0]["restarts"] >= 1
     finally:

@@ -96,24 +96,16 @@ class FFChatAppBridge:
     async def create_from_preset(cls, preset_name: str, storage_path: Any,
                                  overrides: dict[str, Any] | None = None) -> "FFChatAppBridge":
         """A bridge from one of the §6 templates, with flat or nested overrides."""
-        factory = FFChatConfigFactory()
-        values, flat = factory.template_values(preset_name, storage_path, overrides)
-        values.update(flat)
-        path = values.pop("storage_path")
-        config = ChatAppStorageConfig(path, **values)
-        return await cls._create(config, flat.get("shard_count") is not None,
+        config = FFChatConfigFactory().create_from_template(preset_name, storage_path, overrides)
+        return await cls._create(config, flatten_options(overrides).get("shard_count") is not None,
                                  f"Failed to create bridge from preset '{preset_name}'", "preset_creation",
                                  {"preset_name": preset_name, "storage_path": str(storage_path),
                                   "overrides": overrides})
 
     @classmethod
     async def create_for_use_case(cls, use_case: str, storage_path: Any, **kwargs: Any) -> "FFChatAppBridge":
-        factory = FFChatConfigFactory()
-        template, overrides = factory.use_case_settings(use_case, kwargs)
-        values, flat = factory.template_values(template, storage_path, overrides)
-        values.update(flat)
-        path = values.pop("storage_path")
-        config = ChatAppStorageConfig(path, **values)
+        """A bridge tuned for a use case (unknown ones fall back to `development` with a warning)."""
+        config = FFChatConfigFactory().create_for_use_case(use_case, storage_path, **kwargs)
         return await cls._create(config, kwargs.get("shard_count") is not None,
                                  f"Failed to create bridge for use case '{use_case}'", "use_case_creation",
                                  {"use_case": use_case, "storage_path": str(storage_path), "options": kwargs})

@@ -42,7 +42,6 @@ class _UserIndex:
         self.alive = bytearray()
         self.refs: list[tuple[str, str]] = []
         self.session_ordinals: dict[str, int] = {}
-        self.session_docs: dict[str, list[int]] = {}
         self.doc_by_ref: dict[tuple[str, str], int] = {}
         self.live_docs = 0
         self.live_length = 0
@@ -57,20 +56,22 @@ class _UserIndex:
         self.sessions.append(ordinal)
         self.alive.append(1)
         self.refs.append((session_id, message_id))
-        self.session_docs.setdefault(session_id, []).append(doc)
         self.doc_by_ref[(session_id, message_id)] = doc
         self.live_docs += 1
         self.live_length += len(tokens)
         counts: dict[str, int] = {}
         for token in tokens:
             counts[token] = counts.get(token, 0) + 1
+        postings, doc_freq = self.postings, self.doc_freq
         for term, count in counts.items():
-            entry = self.postings.get(term)
+            entry = postings.get(term)
             if entry is None:
-                entry = self.postings[term] = (array("i"), array("i"))
+                entry = postings[term] = (array("i"), array("i"))
+                doc_freq[term] = 1
+            else:
+                doc_freq[term] = doc_freq.get(term, 0) + 1
             entry[0].append(doc)
             entry[1].append(count)
-            self.doc_freq[term] = self.doc_freq.get(term, 0) + 1
 
     def kill(self, doc: int, content: str) -> None:
         if not self.alive[doc]:
@@ -128,10 +129,10 @@ class SearchIndex:
         index = self._users.get(user_id)
         if index is None:
             return
-        for doc in index.session_docs.pop(session_id, []):
-            ref = index.refs[doc]
-            if index.alive[doc]:
-                index.kill(doc, contents.get(ref[1], ""))
+        for message_id, content in contents.items():
+            doc = index.doc_by_ref.get((session_id, message_id))
+            if doc is not None:
+                index.kill(doc, content)
 
     def needs_compaction(self, user_id: str) -> bool:
         index = self._users.get(user_id)

@@ -60,6 +60,7 @@ class Shard:
         self.cache = ShardCache(config.cache_bytes_max)
         self.message_count = 0
         self._pending: list[bytes] = []
+        self._batch_now: str | None = None
         self._compress_records = False
         self.opened = False
 
@@ -84,6 +85,7 @@ class Shard:
         restart the shard so memory matches the log again).
         """
         results: list[tuple[bool, Any]] = []
+        self._batch_now = None  # one acknowledgement time per batch (they share one commit)
         for name, args, kwargs in operations:
             if name.startswith("_") or name not in _OPERATIONS:
                 results.append((False, InvalidInput(f"Unknown shard operation '{name}'", "INVALID_ARGUMENT")))
@@ -92,6 +94,7 @@ class Shard:
                 results.append((True, getattr(self, name)(*args, **kwargs)))
             except EngineError as exc:
                 results.append((False, exc))
+        self._batch_now = None
         self.commit()
         return results
 
@@ -101,7 +104,9 @@ class Shard:
         self.opened = False
 
     def now_iso(self) -> str:
-        return datetime.fromtimestamp(self._clock(), timezone.utc).isoformat()
+        if self._batch_now is None:
+            self._batch_now = datetime.fromtimestamp(self._clock(), timezone.utc).isoformat()
+        return self._batch_now
 
     def _write(self, record_type: int, body: dict[str, Any]) -> None:
         self._apply(record_type, body)
@@ -134,8 +139,10 @@ class Shard:
     def _apply_messages(self, body: dict[str, Any]) -> None:
         user_id, session_id = body["u"], body["s"]
         state = self.sessions[(user_id, session_id)]
+        last_text, epoch = "", 0.0
         for message_id, role, content, timestamp, attachments, metadata, stored_at in body["m"]:
-            epoch = datetime.fromisoformat(timestamp).timestamp()
+            if timestamp != last_text:  # a batch usually shares one timestamp: parse it once
+                last_text, epoch = timestamp, datetime.fromisoformat(timestamp).timestamp()
             state.append(StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at))
             self.search_index.add(user_id, session_id, message_id, content, role, epoch)
             self.vectors.add(user_id, session_id, message_id, content, role, epoch)
@@ -369,8 +376,9 @@ class Shard:
             records.append({"message_id": message_id, "timestamp": timestamp, "stored_at": now, "duplicate": False})
         if rows:
             self._write(codec.MESSAGES, {"u": user_id, "s": session_id, "m": rows, "t": now})
+        # Per-message records matter to single stores (the API returns one); a batch answer stays small.
         return {"message_ids": ids, "stored_at": now, "count": len(rows), "duplicates": duplicates,
-                "records": records, "session_bytes": state.content_bytes}
+                "records": records if len(messages) == 1 else [], "session_bytes": state.content_bytes}
 
     def history(self, user_id: str, session_id: str, limit: int, offset: int = 0, before: str | None = None,
                 after: str | None = None, latest: bool = False) -> tuple[dict[str, Any], bool]:

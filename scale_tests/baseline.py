@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS sessions (user_id TEXT, session_id TEXT, title TEXT, 
 CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, user_id TEXT, session_id TEXT, message_id TEXT,
                                      role TEXT, content TEXT, ts REAL);
 CREATE INDEX IF NOT EXISTS messages_session ON messages (user_id, session_id, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(content, content='messages', content_rowid='id');
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(content, user_id UNINDEXED);
 """
 
 
@@ -84,7 +84,8 @@ class SqliteBaseline:
             cursor = db.execute("INSERT INTO messages (user_id, session_id, message_id, role, content, ts) "
                                 "VALUES (?, ?, ?, ?, ?, ?)", (user_id, session_id, message_id, role, content,
                                                               time.time()))
-            db.execute("INSERT INTO messages_fts (rowid, content) VALUES (?, ?)", (cursor.lastrowid, content))
+            db.execute("INSERT INTO messages_fts (rowid, content, user_id) VALUES (?, ?, ?)",
+                       (cursor.lastrowid, content, user_id))
             ids.append(message_id)
         return ids
 
@@ -123,14 +124,16 @@ class SqliteBaseline:
     async def search_conversations(self, user_id: str, query: str, limit: int = 10) -> dict[str, Any]:
         assert self._reader is not None
         match = " OR ".join(f'"{term}"' for term in query.split())
-        rows = self._reader.execute(
-            "SELECT m.content, m.session_id, bm25(messages_fts) AS score FROM messages_fts "
-            "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? AND m.user_id = ? "
+        # Rank inside FTS5 (bm25, user filter on an UNINDEXED column), then fetch the top rows by id:
+        # the fastest plan we found for SQLite, so the ratio is against a fair baseline.
+        top = self._reader.execute(
+            "SELECT rowid, bm25(messages_fts) AS score FROM messages_fts WHERE messages_fts MATCH ? AND user_id = ? "
             "ORDER BY score LIMIT ?", (match, user_id, limit)).fetchall()
-        total = self._reader.execute(
-            "SELECT count(*) FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-            "WHERE messages_fts MATCH ? AND m.user_id = ?", (match, user_id)).fetchone()[0]
-        return {"success": True, "data": {"results": [{"content": c, "session_id": s} for c, s, _ in rows],
+        total = self._reader.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ? AND user_id = ?",
+                                     (match, user_id)).fetchone()[0]
+        rows = [self._reader.execute("SELECT content, session_id FROM messages WHERE id = ?", (rowid,)).fetchone()
+                for rowid, _ in top]
+        return {"success": True, "data": {"results": [{"content": c, "session_id": s} for c, s in rows],
                                           "search_metadata": {"total_matches": total}}}
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, Awaitable
 
 from engine.config import EngineConfig
 from engine.errors import EngineError, PathNotOpen
@@ -68,8 +68,10 @@ class PathBackend:
     async def shard(self, index: int, name: str, *args: Any, deadline: float | None = None) -> Any:
         return await self.clients[index].call(name, args, deadline or self.deadline())
 
-    async def session_call(self, user_id: str, session_id: str, name: str, *args: Any) -> Any:
-        return await self.shard(self.session_shard(user_id, session_id), name, user_id, session_id, *args)
+    def session_call(self, user_id: str, session_id: str, name: str, *args: Any) -> Awaitable[Any]:
+        """One hop to the shard owning (user_id, session_id); returns the awaitable of the call."""
+        client = self.clients[self.session_shard(user_id, session_id)]
+        return client.call(name, (user_id, session_id, *args), time.monotonic() + self.request_timeout_s)
 
     async def user_call(self, user_id: str, name: str, *args: Any) -> Any:
         return await self.shard(self.user_shard(user_id), name, user_id, *args)

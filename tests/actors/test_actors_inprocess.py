@@ -32,7 +32,7 @@ class _Handle:
 
 def test_shard_actor_assign_execute_release(tmp_path):
     """An actor serves nothing until assigned; assign replays the log; release returns it to the pool."""
-    actor = ShardActor(0)
+    actor = ShardActor(0, tune_gc=False)
     with pytest.raises(ShardUnassigned):
         actor.execute([("probe", (), {})])
     assert actor.assign(engine_config(tmp_path), 0)["epoch"] == 1
@@ -50,7 +50,7 @@ def test_shard_actor_assign_execute_release(tmp_path):
 
 def test_two_actors_cannot_own_one_shard(tmp_path):
     """A second actor assigned the same shard gets ShardLocked while the first holds it."""
-    first, second = ShardActor(0), ShardActor(1)
+    first, second = ShardActor(0, tune_gc=False), ShardActor(1, tune_gc=False)
     first.assign(engine_config(tmp_path), 0)
     with pytest.raises(ShardLocked):
         second.assign(engine_config(tmp_path), 0)
@@ -62,7 +62,7 @@ def test_two_actors_cannot_own_one_shard(tmp_path):
 def test_router_opens_paths_and_merges_search(tmp_path):
     """The router registers a path on given actors, merges search in BM25 order, and releases on close."""
     async def scenario():
-        actors = [ShardActor(0), ShardActor(1)]
+        actors = [ShardActor(0, tune_gc=False), ShardActor(1, tune_gc=False)]
         router = RouterActor(spawn=None)
         config = engine_config(tmp_path, shard_count=1)
         opened = await router.open_path("ns", config, 2, False, False, [_Handle(a) for a in actors])

@@ -13,12 +13,18 @@ SYSTEM_NAMESPACE = "ffchat_system"
 ROUTER_NAME = "router"
 
 
-def spawn_shard_actor(slot: int) -> Any:
-    """One pooled shard actor, restarted by Ray after a crash, spread over the cluster's nodes."""
+def spawn_shard_actor(slot: int, node_id: str | None = None) -> Any:
+    """One pooled shard actor, restarted by Ray after a crash.
+
+    With `node_id` it prefers that node (soft affinity: a restart after the node died goes to a
+    surviving node); without, Ray spreads it.
+    """
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    strategy: Any = NodeAffinitySchedulingStrategy(node_id, soft=True) if node_id else "SPREAD"
     remote = ray.remote(concurrency_groups={"health": 1})(ShardActor)
     return remote.options(
         name=f"shard/{slot}", namespace=SYSTEM_NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
-        max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
+        max_restarts=-1, max_task_retries=0, scheduling_strategy=strategy,
     ).remote(slot)
 
 

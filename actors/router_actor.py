@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from engine.config import EngineConfig
-from engine.errors import EngineError, PathNotOpen, ShardClosed, UserNotFound
+from engine.errors import EngineError, PathNotOpen, ShardClosed, ShardUnassigned, UserNotFound
 from engine.manifest import PathManifest
 from engine.search_index import fuse_rrf, merge_ranked, merge_stats
 from engine.session_store import merge_analytics
@@ -23,41 +23,71 @@ from engine.session_store import merge_analytics
 class _Path:
     """What the router knows about one open storage path."""
 
-    def __init__(self, manifest: PathManifest, config: EngineConfig, shards: list[Any]) -> None:
+    def __init__(self, manifest: PathManifest, config: EngineConfig, shards: list[Any], compress: bool) -> None:
         self.manifest = manifest
         self.config = config
         self.shards = shards
+        self.compress = compress
         self.attached = 0
 
 
 class RouterActor:
     """The runtime's router (async actor): path registry, pool of idle shard actors, fan-out.
 
-    `spawn(slot)` creates one shard actor (deploy.py supplies it, so this class stays Ray-free).
+    `spawn(slot, node_id)` creates one shard actor, preferably on that node (deploy.py supplies it,
+    so this class needs no Ray decorators).
     """
 
-    def __init__(self, spawn: Callable[[int], Any] | None = None, spare: int = 2, idle_max: int = 8) -> None:
+    def __init__(self, spawn: Callable[[int, str | None], Any] | None = None, spare: int = 2,
+                 idle_max: int = 8) -> None:
         self._spawn = spawn
         self._spare = spare
         self._idle_max = idle_max
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, str | None]] = []
         self._next_slot = 0
         self._paths: dict[str, _Path] = {}
         self._lock = asyncio.Lock()
         self._refill: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ pool
-    async def _new_actor(self) -> Any:
+    # Idle actors are kept with the node they run on, so a path's shards can be spread over nodes
+    # (SPREAD alone does not separate zero-CPU actors reliably).
+    async def _new_actor(self, node_id: str | None = None) -> tuple[Any, str | None]:
         assert self._spawn is not None, "no actor factory"
         slot, self._next_slot = self._next_slot, self._next_slot + 1
-        handle = self._spawn(slot)
-        await handle.ping.remote()
-        return handle
+        handle = self._spawn(slot, node_id)
+        facts = await handle.ping.remote()
+        return handle, facts.get("node_id")
+
+    @staticmethod
+    def _alive_nodes() -> list[str]:
+        try:
+            import ray
+            return sorted(node["NodeID"] for node in ray.nodes() if node.get("Alive"))
+        except Exception:  # outside Ray (unit tests)
+            return []
+
+    def _least_used(self, usage: dict[str | None, int]) -> str | None:
+        nodes = self._alive_nodes()
+        if not nodes:
+            return None
+        return min(nodes, key=lambda node: (usage.get(node, 0), node))
 
     async def _take(self, count: int) -> list[Any]:
-        taken = [self._idle.pop() for _ in range(min(count, len(self._idle)))]
-        if len(taken) < count:
-            taken += await asyncio.gather(*(self._new_actor() for _ in range(count - len(taken))))
+        """`count` actors for a path, on as many different nodes as possible."""
+        usage: dict[str | None, int] = {}
+        taken: list[Any] = []
+        for _ in range(count):
+            target = self._least_used(usage)
+            pick = next((i for i, (_, node) in enumerate(self._idle) if node == target), None)
+            if pick is None and target is None and self._idle:
+                pick = len(self._idle) - 1
+            if pick is not None:
+                handle, node = self._idle.pop(pick)
+            else:
+                handle, node = await self._new_actor(target)
+            usage[node] = usage.get(node, 0) + 1
+            taken.append(handle)
         self._schedule_refill()
         return taken
 
@@ -67,9 +97,12 @@ class RouterActor:
 
     async def _keep_spare(self) -> None:
         # Start processes ahead of need, so the next bridge finds actors ready (one at a time,
-        # to leave the CPU to the traffic that is running now).
+        # to leave the CPU to the traffic that is running now), spread over the nodes.
         while len(self._idle) < self._spare:
-            self._idle.append(await self._new_actor())
+            usage: dict[str | None, int] = {}
+            for _, node in self._idle:
+                usage[node] = usage.get(node, 0) + 1
+            self._idle.append(await self._new_actor(self._least_used(usage)))
 
     async def warm(self) -> int:
         """Start the spare actors now; returns how many are idle."""
@@ -115,7 +148,7 @@ class RouterActor:
                 await self._give_back(handles)
             manifest.close()
             raise
-        self._paths[namespace] = path = _Path(manifest, config, handles)
+        self._paths[namespace] = path = _Path(manifest, config, handles, compress_records)
         return path
 
     async def close_path(self, namespace: str) -> int:
@@ -136,7 +169,11 @@ class RouterActor:
         results = await asyncio.gather(*(h.release.remote() for h in handles), return_exceptions=True)
         for handle, result in zip(handles, results):
             if result is True and len(self._idle) < self._idle_max:
-                self._idle.append(handle)
+                try:
+                    node = (await handle.ping.remote()).get("node_id")
+                except Exception:  # gone meanwhile
+                    continue
+                self._idle.append((handle, node))
             else:
                 self._kill(handle)
 
@@ -162,7 +199,14 @@ class RouterActor:
     # ------------------------------------------------------------------ fan-out helpers
     @staticmethod
     async def _call(path: _Path, index: int, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
-        return await path.shards[index].execute.remote(operations)
+        handle = path.shards[index]
+        try:
+            return await handle.execute.remote(operations)
+        except ShardUnassigned:
+            # The actor restarted (its node died, or it crashed) and nobody has re-assigned it yet:
+            # give it its shard back (it replays the log), then answer. Idle shards heal this way too.
+            await handle.assign.remote(path.config, index, path.compress, False)
+            return await handle.execute.remote(operations)
 
     async def _fan_out(self, path: _Path, per_shard: dict[int, list[tuple[str, tuple, dict]]], timeout_s: float
                        ) -> tuple[dict[int, list[tuple[bool, Any]]], list[int]]:

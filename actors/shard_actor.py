@@ -145,5 +145,5 @@ class ShardActor:
         facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid())
         return facts
 
-    def ping(self) -> int:
-        return self._slot
+    def ping(self) -> dict[str, Any]:
+        return {"slot": self._slot, "node_id": self._node_id}

@@ -103,7 +103,7 @@ class PathBackend:
                 if not is_retryable_ray_error(exc) or deadline - time.monotonic() <= delay:
                     raise map_ray_errors(exc, f"router ({method})") from exc
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, 0.2)
 
     async def probe_all(self, timeout_s: float) -> list[dict[str, Any]]:
         """Probe every shard in parallel (health concurrency group); one entry per shard."""

@@ -119,7 +119,7 @@ class ShardClient:
                     raise
                 except Exception:  # the reassignment itself may hit the restart; the loop retries
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.5)
+                    delay = min(delay * 2, 0.2)
                 continue
             except Exception as exc:  # api boundary: every Ray failure is mapped, none escapes raw
                 if not is_retryable_ray_error(exc):
@@ -130,4 +130,4 @@ class ShardClient:
                     error = ShardUnavailable(f"shard {self.index} is unavailable and did not come back in time")
                     return [(False, error)] * len(batch)
                 await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, 0.2)

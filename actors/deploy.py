@@ -13,7 +13,7 @@ SYSTEM_NAMESPACE = "ffchat_system"
 ROUTER_NAME = "router"
 
 
-def spawn_shard_actor(slot: int, node_id: str | None = None) -> Any:
+def spawn_shard_actor(slot: str, node_id: str | None = None) -> Any:
     """One pooled shard actor, restarted by Ray after a crash.
 
     With `node_id` it prefers that node (soft affinity: a restart after the node died goes to a
@@ -36,7 +36,7 @@ def get_router(spare: int = 2) -> Any:
     return ray.remote(RouterActor).options(
         name=ROUTER_NAME, namespace=SYSTEM_NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
         max_restarts=-1, max_concurrency=1000,
-    ).remote(spawn_shard_actor, spare)
+    ).remote(spawn_shard_actor, spare, 2 * spare)  # keep at most twice the spare count idle
 
 
 def health_method(handle: Any) -> Any:

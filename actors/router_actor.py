@@ -38,13 +38,14 @@ class RouterActor:
     so this class needs no Ray decorators).
     """
 
-    def __init__(self, spawn: Callable[[int, str | None], Any] | None = None, spare: int = 2,
+    def __init__(self, spawn: Callable[[str, str | None], Any] | None = None, spare: int = 2,
                  idle_max: int = 8) -> None:
         self._spawn = spawn
         self._spare = spare
         self._idle_max = idle_max
         self._idle: list[tuple[Any, str | None]] = []
         self._next_slot = 0
+        self._incarnation = os.urandom(4).hex()
         self._paths: dict[str, _Path] = {}
         self._lock = asyncio.Lock()
         self._refill: asyncio.Task | None = None
@@ -55,7 +56,9 @@ class RouterActor:
     async def _new_actor(self, node_id: str | None = None) -> tuple[Any, str | None]:
         assert self._spawn is not None, "no actor factory"
         slot, self._next_slot = self._next_slot, self._next_slot + 1
-        handle = self._spawn(slot, node_id)
+        # Names carry this router incarnation: after a router restart, new pool actors must never
+        # be confused with (get_if_exists) actors the previous incarnation lent to a path.
+        handle = self._spawn(f"{self._incarnation}-{slot}", node_id)
         facts = await handle.ping.remote()
         return handle, facts.get("node_id")
 
@@ -141,8 +144,14 @@ class RouterActor:
                                              "cache_bytes_max": template.cache_bytes_max // count})
         try:
             handles = shards if shards is not None else await self._take(count)
-            await asyncio.gather(*(h.assign.remote(config, i, compress_records, shards is None)
-                                   for i, h in enumerate(handles)))
+            outcomes = await asyncio.gather(*(h.assign.remote(config, i, compress_records, shards is None)
+                                              for i, h in enumerate(handles)), return_exceptions=True)
+            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            # A fresh open must assign every shard (ShardLocked means another runtime holds it). On
+            # re-registration after a router restart, a shard that is itself restarting is left
+            # for `_call` to re-assign on first contact.
+            if failures and shards is None:
+                raise failures[0]
         except BaseException:
             if shards is None and "handles" in locals():
                 await self._give_back(handles)

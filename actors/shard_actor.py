@@ -40,7 +40,7 @@ class ShardActor:
         >>> actor.execute([("create_session", ("u", "s"), {})])
     """
 
-    def __init__(self, slot: int = 0, tune_gc: bool = True) -> None:
+    def __init__(self, slot: int | str = 0, tune_gc: bool = True) -> None:
         if tune_gc:
             # This process holds one shard's messages as millions of small objects, and none of them
             # form reference cycles worth hunting often: rarer young-generation collections keep

@@ -95,7 +95,15 @@ class PathBackend:
             except asyncio.TimeoutError:
                 raise RequestTimeout(f"router call {method} did not finish before the request deadline") from None
             except PathNotOpen:
-                await self._reregister()
+                try:
+                    await asyncio.wait_for(self._reregister(), timeout=max(0.01, deadline - time.monotonic()))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the router may be restarting again: retry until the deadline
+                    if deadline - time.monotonic() <= delay:
+                        raise map_ray_errors(exc, f"router ({method})") from exc
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.2)
                 continue
             except EngineError:
                 raise

@@ -43,3 +43,20 @@ async def test_killed_shard_comes_back_and_keeps_every_acknowledged_message(ray_
         assert health["shards"][0]["restarts"] >= 1
     finally:
         await bridge.close()
+
+
+async def test_router_restart_is_invisible_to_callers(ray_runtime, tmp_path):
+    """Killing the runtime's router (Ray restarts it, empty) costs a re-registration, not an error."""
+    bridge = await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"shard_count": 2})
+    try:
+        data = bridge.get_data_layer()
+        session_id = await data.storage.create_session("routed", "r")
+        await data.store_chat_message("routed", session_id, message("survives the router"))
+        ray.kill(bridge.backend.router, no_restart=False)
+        found = await data.search_conversations("routed", "survives")
+        assert found["success"], found
+        assert found["data"]["search_metadata"]["total_matches"] == 1
+        listed = await data.list_sessions("routed")
+        assert listed["success"] and listed["data"]["total_count"] == 1
+    finally:
+        await bridge.close()

@@ -38,15 +38,3 @@ def get_router(spare: int = 2) -> Any:
         max_restarts=-1, max_concurrency=1000,
     ).remote(spawn_shard_actor, spare, 2 * spare)  # keep at most twice the spare count idle
 
-
-def health_method(handle: Any) -> Any:
-    """The probe method bound to the shard's health concurrency group."""
-    return handle.probe.options(concurrency_group="health")
-
-
-def kill(handles: list[Any]) -> None:
-    for handle in handles:
-        try:
-            ray.kill(handle, no_restart=True)
-        except Exception:  # already gone
-            pass

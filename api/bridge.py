@@ -9,7 +9,6 @@ import importlib
 import logging
 import os
 import platform
-import shutil
 import time
 import warnings
 import weakref
@@ -21,7 +20,7 @@ from engine.errors import EngineError, ShardLocked
 from . import runtime
 from .backend import PathBackend, engine_config_for
 from .config import ChatAppStorageConfig, flatten_options
-from .config_factory import LEGACY_PRESETS, FFChatConfigFactory, score_config
+from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
 from .errors import ConfigurationError, InitializationError
 
 logger = logging.getLogger(__name__)
@@ -418,13 +417,6 @@ class FFChatAppBridge:
             previous = self._shard_snapshot[index] if index < len(self._shard_snapshot) else None
             merged.append(previous if probe.get("unavailable") else {**(previous or {}), **probe})
         self._shard_snapshot, self._snapshot_at = merged, time.time()
-
-    def disk_usage(self) -> Any:
-        return shutil.disk_usage(os.path.abspath(self.settings.storage_path)
-                                 if os.path.exists(self.settings.storage_path) else ".")
-
-    def config_score(self) -> dict[str, Any]:
-        return score_config(self.config)
 
 
 async def _refresh_loop(reference: "weakref.ReferenceType[FFChatAppBridge]") -> None:

@@ -8,7 +8,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from engine.errors import EngineError
-from engine.metrics import LatencyRecorder, nearest_rank
+from engine.metrics import LatencyRecorder
 
 from .errors import ChatIntegrationError, ErrorCode
 
@@ -76,10 +76,6 @@ class OperationMetrics:
                 "total_operations": total, "error_count": errors, "error_rate": errors / total if total else 0.0,
                 "cache_hits": self.cache_hits, "cache_misses": self.cache_misses,
                 "cache_hit_rate": self.cache_hits / lookups if lookups else 0.0}
-
-    def overall_p95(self) -> float:
-        samples = sorted(sample for r in self.operations.values() for sample in r.recent())
-        return nearest_rank(samples, 95)
 
 
 async def run_operation(metrics: OperationMetrics, operation: str, body: Callable[[list[str]], Awaitable[Outcome]],

@@ -61,11 +61,6 @@ def owns_runtime() -> bool:
     return _owned
 
 
-def cluster_resources() -> dict[str, Any]:
-    import ray
-    return dict(ray.cluster_resources())
-
-
 def cpu_count() -> int:
     import ray
     try:

@@ -202,9 +202,3 @@ def check_metadata_dict(metadata: Any, what: str = "metadata") -> dict[str, Any]
     if _json_size(metadata, what) > MAX_METADATA_BYTES:
         raise InvalidInput(f"{what} is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
     return json.loads(json.dumps(metadata))
-
-
-def check_int(value: Any, name: str, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise InvalidInput(f"{name} must be an int in {low}..{high}, got {value!r}"[:200], "INVALID_ARGUMENT")
-    return value

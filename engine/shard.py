@@ -17,7 +17,7 @@ from . import codec
 from .config import EngineConfig
 from .errors import EngineError, InvalidInput, SessionNotFound
 from .message_log import MessageLog
-from .models import ROLES, iso, new_message_id, validate_id
+from .models import ROLES, new_message_id, validate_id
 from .search_index import SearchIndex
 from .shard_cache import ShardCache
 from .vector_index import VectorIndex, load_embedder
@@ -458,10 +458,6 @@ class Shard:
         self.cache.put(key, partial, 512 + 16 * len(partial["days"]), [("u", user_id)])
         return partial, False
 
-    def user_known(self, user_id: str) -> bool:
-        """True if the profile lives here or the user has sessions here."""
-        return user_id in self.users or user_id in self.user_sessions
-
     # ------------------------------------------------------------------ admin
     def clear_cache(self) -> int:
         entries = len(self.cache)
@@ -498,5 +494,5 @@ _OPERATIONS = frozenset({
     "create_user", "get_user", "user_exists", "update_user", "delete_profile", "list_users",
     "create_session", "get_session", "update_session", "delete_session", "list_user_sessions", "session_stats",
     "delete_user_data", "purge", "append", "history", "read_range", "export_session", "search_stats", "search",
-    "analytics", "user_known", "clear_cache", "flush", "probe", "stats", "vector_search", "embed_pending",
+    "analytics", "clear_cache", "flush", "probe", "stats", "vector_search", "embed_pending",
 })

@@ -3,7 +3,6 @@
 import asyncio
 import json
 
-import pytest
 
 from tests.factories import message
 

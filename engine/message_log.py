@@ -11,6 +11,11 @@ frame that fails its checks at the end of the *last* segment, with no valid fram
 torn tail from an interrupted write: it is truncated and reported. A bad frame followed by a valid
 one, or any bad frame in a sealed segment, is corruption: opening refuses with the file and offset.
 
+Compaction (`rewrite`) replaces the log with a snapshot of the live state, crash-safely: the new
+segments are written to `compact.tmp/`, fsync'd, and the directory is renamed `compact.ready/`
+(the commit point); its segments then move into place, `BASE` records the first live segment,
+and older segments are deleted. Opening finishes a `compact.ready/` and discards a `compact.tmp/`.
+
 Durability (acknowledgement rule of `append_batch`):
     fsync  one write + one fdatasync per batch: survives process and OS crashes
     flush  one write per batch, no fsync: survives a process crash
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,6 +105,7 @@ class MessageLog:
         self._take_lock()
         self.epoch = self._bump_epoch()
         self.report.epoch = self.epoch
+        self._finish_compaction()
         numbers = self._segment_numbers()
         self.report.segments = len(numbers)
         for position, (number, compressed) in enumerate(numbers):
@@ -147,8 +154,16 @@ class MessageLog:
         self.report.truncated_file = path
         self.report.notes.append(f"truncated torn tail of {path}: {size - offset} bytes at offset {offset}")
 
+    def _base(self) -> int:
+        try:
+            with open(os.path.join(self.directory, "BASE"), "rb") as handle:
+                return int(handle.read().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
     def _segment_numbers(self) -> list[tuple[int, bool]]:
         found: dict[int, bool] = {}
+        base = self._base()
         for name in os.listdir(self.directory):
             if not name.startswith(_SEGMENT_PREFIX):
                 continue
@@ -156,6 +171,8 @@ class MessageLog:
             if extension not in ("log", "zst") or not stem.isdigit():
                 continue
             number = int(stem)
+            if number < base:
+                continue  # replaced by a compaction whose clean-up was interrupted
             if extension == "zst" or number not in found:
                 # A .zst beside a .log of the same number means sealing was interrupted after the
                 # compressed copy was renamed in: the .zst is complete, the .log is redundant.
@@ -305,6 +322,73 @@ class MessageLog:
             except FileNotFoundError:
                 pass
         return total
+
+    # ----------------------------------------------------------------- compaction
+    def rewrite(self, frames: Iterator[bytes]) -> None:
+        """Replace the whole log with `frames` (a snapshot of live state); crash-safe, see module doc."""
+        if self._fd is None:
+            raise ShardClosed(f"Shard log {self.directory} is closed")
+        self.flush()
+        self.check_epoch()
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        staging = os.path.join(self.directory, "compact.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+        first = number = self._active_number + 1
+        chunk: list[bytes] = []
+        size = 0
+        for frame in frames:
+            chunk.append(frame)
+            size += len(frame)
+            if size >= self.segment_bytes_max:
+                self._write_staged(staging, number, chunk, seal=True)
+                number, chunk, size = number + 1, [], 0
+        self._write_staged(staging, number, chunk, seal=False)
+        _fsync_directory(staging)
+        os.replace(staging, os.path.join(self.directory, "compact.ready"))
+        _fsync_directory(self.directory)
+        self._finish_compaction()
+        self._active_number = number
+        self._active_bytes = sum(len(frame) for frame in chunk)
+        self._open_active()
+        assert self._base() == first
+
+    def _write_staged(self, staging: str, number: int, frames: list[bytes], seal: bool) -> None:
+        data = b"".join(frames)
+        compressed = seal and self.compress_sealed
+        path = os.path.join(staging, _segment_name(number, compressed))
+        with open(path, "wb") as handle:
+            handle.write(codec.compress_segment(data) if compressed else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _finish_compaction(self) -> None:
+        """Discard an unfinished compaction; complete a committed one (idempotent)."""
+        shutil.rmtree(os.path.join(self.directory, "compact.tmp"), ignore_errors=True)
+        ready = os.path.join(self.directory, "compact.ready")
+        if not os.path.isdir(ready):
+            return
+        names = sorted(os.listdir(ready))
+        numbers = [int(name[len(_SEGMENT_PREFIX):].partition(".")[0]) for name in names]
+        first = min(numbers) if numbers else self._base()
+        for name in names:
+            os.replace(os.path.join(ready, name), os.path.join(self.directory, name))
+        _fsync_directory(self.directory)
+        temporary = os.path.join(self.directory, "BASE.tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(str(first).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, os.path.join(self.directory, "BASE"))
+        _fsync_directory(self.directory)
+        for name in os.listdir(self.directory):
+            stem = name[len(_SEGMENT_PREFIX):].partition(".")[0] if name.startswith(_SEGMENT_PREFIX) else ""
+            if stem.isdigit() and int(stem) < first:
+                os.remove(os.path.join(self.directory, name))
+        os.rmdir(ready)
+        _fsync_directory(self.directory)
 
     @property
     def is_open(self) -> bool:

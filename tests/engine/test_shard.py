@@ -1,5 +1,7 @@
 """Shard state: order and totals across restarts, paging, idempotency, deletion, purge, analytics."""
 
+import os
+
 import pytest
 
 from engine.errors import InvalidInput, SessionNotFound
@@ -171,3 +173,93 @@ def test_superseded_shard_cannot_commit_after_successor_opened(tmp_path):
     assert [m["content"] for m in reopened.read_range("u", "s", 0, 10)["messages"]] == [
         "acknowledged", "from the successor"]
     reopened.close()
+
+
+def test_compaction_removes_deleted_data_from_disk_and_keeps_live_data(tmp_path):
+    """After deletes, compaction rewrites the log: deleted text is gone from the files, live data
+    (order, ids, timestamps, profiles) replays identically."""
+    shard = open_shard(tmp_path)
+    shard.create_user("alice", {"plan": "pro"})
+    shard.create_session("alice", "keep")
+    shard.create_session("alice", "drop")
+    shard.append("alice", "keep", [message(f"keep {i}") for i in range(50)])
+    shard.append("alice", "drop", [message("secret-to-forget") for _ in range(50)])
+    shard.delete_session("alice", "drop")
+    shard.commit()
+    before = [m for m in shard.read_range("alice", "keep", 0, 100)["messages"]]
+    result = shard.compact()
+    assert result["bytes_after"] < result["bytes_before"]
+    shard.append("alice", "keep", [message("after compaction")])
+    shard.close()
+    for name in os.listdir(os.path.join(tmp_path, "shard-0000")):
+        if name.startswith("seg-"):
+            with open(os.path.join(tmp_path, "shard-0000", name), "rb") as handle:
+                assert b"secret-to-forget" not in handle.read()
+    reopened = open_shard(tmp_path)
+    after = reopened.read_range("alice", "keep", 0, 100)["messages"]
+    assert after[:50] == before and after[50]["content"] == "after compaction"
+    assert reopened.get_session("alice", "drop") is None and reopened.get_user("alice")["plan"] == "pro"
+    reopened.close()
+
+
+def test_interrupted_compaction_is_discarded_or_finished_on_open(tmp_path):
+    """A compaction cut before its commit point is discarded; one cut after it is completed."""
+    shard = open_shard(tmp_path)
+    shard.create_session("u", "s")
+    shard.append("u", "s", [message(f"m{i}") for i in range(10)])
+    shard.close()
+    directory = os.path.join(tmp_path, "shard-0000")
+    os.makedirs(os.path.join(directory, "compact.tmp"))
+    with open(os.path.join(directory, "compact.tmp", "seg-000000000099.log"), "wb") as handle:
+        handle.write(b"garbage that must never be replayed")
+    shard = open_shard(tmp_path)
+    assert shard.read_range("u", "s", 0, 100)["total_count"] == 10
+    assert not os.path.exists(os.path.join(directory, "compact.tmp"))
+    shard.compact()
+    shard.close()
+    shard = open_shard(tmp_path)
+    assert [m["content"] for m in shard.read_range("u", "s", 0, 100)["messages"]] == [f"m{i}" for i in range(10)]
+    shard.close()
+
+
+def test_compaction_cut_after_its_commit_point_completes_on_open(tmp_path, monkeypatch):
+    """A crash after `compact.ready` exists (before the swap) is finished by the next open."""
+    from engine.message_log import MessageLog
+    shard = open_shard(tmp_path)
+    shard.create_session("u", "s")
+    shard.append("u", "s", [message(f"m{i}") for i in range(10)])
+    shard.commit()
+    real = MessageLog._finish_compaction
+    calls = []
+
+    def crash_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("simulated crash after the commit point")
+        return real(self)
+    monkeypatch.setattr(MessageLog, "_finish_compaction", crash_once)
+    with pytest.raises(OSError):
+        shard.log.rewrite(shard._snapshot_frames())
+    os.close(shard.log._lock_fd)  # the crashed process's lock dies with it
+    shard.log._lock_fd = None
+    monkeypatch.setattr(MessageLog, "_finish_compaction", real)
+    assert os.path.isdir(os.path.join(tmp_path, "shard-0000", "compact.ready"))
+    reopened = open_shard(tmp_path)
+    assert [m["content"] for m in reopened.read_range("u", "s", 0, 100)["messages"]] == [f"m{i}" for i in range(10)]
+    assert not os.path.exists(os.path.join(tmp_path, "shard-0000", "compact.ready"))
+    reopened.close()
+
+
+def test_compaction_runs_by_itself_once_deleted_data_dominates(tmp_path):
+    """When deleted messages exceed both 10,000 and the live count, the next batch compacts."""
+    shard = open_shard(tmp_path)
+    shard.create_session("u", "big")
+    shard.create_session("u", "small")
+    for start in range(0, 12_000, 1000):
+        shard.append("u", "big", [message(f"m{start + i}") for i in range(1000)])
+    shard.append("u", "small", [message("kept")])
+    shard.commit()
+    shard.execute([("delete_session", ("u", "big"), {})])
+    assert shard.compactions == 1 and shard.dead_messages == 0
+    assert shard.stats()["log_bytes"] < 10_000
+    shard.close()

@@ -79,3 +79,22 @@ def test_router_opens_paths_and_merges_search(tmp_path):
         assert await router.close_path("ns") == 0
         assert all(a.probe()["assigned"] is False for a in actors)
     asyncio.run(scenario())
+
+
+def test_none_durability_reaches_the_os_within_about_a_second(tmp_path):
+    """In `none` mode the actor's flusher writes buffered records without any further call."""
+    import os
+    import time
+    actor = ShardActor(0, tune_gc=False)
+    actor.assign(engine_config(tmp_path, durability="none"), 0)
+    actor.execute([("create_session", ("u", "s"), {}), ("append", ("u", "s", [message("buffered")]), {})])
+    directory = os.path.join(tmp_path, "shard-0000")
+
+    def on_disk() -> int:
+        return sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory) if n.startswith("seg-"))
+    assert on_disk() == 0
+    deadline = time.monotonic() + 3
+    while on_disk() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert on_disk() > 0
+    actor.release()

@@ -469,7 +469,7 @@ class Shard:
     def compact(self) -> dict[str, int]:
         """Rewrite the log as a snapshot of live state, so deleted data leaves the disk.
 
-        Blocks this shard for the rewrite (about a second per 100k messages here).
+        Blocks this shard for the rewrite (0.1 s for 100k live messages here).
         """
         self.commit()
         before = self.log.disk_bytes()

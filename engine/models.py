@@ -1,7 +1,7 @@
 """Value models and input validation: ids, messages, timestamps, session and user records.
 
 Validation is hand-written rather than a pydantic model per message: the contract fixes the exact
-texts and the order of checks, and this runs on the hot path of every store (about 3 us here).
+texts and the order of checks, and this runs on the hot path of every store (a few microseconds).
 Read shapes are pydantic models (`Message`, `Session`, `UserProfile`) for callers that want types.
 """
 

@@ -43,7 +43,7 @@ def encode(record_type: int, body: Any, compress: bool = False) -> bytes:
         payload = _compressor.compress(payload)
         record_type |= COMPRESSED_FLAG
     crc = zlib.crc32(payload, zlib.crc32(bytes((record_type,))))
-    return HEADER.pack(MAGIC, record_type, len(payload), crc) + payload
+    return bytes(HEADER.pack(MAGIC, record_type, len(payload), crc) + payload)
 
 
 def try_decode_at(buffer: bytes | memoryview, offset: int) -> tuple[int, Any, int] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,7 +37,7 @@ class EngineConfig(BaseModel):
     @classmethod
     def from_env(cls, **explicit: object) -> "EngineConfig":
         """Build a config with precedence explicit > environment (FFCHAT_*) > defaults."""
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for name, field in cls.model_fields.items():
             raw = os.environ.get("FFCHAT_" + name.upper())
             if raw is None:

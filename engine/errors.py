@@ -29,7 +29,7 @@ class EngineError(Exception):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self):  # keep subclass constructor shape across pickling
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # keep the constructor shape across pickling
         return (type(self), (self.message, self.code))
 
 

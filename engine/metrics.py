@@ -39,7 +39,12 @@ class LatencyRecorder:
         self._recent.append(elapsed_ms)
 
     def reset(self) -> None:
-        self.__init__(self._window)
+        self._recent.clear()
+        self.count = 0
+        self.errors = 0
+        self.total_ms = 0.0
+        self.min_ms = math.inf
+        self.max_ms = 0.0
 
     def recent(self) -> list[float]:
         return list(self._recent)

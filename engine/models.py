@@ -131,12 +131,17 @@ def _json_size(value: Any, what: str) -> int:
         raise InvalidInput(f"Message {what} must be JSON-serialisable: {exc}", "INVALID_MESSAGE") from None
 
 
+def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
+    copied: dict[str, Any] = json.loads(json.dumps(value))
+    return copied
+
+
 def _check_metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict) or not all(isinstance(key, str) for key in metadata):
         raise InvalidInput("Message metadata must be a dict with str keys", "INVALID_MESSAGE")
     if _json_size(metadata, "metadata") > MAX_METADATA_BYTES:
         raise InvalidInput(f"Message metadata is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
-    return json.loads(json.dumps(metadata))  # a deep copy; the caller's dict is never touched
+    return _json_copy(metadata)  # a deep copy; the caller's dict is never touched
 
 
 def _check_attachments(attachments: Any) -> list[str]:
@@ -191,7 +196,7 @@ def check_profile(profile: Any) -> dict[str, Any]:
         raise InvalidInput("Profile must be a dict with str keys", "INVALID_ARGUMENT")
     if _json_size(profile, "profile") > MAX_METADATA_BYTES:
         raise InvalidInput(f"Profile is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
-    return json.loads(json.dumps(profile))
+    return _json_copy(profile)
 
 
 def check_metadata_dict(metadata: Any, what: str = "metadata") -> dict[str, Any]:
@@ -201,4 +206,4 @@ def check_metadata_dict(metadata: Any, what: str = "metadata") -> dict[str, Any]
         raise InvalidInput(f"{what} must be a dict with str keys", "INVALID_ARGUMENT")
     if _json_size(metadata, what) > MAX_METADATA_BYTES:
         raise InvalidInput(f"{what} is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
-    return json.loads(json.dumps(metadata))
+    return _json_copy(metadata)

@@ -33,7 +33,7 @@ class _UserIndex:
     """Postings and per-document columns of one user's messages on one shard."""
 
     def __init__(self) -> None:
-        self.postings: dict[str, tuple[array, array]] = {}
+        self.postings: dict[str, tuple[array[int], array[int]]] = {}
         self.doc_freq: dict[str, int] = {}
         self.lengths = array("i")
         self.timestamps = array("d")
@@ -232,13 +232,14 @@ def _top_k(candidates: np.ndarray, scores: np.ndarray, timestamps: np.ndarray, k
 
 def merge_stats(parts: Iterable[dict[str, Any]], terms: list[str]) -> dict[str, Any]:
     """Sum per-shard corpus statistics into the user's global statistics."""
-    merged = {"doc_count": 0, "total_length": 0, "doc_freq": {term: 0 for term in terms}}
+    doc_freq: dict[str, int] = {term: 0 for term in terms}
+    doc_count = total_length = 0
     for part in parts:
-        merged["doc_count"] += part["doc_count"]
-        merged["total_length"] += part["total_length"]
+        doc_count += part["doc_count"]
+        total_length += part["total_length"]
         for term, count in part["doc_freq"].items():
-            merged["doc_freq"][term] = merged["doc_freq"].get(term, 0) + count
-    return merged
+            doc_freq[term] = doc_freq.get(term, 0) + count
+    return {"doc_count": doc_count, "total_length": total_length, "doc_freq": doc_freq}
 
 
 def merge_ranked(parts: Iterable[list[dict[str, Any]]], offset: int, limit: int, sort: str = "relevance") -> list[dict[str, Any]]:

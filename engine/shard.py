@@ -81,7 +81,7 @@ class Shard:
             frames, self._pending = self._pending, []
             self.log.append_batch(frames)
 
-    def execute(self, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
+    def execute(self, operations: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[tuple[bool, Any]]:
         """Run operations in order, commit once, return [(ok, result or EngineError)].
 
         A commit failure raises (the caller must treat every write of the batch as failed and

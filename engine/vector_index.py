@@ -24,7 +24,8 @@ def load_embedder(spec: str) -> Embedder:
     """Import `module:callable`; raises EngineError SEARCH_ERROR if it cannot be imported."""
     module_name, _, attribute = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attribute)
+        embed: Embedder = getattr(importlib.import_module(module_name), attribute)
+        return embed
     except (ImportError, AttributeError) as exc:
         raise EngineError(f"Cannot import embedder {spec}: {exc}", "SEARCH_ERROR") from None
 
@@ -35,7 +36,8 @@ def normalise(vectors: Any) -> np.ndarray:
         raise EngineError("The embedder must return one vector per text", "SEARCH_ERROR")
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return matrix / norms
+    normalised: np.ndarray = matrix / norms
+    return normalised
 
 
 class _UserVectors:

@@ -80,6 +80,7 @@ class RouterActor:
         """`count` actors for a path, on as many different nodes as possible."""
         usage: dict[str | None, int] = {}
         taken: list[Any] = []
+        to_start: list[str | None] = []
         for _ in range(count):
             target = self._least_used(usage)
             pick = next((i for i, (_, node) in enumerate(self._idle) if node == target), None)
@@ -87,10 +88,13 @@ class RouterActor:
                 pick = len(self._idle) - 1
             if pick is not None:
                 handle, node = self._idle.pop(pick)
+                taken.append(handle)
             else:
-                handle, node = await self._new_actor(target)
+                node = target
+                to_start.append(target)
             usage[node] = usage.get(node, 0) + 1
-            taken.append(handle)
+        started = await asyncio.gather(*(self._new_actor(node) for node in to_start))  # start in parallel
+        taken.extend(handle for handle, _ in started)
         self._schedule_refill()
         return taken
 

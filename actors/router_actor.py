@@ -255,40 +255,16 @@ class RouterActor:
             raise error
         return answers
 
-    # ------------------------------------------------------------------ user-level operations
-    async def search(self, namespace: str, user_id: str, terms: list[str], user_shard: int, window: int, offset: int, limit: int,
-                     filters: dict[str, Any], sort: str, include_metadata: bool, timeout_s: float) -> dict[str, Any]:
-        """Two-phase ranked search: sum corpus statistics, then score on every shard and merge top-k."""
-        path = self._path(namespace)
-        phase1 = {i: [("search_stats", (user_id, terms), {})] for i in range(len(path.shards))}
-        phase1[user_shard].append(("user_exists", (user_id,), {}))
-        answers, failed = await self._fan_out(path, phase1, timeout_s)
-        if not answers:
-            raise ShardClosed(f"No shard answered the search (shards {failed})")
-        # With the profile's shard down the user's existence is unknown: search the shards that
-        # answered and report the result as partial rather than failing the whole call.
-        if user_shard not in failed and not answers[user_shard][-1][1]:
-            raise UserNotFound(f"User '{user_id}' not found")
-        stats = merge_stats([answers[i][0][1] for i in answers], terms)
-        alive = sorted(answers)
-        phase2 = {i: [("search", (user_id, terms, stats, window, filters, sort, include_metadata), {})] for i in alive}
-        answers2, failed2 = await self._fan_out(path, phase2, timeout_s)
-        error = self._first_error(answers2)
-        if error is not None:
-            raise error
-        parts = [answers2[i][0][1] for i in sorted(answers2)]
-        merged = merge_ranked([part[0]["hits"] for part in parts], offset, limit, sort)
-        return {"results": merged, "total": sum(part[0]["total"] for part in parts),
-                "shards_failed": sorted(set(failed) | set(failed2)),
-                "cache_hit": bool(parts) and all(part[1] for part in parts), "doc_count": stats["doc_count"]}
+    async def _fan_out_for_user(self, path: _Path, operation: tuple[str, tuple, dict], user_id: str,
+                                user_shard: int, timeout_s: float) -> tuple[dict[int, Any], list[int]]:
+        """Run `operation` on every shard (plus the user check on the profile's shard); return
+        {shard: result} of the shards that answered, and the silent ones.
 
-    async def vector_search(self, namespace: str, user_id: str, vector: list[float], user_shard: int, window: int,
-                            offset: int, limit: int, filters: dict[str, Any], threshold: float | None, sort: str,
-                            include_metadata: bool, timeout_s: float) -> dict[str, Any]:
-        """Cosine-similarity search on every shard (each embeds its queued messages first), merged."""
-        path = self._path(namespace)
-        per_shard = {i: [("vector_search", (user_id, vector, window, filters, threshold, include_metadata, sort), {})]
-                     for i in range(len(path.shards))}
+        With the profile's shard silent the user's existence is unknown: the caller gets the other
+        shards' results (a partial answer) rather than a failure. Raises UserNotFound, the first
+        operation error, or ShardClosed when no shard answered.
+        """
+        per_shard = {i: [operation] for i in range(len(path.shards))}
         per_shard[user_shard].append(("user_exists", (user_id,), {}))
         answers, failed = await self._fan_out(path, per_shard, timeout_s)
         if not answers:
@@ -298,7 +274,36 @@ class RouterActor:
         for results in answers.values():
             if not results[0][0]:
                 raise results[0][1]
-        parts = [answers[i][0][1] for i in sorted(answers)]
+        return {i: answers[i][0][1] for i in sorted(answers)}, failed
+
+    # ------------------------------------------------------------------ user-level operations
+    async def search(self, namespace: str, user_id: str, terms: list[str], user_shard: int, window: int, offset: int, limit: int,
+                     filters: dict[str, Any], sort: str, include_metadata: bool, timeout_s: float) -> dict[str, Any]:
+        """Two-phase ranked search: sum corpus statistics, then score on every shard and merge top-k."""
+        path = self._path(namespace)
+        shard_stats, failed = await self._fan_out_for_user(path, ("search_stats", (user_id, terms), {}), user_id,
+                                                           user_shard, timeout_s)
+        stats = merge_stats(shard_stats.values(), terms)
+        alive = sorted(shard_stats)
+        phase2 = {i: [("search", (user_id, terms, stats, window, filters, sort, include_metadata), {})] for i in alive}
+        answers2, failed2 = await self._fan_out(path, phase2, timeout_s)
+        error = self._first_error(answers2)
+        if error is not None:
+            raise error
+        parts = [answers2[i][0][1] for i in sorted(answers2)]
+        merged = merge_ranked([part[0]["hits"] for part in parts], offset, limit, sort)
+        return {"results": merged, "total": sum(part[0]["total"] for part in parts),
+                "shards_failed": sorted(set(failed) | set(failed2)),
+                "cache_hit": bool(parts) and all(part[1] for part in parts)}
+
+    async def vector_search(self, namespace: str, user_id: str, vector: list[float], user_shard: int, window: int,
+                            offset: int, limit: int, filters: dict[str, Any], threshold: float | None, sort: str,
+                            include_metadata: bool, timeout_s: float) -> dict[str, Any]:
+        """Cosine-similarity search on every shard (each embeds its queued messages first), merged."""
+        operation = ("vector_search", (user_id, vector, window, filters, threshold, include_metadata, sort), {})
+        results, failed = await self._fan_out_for_user(self._path(namespace), operation, user_id, user_shard,
+                                                       timeout_s)
+        parts = list(results.values())
         merged = merge_ranked([part["hits"] for part in parts], offset, limit, sort)
         return {"results": merged, "total": sum(part["total"] for part in parts),
                 "pending": sum(part["pending"] for part in parts), "shards_failed": failed, "cache_hit": False}

@@ -1,0 +1,82 @@
+"""What a shard can store: valid Unicode text and JSON-typed values of bounded depth and range.
+
+The contract's "storable means encodable" rule (§4.1). The api checks every field with these
+functions before anything is sent, and the shard checks again what it encodes, so a value that
+cannot become log bytes fails alone with INVALID_MESSAGE naming the field, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidInput
+
+MAX_NESTING = 32
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+MAX_BATCH_CONTENT_BYTES = 64 * 1024 * 1024
+_CODE = "INVALID_MESSAGE"
+
+
+def text_bytes(value: str, field: str, code: str = _CODE) -> int:
+    """UTF-8 size of `value`; raises InvalidInput if it is not valid Unicode (a lone surrogate)."""
+    if value.isascii():
+        return len(value)
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{field}: invalid Unicode (lone surrogate {value[exc.start]!r} at position "
+                           f"{exc.start})", code) from None
+
+
+def check_text(value: Any, field: str, code: str = _CODE) -> str:
+    """`value` if it is a str of valid Unicode; raises InvalidInput naming `field` otherwise."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string, got {type(value).__name__}", code)
+    text_bytes(value, field, code)
+    return value
+
+
+def check_json(value: Any, field: str, code: str = _CODE) -> None:
+    """Raise InvalidInput unless `value` holds only JSON types (dict with str keys, list, str, int,
+    float, bool, None), valid Unicode, integers in -2**63..2**64-1 and at most MAX_NESTING levels
+    of containers (the outermost dict or list is level 1)."""
+    _walk(value, field, 0, code)
+
+
+def _walk(value: Any, field: str, depth: int, code: str) -> None:
+    if isinstance(value, str):
+        text_bytes(value, field, code)
+    elif isinstance(value, int):  # bool included
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidInput(f"{field}: integer {_short(value)} is out of range (-2**63..2**64-1)", code)
+    elif value is None or isinstance(value, float):
+        return
+    elif isinstance(value, (dict, list)):
+        if depth >= MAX_NESTING:
+            raise InvalidInput(f"{_short_field(field)}: nested deeper than {MAX_NESTING} levels", code)
+        if isinstance(value, list):
+            for position, item in enumerate(value):
+                _walk(item, f"{field}[{position}]", depth + 1, code)
+            return
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"{field}: key {_short(key)} is not a string", code)
+            text_bytes(key, f"{field} key {_short(key)}", code)
+            _walk(item, f"{field}.{_key_name(key)}", depth + 1, code)
+    else:
+        raise InvalidInput(f"{field}: {type(value).__name__} is not a JSON type (use dict, list, str, int, float, "
+                           f"bool or None)", code)
+
+
+def _key_name(key: str) -> str:
+    return key if key.isidentifier() and len(key) <= 40 else repr(key[:40] + ("..." if len(key) > 40 else ""))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _short_field(field: str) -> str:
+    return field if len(field) <= 120 else field[:60] + "..." + field[-40:]

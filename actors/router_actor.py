@@ -140,27 +140,31 @@ class RouterActor:
     async def _open(self, namespace: str, template: EngineConfig, requested: int, explicit: bool,
                     compress_records: bool, shards: list[Any] | None) -> _Path:
         manifest = PathManifest(template.storage_path)
-        try:
-            count = manifest.open(requested, explicit)
-        except OSError as exc:
-            raise EngineError(f"Cannot open storage path {template.storage_path}: {exc}", "STORAGE_ERROR") from None
+        count = manifest.open(requested, explicit)  # raises EngineError subclasses only
         config = template.model_copy(update={"shard_count": count,
                                              "cache_bytes_max": template.cache_bytes_max // count})
+        handles: list[Any] = []
         try:
             handles = shards if shards is not None else await self._take(count)
             outcomes = await asyncio.gather(*(h.assign.remote(config, i, compress_records, shards is None)
                                               for i, h in enumerate(handles)), return_exceptions=True)
-            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-            # A fresh open must assign every shard (ShardLocked means another runtime holds it). On
-            # re-registration after a router restart, a shard that is itself restarting is left
-            # for `_call` to re-assign on first contact.
-            if failures and shards is None:
-                raise failures[0]
         except BaseException:
-            if shards is None and "handles" in locals():
+            if shards is None:
                 await self._give_back(handles)
             manifest.close()
             raise
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        # A fresh open must assign every shard (ShardLocked means another runtime holds it). An actor
+        # whose open failed is stopped, never pooled; the others go back to the pool. On
+        # re-registration after a router restart, a shard that is itself restarting is left for
+        # `_call` to re-assign on first contact.
+        if failures and shards is None:
+            await self._give_back([h for h, o in zip(handles, outcomes) if not isinstance(o, BaseException)])
+            for handle, outcome in zip(handles, outcomes):
+                if isinstance(outcome, BaseException):
+                    self._kill(handle)
+            manifest.close()
+            raise failures[0]
         self._paths[namespace] = path = _Path(manifest, config, handles, compress_records)
         return path
 

@@ -54,6 +54,9 @@ class ShardActor:
         self._restarts = 0
         self._started = time.time()
         self._stop = threading.Event()
+        # Ray runs one call of this (sync) actor at a time, but the upkeep thread and the health
+        # group run beside it: the engine is touched by one thread at a time under this lock.
+        self._engine_lock = threading.Lock()
 
     # ------------------------------------------------------------------ assignment
     def assign(self, config: EngineConfig, index: int, compress_records: bool = False,
@@ -69,22 +72,22 @@ class ShardActor:
                 return dict(self._recovery)
             raise EngineError(f"actor slot {self._slot} already serves shard {self._key}", "SHARD_UNAVAILABLE")
         shard = Shard(config, index)
-        self._recovery = shard.open()
+        self._recovery = shard.open()  # a failed open releases the shard's lock before raising
         gc.freeze()  # the replayed state is long-lived: keep it out of every later collection
         shard.set_record_compression(compress_records)
         self._shard, self._key = shard, key
         self._restarts = self._count_restart(not fresh_open and self._reconstructed)
         self._stop = threading.Event()
-        if config.durability == "none":
-            threading.Thread(target=self._flush_loop, args=(shard, self._stop), name=f"shard-{index}-flusher",
-                             daemon=True).start()
+        threading.Thread(target=self._upkeep_loop, args=(shard, self._stop), name=f"shard-{index}-upkeep",
+                         daemon=True).start()
         return dict(self._recovery)
 
     def release(self) -> bool:
         """Flush and close the shard, drop its lock; the actor returns to the pool."""
         self._stop.set()
         if self._shard is not None:
-            self._shard.close()
+            with self._engine_lock:
+                self._shard.close()
         self._shard, self._key, self._recovery, self._restarts = None, None, {}, 0
         return True
 
@@ -102,16 +105,19 @@ class ShardActor:
             handle.write(str(count))
         return count
 
-    @staticmethod
-    def _flush_loop(shard: Shard, stop: threading.Event) -> None:
-        interval = shard.config.flush_interval_s / 4
+    def _upkeep_loop(self, shard: Shard, stop: threading.Event) -> None:
+        """Flush `none`-mode data when due and retry failed background steps (backoff is the log's)."""
+        interval = min(0.25, shard.config.flush_interval_s / 4)
         while not stop.wait(interval):
-            try:
-                shard.log.flush_if_due()
-            except StaleEpoch:
-                os._exit(1)
-            except Exception:  # a failed background flush is retried on the next tick and on close
-                pass
+            with self._engine_lock:
+                if stop.is_set():
+                    return
+                try:
+                    shard.maintain()
+                except StaleEpoch:
+                    os._exit(1)  # a newer incarnation owns the log: this process must not write again
+                except EngineError:
+                    pass  # recorded by the shard (degraded in health) and retried on a later tick
 
     # ------------------------------------------------------------------ serving
     def _require(self) -> Shard:
@@ -122,12 +128,13 @@ class ShardActor:
     def execute(self, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
         """Run a batch of operations with one group commit."""
         shard = self._require()
-        try:
-            return shard.execute(operations)
-        except (StorageFailure, StaleEpoch):
-            # Memory is ahead of the log (or a successor owns it): exit so Ray restarts this actor;
-            # the caller re-assigns it, replay makes memory match the log, and retries follow.
-            os._exit(1)
+        with self._engine_lock:
+            try:
+                return shard.execute(operations)
+            except (StorageFailure, StaleEpoch):
+                # A successor owns the log, or memory could not be rebuilt from it after a failed
+                # write: exit so Ray restarts this actor; the caller re-assigns it (replay) and retries.
+                os._exit(1)
 
     def probe(self) -> dict[str, Any]:
         """Health probe (own concurrency group): real log and directory checks, no writes."""
@@ -141,7 +148,9 @@ class ShardActor:
         return facts
 
     def stats(self) -> dict[str, Any]:
-        facts = self._require().stats()
+        shard = self._require()
+        with self._engine_lock:
+            facts = shard.stats()
         facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid())
         return facts
 

@@ -1,9 +1,21 @@
-"""Record framing for shard logs: header (magic, type, length, CRC32) + msgpack payload.
+"""Record encoding and framing of shard logs (format 2).
 
-Frame: b"FC" | type:u8 | length:u32 LE | crc32(type byte + payload):u32 LE | payload.
-Bit 0x80 of the type marks a zstd-compressed payload (large records when compression is on).
-Payloads are msgpack (already a Ray dependency): about 5x faster to encode than json on the hot
-append path, and exact for the JSON-shaped bodies we store (str keys, lists, numbers, None).
+A record is `(type, payload)`: a type byte and the msgpack bytes of its body, built by `pack`
+before any state changes (encode before apply). The log frames records when it writes them:
+
+    segment = header | frame*
+    header  = b"FFCHSEG2" | salt:u64 | crc32(magic + salt):u32                     (20 bytes)
+    frame   = b"FC" | type:u8 | length:u32 | salt:u64 | crc32(type..salt + payload):u32 | payload
+
+`salt` is a random number drawn for each segment and repeated in each of its frames. A frame
+counts as valid only with its segment's salt and a matching CRC, so bytes a user wrote inside a
+message can never pass for a frame (they cannot know the salt): recovery's torn-tail-versus-
+corruption decision cannot be fooled by content.
+
+Type flags: 0x80 payload is zstd-compressed; 0x40 the record continues in the next frame. One
+logical record (a large batch of messages) may be written as several part frames so no frame
+exceeds MAX_RECORD_BYTES, the one bound the writer enforces and the reader accepts; replay applies
+a group only when its last part is read, so a batch is never half-applied.
 """
 
 from __future__ import annotations
@@ -15,11 +27,19 @@ from typing import Any, Iterator
 import msgpack
 import zstandard
 
-MAGIC = b"FC"
-HEADER = struct.Struct("<2sBII")
-HEADER_SIZE = HEADER.size
-MAX_RECORD_BYTES = 256 * 1024 * 1024
-COMPRESSED_FLAG = 0x80
+from .errors import CorruptRecord, InvalidInput
+
+SEGMENT_MAGIC = b"FFCHSEG2"
+SEGMENT_HEADER = struct.Struct("<8sQI")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
+FRAME_MAGIC = b"FC"
+FRAME_HEADER = struct.Struct("<2sBIQI")
+FRAME_HEADER_SIZE = FRAME_HEADER.size
+MAX_RECORD_BYTES = 32 * 1024 * 1024
+PART_TARGET_BYTES = 8 * 1024 * 1024
+COMPRESSED = 0x80
+CONTINUED = 0x40
+_FLAGS = COMPRESSED | CONTINUED
 COMPRESS_MIN_BYTES = 512
 
 USER_PUT = 1
@@ -30,65 +50,156 @@ MESSAGES = 5
 PURGE = 6
 RECORD_TYPES = frozenset({USER_PUT, USER_DELETE, SESSION_PUT, SESSION_DELETE, MESSAGES, PURGE})
 
+Record = tuple[int, bytes]
+
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _compressor = zstandard.ZstdCompressor(level=3)
 _decompressor = zstandard.ZstdDecompressor()
 
 
-def encode(record_type: int, body: Any, compress: bool = False) -> bytes:
-    """Frame one record; `body` must be JSON-shaped (dict/list/str/int/float/bool/None)."""
-    assert record_type in RECORD_TYPES
-    payload = _pack(body)
-    if compress and len(payload) >= COMPRESS_MIN_BYTES:
-        payload = _compressor.compress(payload)
-        record_type |= COMPRESSED_FLAG
-    crc = zlib.crc32(payload, zlib.crc32(bytes((record_type,))))
-    return bytes(HEADER.pack(MAGIC, record_type, len(payload), crc) + payload)
-
-
-def try_decode_at(buffer: bytes | memoryview, offset: int) -> tuple[int, Any, int] | None:
-    """Decode the frame at `offset`: (type, body, next offset), or None if it is not a valid frame."""
-    end = len(buffer)
-    if offset + HEADER_SIZE > end:
-        return None
-    magic, record_type, length, crc = HEADER.unpack_from(buffer, offset)
-    if magic != MAGIC or (record_type & ~COMPRESSED_FLAG) not in RECORD_TYPES or length > MAX_RECORD_BYTES:
-        return None
-    start = offset + HEADER_SIZE
-    if start + length > end:
-        return None
-    payload = bytes(buffer[start:start + length])
-    if zlib.crc32(payload, zlib.crc32(bytes((record_type,)))) != crc:
-        return None
-    if record_type & COMPRESSED_FLAG:
-        payload = _decompressor.decompress(payload)
-        record_type &= ~COMPRESSED_FLAG
+# ---------------------------------------------------------------------- encoding
+def _packed(body: Any) -> bytes:
     try:
-        body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except (ValueError, msgpack.UnpackException, TypeError):
+        payload: bytes = _pack(body)
+        return payload
+    except (TypeError, ValueError, OverflowError) as exc:  # unencodable value: the caller's input
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InvalidInput(f"Record cannot be stored: {reason}", "INVALID_MESSAGE") from None
+
+
+def pack(record_type: int, body: dict[str, Any], compress: bool = False) -> list[Record]:
+    """The exact record(s) the log will hold for `body`; raises InvalidInput if it cannot be encoded
+    or is too large. Only a MESSAGES body larger than MAX_RECORD_BYTES becomes several parts."""
+    assert record_type in RECORD_TYPES
+    payload = _packed(body)
+    if len(payload) <= MAX_RECORD_BYTES:
+        return [_finish(record_type, payload, compress)]
+    if record_type != MESSAGES:
+        raise InvalidInput(f"Record of {len(payload)} bytes is above the {MAX_RECORD_BYTES}-byte limit",
+                           "MESSAGE_TOO_LARGE")
+    return _split_messages(body, compress)
+
+
+def _split_messages(body: dict[str, Any], compress: bool) -> list[Record]:
+    parts: list[list[Any]] = [[]]
+    size = 0
+    for row in body["m"]:
+        row_size = len(_packed(row))
+        if row_size > MAX_RECORD_BYTES - 4096:
+            raise InvalidInput(f"Message {row[0]!r} encodes to {row_size} bytes, above the record limit",
+                               "MESSAGE_TOO_LARGE")
+        if parts[-1] and size + row_size > PART_TARGET_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += row_size
+    records = []
+    for position, rows in enumerate(parts):
+        record_type = MESSAGES | (CONTINUED if position < len(parts) - 1 else 0)
+        records.append(_finish(record_type, _packed({**body, "m": rows}), compress))
+    return records
+
+
+def _finish(record_type: int, payload: bytes, compress: bool) -> Record:
+    if compress and len(payload) >= COMPRESS_MIN_BYTES:
+        return record_type | COMPRESSED, _compressor.compress(payload)
+    return record_type, payload
+
+
+def frame(record: Record, salt: int) -> bytes:
+    """Header + payload of one record in a segment salted with `salt`."""
+    record_type, payload = record
+    header = FRAME_HEADER.pack(FRAME_MAGIC, record_type, len(payload), salt, 0)
+    crc = zlib.crc32(payload, zlib.crc32(header[2:15]))
+    return header[:15] + crc.to_bytes(4, "little") + payload
+
+
+def segment_header(salt: int) -> bytes:
+    head = SEGMENT_MAGIC + salt.to_bytes(8, "little")
+    return head + zlib.crc32(head).to_bytes(4, "little")
+
+
+def read_segment_header(data: bytes) -> int | None:
+    """The salt of a segment, or None if its header is missing or damaged."""
+    if len(data) < SEGMENT_HEADER_SIZE:
         return None
-    return record_type, body, start + length
+    magic, salt, crc = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC or zlib.crc32(data[:16]) != crc:
+        return None
+    return int(salt)
 
 
-def iter_frames(buffer: bytes) -> Iterator[tuple[int, Any, int, int]]:
-    """Yield (type, body, offset, next_offset) until the first invalid frame; see `first_bad_offset`."""
-    offset = 0
+# ---------------------------------------------------------------------- decoding
+def check_frame(buffer: bytes, offset: int, salt: int) -> tuple[int, bytes, int] | None:
+    """(type with flags, payload, next offset) if a valid frame of this segment starts at `offset`."""
+    if offset + FRAME_HEADER_SIZE > len(buffer):
+        return None
+    magic, record_type, length, frame_salt, crc = FRAME_HEADER.unpack_from(buffer, offset)
+    if (magic != FRAME_MAGIC or frame_salt != salt or length > MAX_RECORD_BYTES
+            or (record_type & ~_FLAGS) not in RECORD_TYPES):
+        return None
+    start = offset + FRAME_HEADER_SIZE
+    end = start + length
+    if end > len(buffer):
+        return None
+    payload = buffer[start:end]
+    if zlib.crc32(payload, zlib.crc32(buffer[offset + 2:offset + 15])) != crc:
+        return None
+    return record_type, payload, end
+
+
+def decode(record_type: int, payload: bytes, where: str) -> Any:
+    """The body of a checksum-valid record; a body that cannot be decoded is corruption."""
+    try:
+        if record_type & COMPRESSED:
+            size = zstandard.frame_content_size(payload)
+            if size < 0 or size > MAX_RECORD_BYTES:
+                raise ValueError(f"compressed record declares {size} bytes")
+            payload = _decompressor.decompress(payload)
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException, zstandard.ZstdError) as exc:
+        raise CorruptRecord(f"Undecodable record {where}: {exc}") from None
+
+
+def decode_records(records: list[Record], where: str) -> Iterator[tuple[int, Any]]:
+    """(type, body) of encoded records, the parts of a group merged into one body."""
+    group: list[Any] = []
+    for record_type, payload in records:
+        body = decode(record_type, payload, where)
+        if record_type & CONTINUED:
+            group.append(body)
+            continue
+        if group:
+            body = merge_group(group, body)
+            group = []
+        yield record_type & ~_FLAGS, body
+
+
+def merge_group(parts: list[Any], last: Any) -> Any:
+    """One MESSAGES body from the bodies of a group's parts."""
+    return {**last, "m": [row for part in parts for row in part["m"]] + last["m"]}
+
+
+def iter_frames(buffer: bytes, salt: int, offset: int = SEGMENT_HEADER_SIZE
+                ) -> Iterator[tuple[int, bytes, int, int]]:
+    """Yield (type with flags, payload, offset, next offset) until the first invalid frame."""
     while offset < len(buffer):
-        decoded = try_decode_at(buffer, offset)
-        if decoded is None:
+        checked = check_frame(buffer, offset, salt)
+        if checked is None:
             return
-        record_type, body, next_offset = decoded
-        yield record_type, body, offset, next_offset
+        record_type, payload, next_offset = checked
+        yield record_type, payload, offset, next_offset
         offset = next_offset
 
 
-def find_valid_frame_after(buffer: bytes, offset: int) -> int | None:
-    """Offset of the first valid frame strictly after `offset`, or None (tells corruption from a torn tail)."""
-    position = buffer.find(MAGIC, offset + 1)
+def find_valid_frame_after(buffer: bytes, offset: int, salt: int) -> int | None:
+    """Offset of the first valid frame of this segment strictly after `offset`, or None."""
+    marker = FRAME_MAGIC
+    position = buffer.find(marker, offset + 1)
     while position != -1:
-        if try_decode_at(buffer, position) is not None:
+        if check_frame(buffer, position, salt) is not None:
             return position
-        position = buffer.find(MAGIC, position + 1)
+        position = buffer.find(marker, position + 1)
     return None
 
 

@@ -1,15 +1,23 @@
-"""Path-level manifest and lock: fixes a storage path's shard count; one Ray runtime per path."""
+"""Path-level manifest and lock: fixes a storage path's shard count; one Ray runtime per path.
+
+`manifest.json` is written once, atomically, with the storage root fsync'd after it (and after the
+root itself is created). Each shard directory also records which shard of how many it is
+(`SHARD.json`), so a lost manifest is rebuilt from the shards, never replaced by a silent new
+layout with another shard count. All file-system calls go through `engine.filesystem`.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
+from typing import Any
 
-from .errors import InvalidInput, ShardLocked
+from .errors import CorruptRecord, InvalidInput, ShardLocked, StorageFailure
+from .filesystem import FileSystem, atomic_write, make_durable_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_SHARD_PREFIX = "shard-"
 
 
 class PathManifest:
@@ -20,53 +28,112 @@ class PathManifest:
         2
     """
 
-    def __init__(self, storage_path: str) -> None:
+    def __init__(self, storage_path: str, fs: FileSystem | None = None) -> None:
         self.storage_path = storage_path
-        self._lock_fd: int | None = None
+        self.fs = fs or FileSystem()
+        self._lock_handle: int | None = None
         self.shard_count = 0
         self.created = False
+        self.rebuilt = False
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.storage_path, name)
 
     def open(self, requested_shard_count: int, explicit: bool, lock_wait_s: float = 3.0) -> int:
-        """Lock the path and resolve its shard count (stored value wins unless `explicit` differs)."""
-        os.makedirs(self.storage_path, exist_ok=True)
-        self._lock(lock_wait_s)
-        path = os.path.join(self.storage_path, "manifest.json")
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                stored = json.load(handle)
-            self.shard_count = int(stored["shard_count"])
-            if explicit and requested_shard_count != self.shard_count:
-                self.close()
-                raise InvalidInput(f"shard_count {requested_shard_count} does not match the {self.shard_count} "
-                                   f"shards stored at {self.storage_path}", "CONFIG_ERROR")
-            return self.shard_count
-        self.shard_count = requested_shard_count
-        temporary = path + ".tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"format_version": FORMAT_VERSION, "shard_count": requested_shard_count,
-                       "created_at": time.time()}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        self.created = True
+        """Lock the path and resolve its shard count (stored value wins unless `explicit` differs).
+
+        Raises ShardLocked, InvalidInput CONFIG_ERROR (explicit count differs), CorruptRecord (an
+        unreadable manifest that the shard directories cannot replace), StorageFailure (I/O).
+        """
+        try:
+            make_durable_dir(self.fs, self.storage_path)
+            self._lock(lock_wait_s)
+            self.shard_count = self._resolve(requested_shard_count)
+        except OSError as exc:
+            self.close()
+            raise StorageFailure(f"Cannot open storage path {self.storage_path}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+        if explicit and requested_shard_count != self.shard_count:
+            self.close()
+            raise InvalidInput(f"shard_count {requested_shard_count} does not match the {self.shard_count} "
+                               f"shards stored at {self.storage_path}", "CONFIG_ERROR")
         return self.shard_count
 
+    def _resolve(self, requested: int) -> int:
+        stored = self._read()
+        if stored is not None:
+            return stored
+        from_shards = self._count_from_shards()
+        if from_shards is not None:
+            self.rebuilt = True
+            self._write(from_shards)
+            return from_shards
+        self.created = True
+        self._write(requested)
+        return requested
+
+    def _read(self) -> int | None:
+        path = self._path("manifest.json")
+        if not self.fs.exists(path):
+            return None
+        try:
+            stored: Any = json.loads(self.fs.read(path))
+            version, count = stored["format_version"], int(stored["shard_count"])
+        except (ValueError, KeyError, TypeError):
+            if self._count_from_shards() is not None:
+                return None  # rebuilt from the shard directories by the caller
+            raise CorruptRecord(f"{path} is unreadable and no shard directory says the shard count; "
+                                f"refusing to guess (restore the file)") from None
+        if version != FORMAT_VERSION:
+            raise CorruptRecord(f"{self.storage_path} holds data in format {version}; this version reads format "
+                                f"{FORMAT_VERSION} (export the sessions with the version that wrote them, then "
+                                f"import them here)")
+        return count
+
+    def _count_from_shards(self) -> int | None:
+        """The shard count the shard directories record, None if there are none; refuses if they
+        exist but cannot say (or disagree)."""
+        shards = sorted(name for name in self.fs.listdir(self.storage_path) if name.startswith(_SHARD_PREFIX))
+        if not shards:
+            return None
+        counts = set()
+        for name in shards:
+            identity = os.path.join(self.storage_path, name, "SHARD.json")
+            try:
+                counts.add(int(json.loads(self.fs.read(identity))["shard_count"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if len(counts) != 1:
+            raise CorruptRecord(f"{self.storage_path} has shard directories {shards[:4]}... but no readable "
+                                f"manifest.json and their SHARD.json files give {sorted(counts) or 'no'} shard "
+                                f"count; refusing to initialise a new layout over them")
+        return counts.pop()
+
+    def _write(self, shard_count: int) -> None:
+        atomic_write(self.fs, self._path("manifest.json"), json.dumps(
+            {"format_version": FORMAT_VERSION, "shard_count": shard_count, "created_at": time.time()}).encode())
+
     def _lock(self, wait_s: float) -> None:
-        fd = os.open(os.path.join(self.storage_path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        handle = self.fs.open(self._path("LOCK"), "lock")
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fs.flock(handle, "exclusive", blocking=False)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    os.close(fd)
+                    self.fs.close(handle)
                     raise ShardLocked(f"Storage path {self.storage_path} is held by another Ray runtime "
                                       f"or process") from None
                 time.sleep(0.05)
-        self._lock_fd = fd
+        self._lock_handle = handle
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        handle, self._lock_handle = self._lock_handle, None
+        if handle is not None:
+            try:
+                self.fs.close(handle)
+            except OSError:
+                pass  # the lock dies with the handle either way

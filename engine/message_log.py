@@ -1,41 +1,56 @@
-"""Segmented, append-only shard log with group commit, crash recovery, a lock file and epoch fencing.
+"""Segmented, append-only shard log: group commit, crash recovery, locking, epoch fencing, compaction.
 
-Layout of one shard directory:
+Layout of one shard directory (every file-system call goes through `engine.filesystem`):
     LOCK                  flock'd by the single writer process for as long as the log is open
-    EPOCH                 integer bumped by every open; checked before each commit (fencing)
+    FENCE                 shared-locked around each commit, exclusively around an epoch bump
+    EPOCH                 integer bumped by every open; a commit checks it under FENCE (fencing)
+    BASE                  first live segment number after a compaction
     seg-000000000001.zst  sealed segment, zstd-compressed (or .log when compression is off)
-    seg-000000000002.log  the active segment; records are framed by engine.codec
+    seg-000000000002.log  the active segment; format in engine.codec (salted header, framed records)
 
-Crash-recovery rule (as SQLite's wal.c states its own): replay reads every segment in order. A
-frame that fails its checks at the end of the *last* segment, with no valid frame after it, is a
-torn tail from an interrupted write: it is truncated and reported. A bad frame followed by a valid
-one, or any bad frame in a sealed segment, is corruption: opening refuses with the file and offset.
+Crash-recovery rule (as SQLite's wal.c states its own): replay reads every segment from BASE on.
+In the *last* segment, a frame that fails its checks with no valid frame of that segment after it
+is a torn tail (an interrupted write): it is truncated and reported, as is a group of part frames
+whose last part is missing. A bad frame followed by a valid one, or any bad frame in a sealed
+segment, is corruption: opening refuses, naming the file and offset. Validity includes the
+segment's random salt, so message text can never pass for a frame. A last segment shorter than
+its header was being created: it is removed.
 
-Compaction (`rewrite`) replaces the log with a snapshot of the live state, crash-safely: the new
-segments are written to `compact.tmp/`, fsync'd, and the directory is renamed `compact.ready/`
-(the commit point); its segments then move into place, `BASE` records the first live segment,
-and older segments are deleted. Opening finishes a `compact.ready/` and discards a `compact.tmp/`.
+Compaction (`rewrite`) replaces the log with a snapshot, crash-safely: new segments and a PLAN
+(first and last number, file names) are written and fsync'd in `compact.tmp/`, which is renamed
+`compact.ready/` (the commit point). Finishing moves the planned files in, writes BASE, deletes
+older segments, then removes the PLAN and the folder; every step is idempotent and driven by the
+PLAN, so opening finishes a committed compaction from any point and discards an uncommitted one.
 
 Durability (acknowledgement rule of `append_batch`):
     fsync  one write + one fdatasync per batch: survives process and OS crashes
     flush  one write per batch, no fsync: survives a process crash
     none   buffered in memory, written when older than flush_interval_s, on flush() and close()
+
+Failures: a failed write is cut back off the file (truncate to the last good size) and raised as
+StorageFailure; if even that fails, the log repairs itself before its next write. A failed
+background step (none-mode flush, segment roll, compression, compaction) leaves the live log
+serving, is recorded in `health()`, and is retried with exponential backoff.
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
-import shutil
+import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 from . import codec
 from .errors import CorruptRecord, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
+from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree, write_all
 
 _SEGMENT_PREFIX = "seg-"
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 5.0
+WRITE_FAILURE_WINDOW_S = 30.0
 
 
 @dataclass
@@ -50,6 +65,7 @@ class RecoveryReport:
     truncated_file: str | None = None
     epoch: int = 0
     open_ms: float = 0.0
+    compaction_finished: bool = False
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -60,158 +76,250 @@ def _segment_name(number: int, compressed: bool) -> str:
     return f"{_SEGMENT_PREFIX}{number:012d}.{'zst' if compressed else 'log'}"
 
 
+def _segment_number(name: str) -> int | None:
+    if not name.startswith(_SEGMENT_PREFIX):
+        return None
+    stem = name[len(_SEGMENT_PREFIX):].partition(".")[0]
+    return int(stem) if stem.isdigit() else None
+
+
 class MessageLog:
-    """The durable record log of one shard. One writer process at a time (flock + epoch).
+    """The durable record log of one shard. One writer process at a time (flock + fenced epoch).
 
     Example:
         >>> log = MessageLog("/tmp/shard-0000", durability="flush")
         >>> for record_type, body in log.open(): ...
-        >>> log.append_batch([codec.encode(codec.USER_PUT, {"u": "alice", "p": {}})])
+        >>> log.append_batch(codec.pack(codec.USER_PUT, {"u": "alice", "p": {}}))
         >>> log.close()
     """
 
     def __init__(self, directory: str, durability: str = "flush", segment_bytes_max: int = 64 * 1024 * 1024,
                  compress_sealed: bool = True, flush_interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, fs: FileSystem | None = None,
+                 rng: random.Random | None = None, buffer_bytes_max: int = 64 * 1024 * 1024) -> None:
         assert durability in ("fsync", "flush", "none")
         self.directory = directory
         self.durability = durability
         self.segment_bytes_max = segment_bytes_max
         self.compress_sealed = compress_sealed
         self.flush_interval_s = flush_interval_s
+        self.buffer_bytes_max = buffer_bytes_max
+        self.fs = fs or FileSystem()
         self._clock = clock
-        self._lock_fd: int | None = None
-        self._fd: int | None = None
+        self._rng = rng or random.SystemRandom()
+        self._lock_handle: int | None = None
+        self._fence_handle: int | None = None
+        self._handle: int | None = None
+        self._salt = 0
         self._active_number = 0
         self._active_bytes = 0
-        self._buffer: list[bytes] = []
+        self._broken: str | None = None  # the active file may hold bytes past _active_bytes
+        self._buffer: list[codec.Record] = []
+        self._buffer_bytes = 0
         self._buffer_since: float | None = None
-        self._buffer_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # the none-mode flusher thread writes too
+        self._uncompressed: list[int] = []  # sealed segments whose compression failed (retried)
+        self._roll_due = False
+        self._finish_due = False  # a committed compaction is not finished yet (retried)
+        self._unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
+        self.failure: str | None = None
+        self.failures = 0
+        self._failed_at = 0.0
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
         self.epoch = 0
         self.report = RecoveryReport()
         self.bytes_written = 0
         self.commits = 0
         self.fsyncs = 0
 
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
     # ----------------------------------------------------------------- open / replay
     def open(self) -> Iterator[tuple[int, Any]]:
         """Lock the directory, bump the epoch and yield every record (type, body) in log order.
 
-        The log is ready for appends once the iterator is exhausted.
-        Raises ShardLocked, CorruptRecord, StorageFailure.
+        The log is ready for appends once the iterator is exhausted. On any failure the locks
+        are released before the error propagates. Raises ShardLocked, CorruptRecord, StorageFailure.
         """
         started = time.perf_counter()
-        os.makedirs(self.directory, exist_ok=True)
-        self._take_lock()
-        self.epoch = self._bump_epoch()
-        self.report.epoch = self.epoch
-        self._finish_compaction()
-        numbers = self._segment_numbers()
-        self.report.segments = len(numbers)
-        for position, (number, compressed) in enumerate(numbers):
-            is_last = position == len(numbers) - 1
-            yield from self._replay_segment(number, compressed, is_last)
-        if not numbers or numbers[-1][1]:
-            self._active_number = (numbers[-1][0] + 1) if numbers else 1
-            self._active_bytes = 0
-        else:
-            self._active_number = numbers[-1][0]
-        self._open_active()
+        try:
+            make_durable_dir(self.fs, self.directory)
+            self._take_lock()
+            self._fence_handle = self.fs.open(self._path("FENCE"), "lock")
+            self.epoch = self.report.epoch = self._bump_epoch()
+            yield from self._replay()
+        except OSError as exc:
+            self._release()
+            raise StorageFailure(f"Cannot open shard log {self.directory}: {exc}") from None
+        except BaseException:
+            self._release()
+            raise
         self.report.open_ms = (time.perf_counter() - started) * 1000
 
-    def _replay_segment(self, number: int, compressed: bool, is_last: bool) -> Iterator[tuple[int, Any]]:
-        path = os.path.join(self.directory, _segment_name(number, compressed))
-        with open(path, "rb") as handle:
-            data = handle.read()
+    def reload(self) -> Iterator[tuple[int, Any]]:
+        """Yield every record again, the log's then the none-mode buffer's (after a failed write, so
+        memory can match what was acknowledged again)."""
+        with self._write_lock:
+            self._close_active()
+            self.report = RecoveryReport(epoch=self.epoch)
+            try:
+                yield from self._replay()
+            except OSError as exc:
+                raise StorageFailure(f"Cannot re-read shard log {self.directory}: {exc}") from None
+            yield from codec.decode_records(self._buffer, f"buffered for {self.directory}")
+
+    def _replay(self) -> Generator[tuple[int, Any], None, None]:
+        self._finish_compaction()
+        numbers = self._segment_numbers(clean=True)
+        while numbers and not numbers[-1][1]:
+            name = _segment_name(numbers[-1][0], False)
+            size = self.fs.size(self._path(name))
+            if size >= codec.SEGMENT_HEADER_SIZE:
+                break
+            # Created but its header never completed: nothing was ever acknowledged in it.
+            self.fs.unlink(self._path(name))
+            self.fs.fsync_dir(self.directory)
+            self.report.notes.append(f"removed unborn segment {name} ({size} bytes)")
+            numbers.pop()
+        self.report.segments = len(numbers)
+        salt = 0
+        for position, (number, compressed) in enumerate(numbers):
+            salt = yield from self._replay_segment(number, compressed, position == len(numbers) - 1)
+        if numbers and not numbers[-1][1]:
+            self._active_number, self._salt = numbers[-1][0], salt
+            self._handle = self.fs.open(self._path(_segment_name(self._active_number, False)), "append")
+        else:
+            self._start_segment((numbers[-1][0] + 1) if numbers else max(1, self._base()))
+        self._broken = None
+        self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
+                              self.compress_sealed]
+
+    def _replay_segment(self, number: int, compressed: bool, is_last: bool
+                        ) -> Generator[tuple[int, Any], None, int]:
+        """Yield the records of one segment; returns its salt."""
+        name = _segment_name(number, compressed)
+        data = self.fs.read(self._path(name))
         if compressed:
             try:
                 data = codec.decompress_segment(data)
-            except Exception as exc:  # zstd raises its own error type
-                raise CorruptRecord(f"Corrupt compressed segment {path}: {exc}") from exc
-        offset = 0
-        for record_type, body, offset, next_offset in codec.iter_frames(data):
+            except Exception as exc:  # zstd raises its own error types
+                raise CorruptRecord(f"Corrupt compressed segment {self._path(name)}: {exc}") from None
+        salt = codec.read_segment_header(data)
+        if salt is None:
+            raise CorruptRecord(f"Corrupt segment header in {self._path(name)} at offset 0; refusing to open")
+        group: list[Any] = []
+        group_start = end = codec.SEGMENT_HEADER_SIZE
+        for record_type, payload, offset, next_offset in codec.iter_frames(data, salt):
+            end = next_offset
+            where = f"in {self._path(name)} at offset {offset}"
+            body = codec.decode(record_type, payload, where)
+            if record_type & codec.CONTINUED:
+                if not group:
+                    group_start = offset
+                group.append(body)
+                continue
+            base_type = record_type & ~(codec.COMPRESSED | codec.CONTINUED)
+            if group:
+                if base_type != codec.MESSAGES:
+                    raise CorruptRecord(f"Record group ends with a record of type {base_type} {where}")
+                body = codec.merge_group(group, body)
+                group = []
             self.report.records += 1
-            yield record_type, body
-            offset = next_offset
-        if offset >= len(data):
-            if is_last:
-                self._active_bytes = len(data)
-            return
-        if compressed or not is_last or codec.find_valid_frame_after(data, offset) is not None:
-            raise CorruptRecord(f"Corrupt record in {path} at offset {offset}: valid records follow it; "
-                                f"refusing to open (restore the file or truncate it by hand)")
-        self._truncate_tail(path, offset, len(data))
+            yield base_type, body
+            group_start = next_offset
+        damaged = end < len(data)
+        if damaged and (compressed or not is_last or codec.find_valid_frame_after(data, end, salt) is not None):
+            raise CorruptRecord(f"Corrupt record in {self._path(name)} at offset {end}: valid records follow "
+                                f"it; refusing to open (restore the file or truncate it by hand)")
+        if group and (compressed or not is_last):
+            raise CorruptRecord(f"Incomplete record group in sealed segment {self._path(name)} at offset "
+                                f"{group_start}; refusing to open")
+        cut = group_start if group else (end if damaged else None)
+        if cut is not None:
+            self._truncate_tail(name, cut, len(data))
+        if is_last:
+            self._active_bytes = len(data) if cut is None else cut
+        return salt
 
-    def _truncate_tail(self, path: str, offset: int, size: int) -> None:
-        with open(path, "r+b") as handle:
-            handle.truncate(offset)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._active_bytes = offset
+    def _truncate_tail(self, name: str, offset: int, size: int) -> None:
+        handle = self.fs.open(self._path(name), "append")
+        try:
+            self.fs.truncate(handle, offset)
+            self.fs.fsync(handle)
+        finally:
+            self.fs.close(handle)
         self.report.torn_tail = True
         self.report.truncated_bytes = size - offset
         self.report.truncated_at_offset = offset
-        self.report.truncated_file = path
-        self.report.notes.append(f"truncated torn tail of {path}: {size - offset} bytes at offset {offset}")
+        self.report.truncated_file = self._path(name)
+        self.report.notes.append(f"truncated torn tail of {name}: {size - offset} bytes at offset {offset}")
 
     def _base(self) -> int:
         try:
-            with open(os.path.join(self.directory, "BASE"), "rb") as handle:
-                return int(handle.read().strip() or 0)
+            text = self.fs.read(self._path("BASE")).strip()
         except FileNotFoundError:
             return 0
+        if not text.isdigit():
+            raise CorruptRecord(f"Unreadable BASE file in {self.directory}: {text[:40]!r}")
+        return int(text)
 
-    def _segment_numbers(self) -> list[tuple[int, bool]]:
-        found: dict[int, bool] = {}
+    def _segment_numbers(self, clean: bool = False) -> list[tuple[int, bool]]:
+        """Live segments in order; with `clean`, removes leftovers (temporary copies, segments below
+        BASE, a .log whose compressed .zst was completed)."""
         base = self._base()
-        for name in os.listdir(self.directory):
-            if not name.startswith(_SEGMENT_PREFIX):
+        found: dict[int, bool] = {}
+        removed = []
+        names = self.fs.listdir(self.directory)
+        for name in names:
+            number = _segment_number(name)
+            if number is None:
                 continue
-            stem, _, extension = name[len(_SEGMENT_PREFIX):].partition(".")
-            if extension not in ("log", "zst") or not stem.isdigit():
-                continue
-            number = int(stem)
-            if number < base:
-                continue  # replaced by a compaction whose clean-up was interrupted
-            if extension == "zst" or number not in found:
-                # A .zst beside a .log of the same number means sealing was interrupted after the
-                # compressed copy was renamed in: the .zst is complete, the .log is redundant.
-                if extension == "zst" and number in found:
-                    os.remove(os.path.join(self.directory, _segment_name(number, False)))
-                found[number] = extension == "zst"
+            extension = name[len(_SEGMENT_PREFIX) + 12:]
+            if extension not in (".log", ".zst") or number < base:
+                removed.append(name)  # temporary file of an interrupted step, or compacted away
+            elif extension == ".zst":
+                found[number] = True
+            else:
+                found.setdefault(number, False)
+        for number, compressed in found.items():
+            if compressed and _segment_name(number, False) in names:
+                removed.append(_segment_name(number, False))
+        if not clean:
+            return sorted(found.items())
+        for name in removed:
+            self.fs.unlink(self._path(name))
+        if removed:
+            self.fs.fsync_dir(self.directory)
+            self.report.notes.append(f"removed leftovers: {sorted(removed)}")
         return sorted(found.items())
 
     # ----------------------------------------------------------------- locking and fencing
     def _take_lock(self) -> None:
-        fd = os.open(os.path.join(self.directory, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        handle = self.fs.open(self._path("LOCK"), "lock")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise ShardLocked(f"Shard directory {self.directory} is locked by another process") from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-
-    def _epoch_path(self) -> str:
-        return os.path.join(self.directory, "EPOCH")
+            self.fs.flock(handle, "exclusive", blocking=False)
+        except BlockingIOError:
+            self.fs.close(handle)
+            raise ShardLocked(f"Shard directory {self.directory} is locked by another process") from None
+        self._lock_handle = handle
 
     def _read_epoch(self) -> int:
         try:
-            with open(self._epoch_path(), "rb") as handle:
-                return int(handle.read().strip() or 0)
+            text = self.fs.read(self._path("EPOCH")).strip()
         except FileNotFoundError:
             return 0
+        return int(text) if text.isdigit() else 0
 
     def _bump_epoch(self) -> int:
-        epoch = self._read_epoch() + 1
-        temporary = self._epoch_path() + ".tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(str(epoch).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self._epoch_path())
-        _fsync_directory(self.directory)
+        assert self._fence_handle is not None
+        self.fs.flock(self._fence_handle, "exclusive")
+        try:
+            epoch = self._read_epoch() + 1
+            atomic_write(self.fs, self._path("EPOCH"), str(epoch).encode())
+        finally:
+            self.fs.flock(self._fence_handle, "unlock")
         return epoch
 
     def check_epoch(self) -> None:
@@ -220,96 +328,197 @@ class MessageLog:
         if current != self.epoch:
             raise StaleEpoch(f"Shard log {self.directory} was reopened (epoch {current}, ours {self.epoch})")
 
-    # ----------------------------------------------------------------- appends
-    def _open_active(self) -> None:
-        path = os.path.join(self.directory, _segment_name(self._active_number, False))
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        _fsync_directory(self.directory)
-
-    def append_batch(self, frames: list[bytes]) -> None:
-        """Append framed records as one write (and at most one fsync) per the durability mode.
-
-        Returns once the batch is acknowledged-durable per mode. Raises StaleEpoch (fenced),
-        ShardClosed, StorageFailure. Idempotency lives a level up (message_id checks).
-        """
-        if not frames:
-            return
-        if self._fd is None:
+    def _fenced(self, action: Callable[[], None]) -> None:
+        """Run `action` holding FENCE shared, after checking the epoch: no newer incarnation can open
+        the log between the check and the write (opening bumps the epoch under FENCE exclusive)."""
+        if self._fence_handle is None:
             raise ShardClosed(f"Shard log {self.directory} is closed")
-        if self.durability == "none":
-            with self._buffer_lock:
-                if self._buffer_since is None:
-                    self._buffer_since = self._clock()
-                self._buffer.extend(frames)
-            if self._clock() - (self._buffer_since or 0) >= self.flush_interval_s:
-                self.flush()
-            return
-        self._write(b"".join(frames), sync=self.durability == "fsync")
-
-    def _write(self, data: bytes, sync: bool) -> None:
-        self.check_epoch()
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)  # type: ignore[arg-type]
-                view = view[written:]
-            if sync:
-                os.fdatasync(self._fd)  # type: ignore[arg-type]
-                self.fsyncs += 1
+            self.fs.flock(self._fence_handle, "shared")
         except OSError as exc:
-            raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from exc
+            raise StorageFailure(f"Cannot lock {self.directory}/FENCE: {exc}") from None
+        try:
+            try:
+                self.check_epoch()
+            except OSError as exc:
+                raise StorageFailure(f"Cannot read {self.directory}/EPOCH: {exc}") from None
+            action()
+        finally:
+            try:
+                self.fs.flock(self._fence_handle, "unlock")
+            except OSError:
+                pass  # closing the handle drops it at the latest
+
+    # ----------------------------------------------------------------- appends
+    def append_batch(self, records: list[codec.Record]) -> None:
+        """Append records as one write (and at most one fdatasync) per the durability mode.
+
+        Returns once the batch is acknowledged-durable per mode. On StorageFailure nothing of the
+        batch is in the log. Raises StaleEpoch (fenced), ShardClosed, StorageFailure.
+        Idempotency lives a level up (message_id checks).
+        """
+        if not records:
+            return
+        if self.durability != "none":
+            with self._write_lock:
+                self._commit(records, sync=self.durability == "fsync")
+            return
+        with self._write_lock:
+            if self._buffer_bytes > self.buffer_bytes_max and self.failure is not None:
+                raise StorageFailure(f"Shard log {self.directory} cannot take more: {self._buffer_bytes} bytes wait "
+                                     f"for a flush that keeps failing ({self.failure})")
+            self._fenced(lambda: None)  # a superseded instance must not acknowledge, even from memory
+            if self._buffer_since is None:
+                self._buffer_since = self._clock()
+            self._buffer.extend(records)
+            self._buffer_bytes += sum(len(payload) for _, payload in records)
+        self.flush_if_due()
+
+    def _commit(self, records: list[codec.Record], sync: bool) -> None:
+        self._repair_if_broken()
+        assert self._handle is not None
+        data = b"".join(codec.frame(record, self._salt) for record in records)
+
+        def write() -> None:
+            start = self._active_bytes
+            try:
+                write_all(self.fs, self._handle, data)  # type: ignore[arg-type]
+                if sync:
+                    self.fs.fdatasync(self._handle)  # type: ignore[arg-type]
+                    self.fsyncs += 1
+            except OSError as exc:
+                self._cut_back(start)
+                self._note_failure("write", exc)
+                raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
+        self._fenced(write)
+        self._note_success("write")
         self.bytes_written += len(data)
         self.commits += 1
         self._active_bytes += len(data)
         if self._active_bytes >= self.segment_bytes_max:
+            self._roll_due = True
             self._roll()
 
+    def _cut_back(self, size: int) -> None:
+        """Remove a failed write's bytes; if that fails too, repair before the next write."""
+        try:
+            self.fs.truncate(self._handle, size)  # type: ignore[arg-type]
+            if self.durability == "fsync":
+                self.fs.fdatasync(self._handle)  # type: ignore[arg-type]
+        except OSError as exc:
+            self._broken = f"could not cut a failed write back off {_segment_name(self._active_number, False)}: {exc}"
+
+    def _repair_if_broken(self) -> None:
+        """Before a write: settle an unknown compaction outcome, make sure a segment is open, and cut
+        off bytes a failed write may have left. Raises StorageFailure if it cannot."""
+        if self._fence_handle is None:
+            raise ShardClosed(f"Shard log {self.directory} is closed")
+        if self._unknown_commit is not None:
+            self._resolve_commit()
+        if self._handle is None:  # a compaction committed but its last segment could not be opened
+            try:
+                self._start_segment(self._active_number + 1)
+            except OSError as exc:
+                raise StorageFailure(f"Shard log {self.directory} has no segment to append to: {exc}") from None
+            self._broken = None
+            return
+        if self._broken is None:
+            return
+        try:
+            self.fs.truncate(self._handle, self._active_bytes)
+            self.fs.fsync(self._handle)
+        except OSError as exc:
+            raise StorageFailure(f"Shard log {self.directory} needs repair ({self._broken}): {exc}") from None
+        self._broken = None
+
     def flush_if_due(self) -> None:
-        """For `none` mode: write buffered records older than flush_interval_s."""
+        """For `none` mode: write buffered records older than flush_interval_s (failures back off)."""
         since = self._buffer_since
-        if since is not None and self._clock() - since >= self.flush_interval_s:
-            self.flush()
+        now = self._clock()
+        if since is not None and now - since >= self.flush_interval_s and now >= self._retry_at:
+            try:
+                self.flush()
+            except StorageFailure as exc:
+                self._note_failure("flush", exc)
 
     def flush(self) -> None:
-        """Write every buffered record to the OS (and fsync in fsync mode)."""
-        with self._buffer_lock:
-            if not self._buffer or self._fd is None:
+        """Write every buffered record to the OS (none mode). The buffer is kept if the write fails.
+        Raises StorageFailure, StaleEpoch."""
+        with self._write_lock:
+            if not self._buffer:
                 return
-            data = b"".join(self._buffer)
-            self._buffer = []
-            self._buffer_since = None
-            self._write(data, sync=False)
+            self._commit(self._buffer, sync=False)
+            self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
+            self._note_success("flush")
 
     @property
     def pending_bytes(self) -> int:
-        return sum(len(frame) for frame in self._buffer)
+        return self._buffer_bytes
 
     # ----------------------------------------------------------------- segments
+    def _start_segment(self, number: int) -> None:
+        """Create segment `number` with a fresh salt and make it the active one."""
+        salt = self._rng.getrandbits(64)
+        path = self._path(_segment_name(number, False))
+        handle = self.fs.open(path, "create")
+        try:
+            write_all(self.fs, handle, codec.segment_header(salt))
+            self.fs.fdatasync(handle)
+            self.fs.fsync_dir(self.directory)
+        except BaseException:
+            self.fs.close(handle)
+            raise
+        self._handle, self._salt, self._active_number = handle, salt, number
+        self._active_bytes = codec.SEGMENT_HEADER_SIZE
+
     def _roll(self) -> None:
-        """Seal the active segment (compress it if configured) and start the next one."""
-        assert self._fd is not None
-        os.fsync(self._fd)
-        os.close(self._fd)
-        sealed = self._active_number
-        self._active_number += 1
-        self._active_bytes = 0
-        self._open_active()
+        """Seal the active segment and start the next; on failure keep appending to the current one."""
+        sealed, old = self._active_number, self._handle
+        try:
+            self.fs.fsync(old)  # type: ignore[arg-type]
+            self._start_segment(sealed + 1)
+        except OSError as exc:
+            self._active_number, self._handle = sealed, old
+            self._discard(_segment_name(sealed + 1, False))
+            self._note_failure("segment roll", exc)
+            return
+        self._roll_due = False
+        self._close_quietly(old)
         if self.compress_sealed:
-            self._compress_segment(sealed)
+            self._uncompressed.append(sealed)
+            self._compress_pending()
+        self._note_success("segment roll")
+
+    def _compress_pending(self) -> None:
+        while self._uncompressed:
+            number = self._uncompressed[0]
+            try:
+                self._compress_segment(number)
+            except OSError as exc:
+                self._discard(_segment_name(number, True) + ".tmp")
+                self._note_failure("segment compression", exc)
+                return
+            self._uncompressed.pop(0)
+        self._note_success("segment compression")
 
     def _compress_segment(self, number: int) -> None:
-        source = os.path.join(self.directory, _segment_name(number, False))
-        target = os.path.join(self.directory, _segment_name(number, True))
-        with open(source, "rb") as handle:
-            compressed = codec.compress_segment(handle.read())
-        temporary = target + ".tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(compressed)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        _fsync_directory(self.directory)
-        os.remove(source)
+        """Replace sealed segment `number` by its compressed copy (idempotent: a .zst appears only
+        complete, so once it exists only the .log is left to remove)."""
+        source = self._path(_segment_name(number, False))
+        target = self._path(_segment_name(number, True))
+        if not self.fs.exists(target):
+            atomic_write(self.fs, target, codec.compress_segment(self.fs.read(source)))
+        if self.fs.exists(source):
+            self.fs.unlink(source)
+        self.fs.fsync_dir(self.directory)
+
+    def _discard(self, name: str) -> None:
+        try:
+            if self.fs.exists(self._path(name)):
+                self.fs.unlink(self._path(name))
+                self.fs.fsync_dir(self.directory)
+        except OSError:
+            pass  # a leftover is removed by the next open
 
     def segment_files(self) -> list[str]:
         return [_segment_name(number, compressed) for number, compressed in self._segment_numbers()]
@@ -318,99 +527,234 @@ class MessageLog:
         total = 0
         for name in self.segment_files():
             try:
-                total += os.path.getsize(os.path.join(self.directory, name))
+                total += self.fs.size(self._path(name))
             except FileNotFoundError:
                 pass
         return total
 
-    # ----------------------------------------------------------------- compaction
-    def rewrite(self, frames: Iterator[bytes]) -> None:
-        """Replace the whole log with `frames` (a snapshot of live state); crash-safe, see module doc."""
-        if self._fd is None:
-            raise ShardClosed(f"Shard log {self.directory} is closed")
-        self.flush()
-        self.check_epoch()
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        staging = os.path.join(self.directory, "compact.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-        first = number = self._active_number + 1
-        chunk: list[bytes] = []
-        size = 0
-        for frame in frames:
-            chunk.append(frame)
-            size += len(frame)
-            if size >= self.segment_bytes_max:
-                self._write_staged(staging, number, chunk, seal=True)
-                number, chunk, size = number + 1, [], 0
-        self._write_staged(staging, number, chunk, seal=False)
-        _fsync_directory(staging)
-        os.replace(staging, os.path.join(self.directory, "compact.ready"))
-        _fsync_directory(self.directory)
-        self._finish_compaction()
-        self._active_number = number
-        self._active_bytes = sum(len(frame) for frame in chunk)
-        self._open_active()
-        assert self._base() == first
+    # ----------------------------------------------------------------- background steps
+    def _note_failure(self, step: str, exc: BaseException) -> None:
+        self.failure = f"{step} failed: {exc}"
+        self.failures += 1
+        self._failed_at = self._clock()
+        self._backoff_s = min(_BACKOFF_MAX_S, max(_BACKOFF_FIRST_S, self._backoff_s * 2))
+        self._retry_at = self._clock() + self._backoff_s
 
-    def _write_staged(self, staging: str, number: int, frames: list[bytes], seal: bool) -> None:
-        data = b"".join(frames)
+    def _note_success(self, step: str) -> None:
+        if self.failure is not None and self.failure.startswith(step):
+            self.failure = None
+            self._backoff_s = 0.0
+
+    def retry_due(self) -> bool:
+        return self._clock() >= self._retry_at
+
+    def maintain(self) -> None:
+        """Retry failed background steps whose backoff has passed (none-mode flush included)."""
+        if self.durability == "none":
+            self.flush_if_due()
+        if not self.retry_due():
+            return
+        with self._write_lock:
+            if self._handle is None:
+                return
+            if self._finish_due:
+                self._finish_after_commit()
+            if self._roll_due:
+                self._roll()
+            if self._uncompressed:
+                self._compress_pending()
+
+    def health(self) -> dict[str, Any]:
+        """Degraded when a background step failed and has not succeeded since, or a write failed in
+        the last WRITE_FAILURE_WINDOW_S seconds and none succeeded since."""
+        if (self.failure is not None and self.failure.startswith("write")
+                and self._clock() - self._failed_at > WRITE_FAILURE_WINDOW_S):
+            self.failure = None
+        pending = [name for name, due in (("compaction", self._finish_due), ("segment roll", self._roll_due),
+                                          ("segment compression", bool(self._uncompressed))) if due]
+        return {"degraded": self.failure is not None or self._broken is not None or bool(pending),
+                "reason": self._broken or self.failure, "pending_steps": pending, "failures": self.failures,
+                "buffered_bytes": self._buffer_bytes}
+
+    # ----------------------------------------------------------------- compaction
+    def rewrite(self, records: Iterable[codec.Record]) -> None:
+        """Replace the whole log with `records` (a snapshot of live state); crash-safe, see module doc.
+
+        Before the commit point a failure leaves the old log serving; after it the compaction
+        counts as done and finishing is retried. Raises StorageFailure, StaleEpoch, ShardClosed.
+        """
+        with self._write_lock:
+            if self._finish_due:
+                self._finish_after_commit()
+                if self._finish_due:
+                    raise StorageFailure(f"Previous compaction of {self.directory} is not finished: {self.failure}")
+            self.flush()
+            self._repair_if_broken()
+            staging = self._path("compact.tmp")
+            try:
+                last, last_salt, last_size = self._stage(staging, records)
+            except OSError as exc:
+                self._abandon_compaction(exc)
+            try:
+                self._fenced(lambda: self._commit_staging(staging))
+            except (OSError, StorageFailure) as exc:
+                # The rename is the commit point: whether it happened decides where appends go next.
+                self._unknown_commit = (last, last_salt, last_size)
+                self._resolve_commit(exc)
+                return
+            self._after_commit(last, last_salt, last_size)
+
+    def _abandon_compaction(self, exc: BaseException) -> None:
+        try:
+            remove_tree(self.fs, self._path("compact.tmp"))
+        except OSError:
+            pass  # discarded by the next open or compaction
+        self._note_failure("compaction", exc)
+        raise StorageFailure(f"Compaction of {self.directory} failed before its commit point: {exc}") from None
+
+    def _resolve_commit(self, exc: BaseException | None = None) -> None:
+        """After a failed commit call: committed if compact.ready exists, else abandoned; if even
+        that cannot be told, writes stay refused (broken) and the next write asks again."""
+        assert self._unknown_commit is not None
+        try:
+            committed = self.fs.exists(self._path("compact.ready"))
+        except OSError as second:
+            self._broken = f"compaction outcome unknown: {second}"
+            raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: {second}") from None
+        last, last_salt, last_size = self._unknown_commit
+        self._unknown_commit = None
+        if self._broken is not None and self._broken.startswith("compaction outcome"):
+            self._broken = None
+        if committed:
+            self._after_commit(last, last_salt, last_size)
+        else:
+            self._abandon_compaction(exc or StorageFailure("commit did not happen"))
+
+    def _after_commit(self, last: int, last_salt: int, last_size: int) -> None:
+        """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
+        self._close_active()
+        self._active_number, self._salt, self._active_bytes = last, last_salt, last_size
+        self._uncompressed, self._roll_due, self._finish_due = [], False, True
+        self._finish_after_commit()
+
+    def _stage(self, staging: str, records: Iterable[codec.Record]) -> tuple[int, int, int]:
+        """Write the snapshot into `staging` as sealed segments plus an open last one, and a PLAN."""
+        remove_tree(self.fs, staging)
+        self.fs.makedirs(staging)
+        first = number = self._active_number + 1
+        names: list[str] = []
+        chunk: list[codec.Record] = []
+        size = 0
+        for record in records:
+            chunk.append(record)
+            size += len(record[1]) + codec.FRAME_HEADER_SIZE
+            # A group's parts stay in one segment: cut only after a record that ends a group.
+            if size >= self.segment_bytes_max and not record[0] & codec.CONTINUED:
+                names.append(self._write_staged(staging, number, chunk, seal=True)[0])
+                number, chunk, size = number + 1, [], 0
+        name, salt, last_size = self._write_staged(staging, number, chunk, seal=False)
+        names.append(name)
+        plan = {"first": first, "last": number, "segments": names}
+        atomic_write(self.fs, os.path.join(staging, "PLAN"), json.dumps(plan).encode())
+        return number, salt, last_size
+
+    def _write_staged(self, staging: str, number: int, records: list[codec.Record], seal: bool
+                      ) -> tuple[str, int, int]:
+        salt = self._rng.getrandbits(64)
+        data = codec.segment_header(salt) + b"".join(codec.frame(record, salt) for record in records)
         compressed = seal and self.compress_sealed
-        path = os.path.join(staging, _segment_name(number, compressed))
-        with open(path, "wb") as handle:
-            handle.write(codec.compress_segment(data) if compressed else data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        name = _segment_name(number, compressed)
+        handle = self.fs.open(os.path.join(staging, name), "create")
+        try:
+            write_all(self.fs, handle, codec.compress_segment(data) if compressed else data)
+            self.fs.fsync(handle)
+        finally:
+            self.fs.close(handle)
+        return name, salt, len(data)
+
+    def _commit_staging(self, staging: str) -> None:
+        self.fs.replace(staging, self._path("compact.ready"))
+        self.fs.fsync_dir(self.directory)
+
+    def _finish_after_commit(self) -> None:
+        """Finish a committed compaction and append to its last segment; on failure append to a fresh
+        segment after it (finishing is retried and keeps segments above the plan's first)."""
+        try:
+            self._finish_compaction()
+            if self._handle is None:
+                self._handle = self.fs.open(self._path(_segment_name(self._active_number, False)), "append")
+        except OSError as exc:
+            self._note_failure("compaction", exc)
+            if self._handle is None:
+                try:
+                    self._start_segment(self._active_number + 1)
+                except OSError as second:
+                    self._broken = f"no segment to append to after a compaction: {second}"
+            return
+        self._finish_due = False
+        self._note_success("compaction")
 
     def _finish_compaction(self) -> None:
-        """Discard an unfinished compaction; complete a committed one (idempotent)."""
-        shutil.rmtree(os.path.join(self.directory, "compact.tmp"), ignore_errors=True)
-        ready = os.path.join(self.directory, "compact.ready")
-        if not os.path.isdir(ready):
-            return
-        names = sorted(os.listdir(ready))
-        numbers = [int(name[len(_SEGMENT_PREFIX):].partition(".")[0]) for name in names]
-        first = min(numbers) if numbers else self._base()
-        for name in names:
-            os.replace(os.path.join(ready, name), os.path.join(self.directory, name))
-        _fsync_directory(self.directory)
-        temporary = os.path.join(self.directory, "BASE.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(str(first).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, os.path.join(self.directory, "BASE"))
-        _fsync_directory(self.directory)
-        for name in os.listdir(self.directory):
-            stem = name[len(_SEGMENT_PREFIX):].partition(".")[0] if name.startswith(_SEGMENT_PREFIX) else ""
-            if stem.isdigit() and int(stem) < first:
-                os.remove(os.path.join(self.directory, name))
-        os.rmdir(ready)
-        _fsync_directory(self.directory)
+        """Complete a committed compaction from its PLAN; discard an uncommitted one. Idempotent."""
+        ready = self._path("compact.ready")
+        if self.fs.exists(ready):
+            names = self.fs.listdir(ready)
+            if "PLAN" in names:
+                plan = json.loads(self.fs.read(os.path.join(ready, "PLAN")))
+                for name in plan["segments"]:
+                    if name in names:
+                        self.fs.replace(os.path.join(ready, name), self._path(name))
+                self.fs.fsync_dir(self.directory)
+                atomic_write(self.fs, self._path("BASE"), str(plan["first"]).encode())
+                for name in self.fs.listdir(self.directory):
+                    number = _segment_number(name)
+                    if number is not None and number < plan["first"]:
+                        self.fs.unlink(self._path(name))
+                self.fs.fsync_dir(self.directory)
+                self.fs.unlink(os.path.join(ready, "PLAN"))
+                self.report.compaction_finished = True
+            remove_tree(self.fs, ready)
+            self.fs.fsync_dir(self.directory)
+        staging = self._path("compact.tmp")
+        if self.fs.exists(staging):
+            remove_tree(self.fs, staging)
+            self.fs.fsync_dir(self.directory)
 
+    # ----------------------------------------------------------------- closing
     @property
     def is_open(self) -> bool:
-        return self._fd is not None
+        return self._handle is not None
+
+    def _close_quietly(self, handle: int | None) -> None:
+        if handle is None:
+            return
+        try:
+            self.fs.close(handle)
+        except OSError:
+            pass
+
+    def _close_active(self) -> None:
+        handle, self._handle = self._handle, None
+        self._close_quietly(handle)
+
+    def _release(self) -> None:
+        """Close every handle this log holds (drops its locks); never raises an OSError."""
+        self._close_active()
+        handles = (self._fence_handle, self._lock_handle)
+        self._fence_handle = self._lock_handle = None
+        for handle in handles:
+            self._close_quietly(handle)
 
     def close(self) -> None:
-        """Flush buffered records, fsync, release the lock. Idempotent."""
-        if self._fd is not None:
+        """Flush buffered records, fsync, release the locks. Idempotent.
+        Raises StorageFailure if buffered records could not be written (they are lost)."""
+        with self._write_lock:
             try:
-                self.flush()
-                os.fsync(self._fd)
+                if self._handle is not None and self._broken is None:
+                    self.flush()
+                    self.fs.fsync(self._handle)
+            except OSError as exc:
+                raise StorageFailure(f"Closing shard log {self.directory} failed: {exc}") from None
             finally:
-                os.close(self._fd)
-                self._fd = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+                self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
+                self._release()

@@ -1,32 +1,42 @@
 """One shard: its log, users, sessions, messages, search slice and result cache.
 
-Every write builds a log record, applies it to memory through `_apply` (the same code replay
-uses) and queues its frame; `commit()` writes the queued frames as one group commit. `execute()`
-runs a batch of operations and commits once, so one actor call carries many messages.
+Every write encodes its log record first (`codec.pack`: the exact bytes the log will hold), then
+applies it to memory through `ShardState.apply` (the code replay uses) and queues it; `commit()`
+writes the queued records as one group commit. A value that cannot be encoded therefore fails
+alone, before anything changes. `execute()` runs a batch of operations and commits once, so one
+actor call carries many messages; if the commit fails, every operation of the batch fails, memory
+is rebuilt from the log (so it holds only what the log holds) and writes pause briefly.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import shutil
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import codec
 from .config import EngineConfig
-from .errors import EngineError, InvalidInput, SessionNotFound
+from .errors import CorruptRecord, EngineError, InvalidInput, SessionNotFound, StaleEpoch, StorageFailure
+from .filesystem import FileSystem, atomic_write
 from .message_log import MessageLog
-from .models import ROLES, new_message_id, validate_id
+from .models import MAX_METADATA_BYTES, ROLES, new_message_id, validate_id
+from .session_store import SessionState, analytics_partial, history_page, page_bytes
+from .shard_state import RECOVERED_TITLE, ShardState
+from .storable import check_json, check_text, text_bytes
 from .search_index import SearchIndex
 from .shard_cache import ShardCache
 from .vector_index import VectorIndex, load_embedder
-from .session_store import (SessionState, StoredMessage, analytics_partial, history_page, page_bytes)
 
 _DEFAULT_TITLES = {"chat": "New Chat", "panel": "Panel Session", "debate": "Debate Session",
                    "problem_solving": "Problem Solving Session"}
 _RESERVED_PROFILE_KEYS = ("user_id", "created_at", "updated_at")
 COMPACT_MIN_DEAD = 10_000  # compact once deleted messages exceed this and the live count
+_PAUSE_FIRST_S = 0.05
+_PAUSE_MAX_S = 5.0
 
 
 def default_title(session_type: str) -> str:
@@ -41,72 +51,181 @@ class Shard:
         >>> shard.open()
         >>> shard.create_session("alice", "s1")
         True
-        >>> shard.append("alice", "s1", [{"role": "user", "content": "hi"}])["count"]
+        >>> shard.append("alice", "s1", [{"role": "user", "content": "hi", "message_id": "m1"}])["count"]
         1
         >>> shard.commit(); shard.close()
     """
 
-    def __init__(self, config: EngineConfig, index: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: EngineConfig, index: int, clock: Callable[[], float] = time.time,
+                 fs: FileSystem | None = None, monotonic: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
         self.config = config
         self.index = index
         self.directory = os.path.join(config.storage_path, f"shard-{index:04d}")
         self._clock = clock
+        self._monotonic = monotonic
+        self.fs = fs or FileSystem()
         self.log = MessageLog(self.directory, config.durability, config.segment_bytes_max,
-                              config.compress_sealed_segments, config.flush_interval_s)
-        self.users: dict[str, dict[str, Any]] = {}
-        self.sessions: dict[tuple[str, str], SessionState] = {}
-        self.user_sessions: dict[str, set[str]] = {}
-        self.search_index = SearchIndex()
-        self.vectors = VectorIndex(load_embedder(config.embedder) if config.embedder else None)
-        self.cache = ShardCache(config.cache_bytes_max)
-        self.message_count = 0
-        self._pending: list[bytes] = []
+                              config.compress_sealed_segments, config.flush_interval_s, clock=monotonic,
+                              fs=self.fs, rng=rng)
+        self.state = ShardState(config.cache_bytes_max, load_embedder(config.embedder) if config.embedder else None)
+        self._pending: list[codec.Record] = []
         self._batch_now: str | None = None
-        self.dead_messages = 0  # deleted since the last compaction (their records still sit in the log)
         self.compactions = 0
+        self._compact_retry_at = 0.0
+        self._compact_backoff_s = 0.0
+        self._compact_wanted = False
+        self._paused_until = 0.0
+        self._pause_s = 0.0
+        self._reload_needed = False
+        self.reloads = 0
         self._compress_records = False
         self.opened = False
 
+    # ------------------------------------------------------------------ state views
+    @property
+    def users(self) -> dict[str, dict[str, Any]]:
+        return self.state.users
+
+    @property
+    def sessions(self) -> dict[tuple[str, str], SessionState]:
+        return self.state.sessions
+
+    @property
+    def user_sessions(self) -> dict[str, set[str]]:
+        return self.state.user_sessions
+
+    @property
+    def cache(self) -> ShardCache:
+        return self.state.cache
+
+    @property
+    def search_index(self) -> SearchIndex:
+        return self.state.search_index
+
+    @property
+    def vectors(self) -> VectorIndex:
+        return self.state.vectors
+
+    @property
+    def message_count(self) -> int:
+        return self.state.message_count
+
+    @property
+    def dead_messages(self) -> int:
+        return self.state.dead_messages
+
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> dict[str, Any]:
-        """Replay the log into memory; returns the recovery report."""
-        for record_type, body in self.log.open():
-            self._apply(record_type, body)
+        """Replay the log into memory; returns the recovery report. On failure nothing stays held
+        (locks released). Raises ShardLocked, CorruptRecord, StorageFailure."""
+        try:
+            for record_type, body in self.log.open():
+                self.state.apply(record_type, body)
+            self._check_identity()
+        except OSError as exc:
+            self.log._release()
+            raise StorageFailure(f"Cannot open shard {self.index} at {self.directory}: {exc}") from None
+        except BaseException:
+            self.log._release()
+            raise
         self.opened = True
-        return self.log.report.as_dict()
+        report = self.log.report.as_dict()
+        if self.state.orphans:
+            report["notes"].append(f"{self.state.orphans} messages of sessions the log never created were kept "
+                                   f"in sessions titled '{RECOVERED_TITLE}'")
+        return report
+
+    def _check_identity(self) -> None:
+        """SHARD.json says which shard of how many this directory is: written once, checked on open,
+        so directories copied between stores or a lost manifest can never be misread."""
+        path = os.path.join(self.directory, "SHARD.json")
+        wanted = {"index": self.index, "shard_count": self.config.shard_count}
+        if not self.fs.exists(path):
+            atomic_write(self.fs, path, json.dumps(wanted).encode())
+            return
+        try:
+            found = json.loads(self.fs.read(path))
+        except ValueError:
+            found = None
+        if not isinstance(found, dict) or {k: found.get(k) for k in wanted} != wanted:
+            raise CorruptRecord(f"{path} says {found}, but this store expects {wanted}; refusing to open")
+
+    def reload(self) -> None:
+        """Rebuild memory from the log (after a failed commit left memory ahead of it)."""
+        self._pending = []
+        self.state.reset()
+        for record_type, body in self.log.reload():
+            self.state.apply(record_type, body)
+        self._reload_needed = False
+        self.reloads += 1
 
     def commit(self) -> None:
         """Write queued records as one batch (group commit); the ack point of every write."""
         if self._pending:
-            frames, self._pending = self._pending, []
-            self.log.append_batch(frames)
+            records, self._pending = self._pending, []
+            self.log.append_batch(records)
 
     def execute(self, operations: list[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[tuple[bool, Any]]:
         """Run operations in order, commit once, return [(ok, result or EngineError)].
 
-        A commit failure raises (the caller must treat every write of the batch as failed and
-        restart the shard so memory matches the log again).
+        An operation that fails (bad input, unknown session) fails alone. If the commit fails,
+        every operation of the batch fails with STORAGE_ERROR, memory is rebuilt from the log and
+        writes pause for a short, growing interval. Raises StaleEpoch (a newer instance owns the
+        log: this one must stop) and StorageFailure if memory cannot be rebuilt.
         """
         results: list[tuple[bool, Any]] = []
         self._batch_now = None  # one acknowledgement time per batch (they share one commit)
+        paused = self._monotonic() < self._paused_until
         for name, args, kwargs in operations:
-            if name.startswith("_") or name not in _OPERATIONS:
+            handler = _OPERATIONS.get(name)
+            if handler is None:
                 results.append((False, InvalidInput(f"Unknown shard operation '{name}'", "INVALID_ARGUMENT")))
                 continue
+            if paused and name in WRITE_OPERATIONS:
+                results.append((False, StorageFailure(f"Shard {self.index} paused writes after a failed write "
+                                                      f"({self.log.failure}); retry shortly")))
+                continue
             try:
-                results.append((True, getattr(self, name)(*args, **kwargs)))
+                results.append((True, handler(self, *args, **kwargs)))
+            except StaleEpoch:
+                raise
             except EngineError as exc:
                 results.append((False, exc))
+            except Exception as exc:  # a bug must not leave memory ahead of the log: rebuild it below
+                self._reload_needed = True
+                results.append((False, StorageFailure(f"Shard {self.index}: internal error in {name} "
+                                                      f"({type(exc).__name__})")))
         self._batch_now = None
-        self.commit()
-        if self.dead_messages > max(COMPACT_MIN_DEAD, self.message_count):
-            self.compact()
+        try:
+            self.commit()
+        except StorageFailure as failure:
+            self._pause_s = min(_PAUSE_MAX_S, max(_PAUSE_FIRST_S, self._pause_s * 2))
+            self._paused_until = self._monotonic() + self._pause_s
+            self.reload()
+            return [(False, failure)] * len(operations)
+        self._pause_s = 0.0
+        if self._reload_needed:
+            self.reload()
+        self.maintain()
         return results
 
+    def maintain(self) -> None:
+        """Background upkeep: due none-mode flushes, retries of failed log steps, compaction."""
+        self.log.maintain()
+        due = self._compact_wanted or self.state.dead_messages > max(COMPACT_MIN_DEAD, self.state.message_count)
+        if due and self._monotonic() >= self._compact_retry_at:
+            try:
+                self.compact()
+            except StorageFailure:
+                pass  # recorded (health shows it) and retried after the backoff
+
     def close(self) -> None:
-        self.commit()
-        self.log.close()
-        self.opened = False
+        try:
+            self.commit()
+        finally:
+            self.log.close()
+            self.opened = False
 
     def now_iso(self) -> str:
         if self._batch_now is None:
@@ -114,100 +233,13 @@ class Shard:
         return self._batch_now
 
     def _write(self, record_type: int, body: dict[str, Any]) -> None:
-        self._apply(record_type, body)
-        self._pending.append(codec.encode(record_type, body, self._compress_records))
+        """Encode first (raises InvalidInput if the record cannot be stored), then apply and queue."""
+        records = codec.pack(record_type, body, self._compress_records)
+        self.state.apply(record_type, body)
+        self._pending.extend(records)
 
     def set_record_compression(self, enabled: bool) -> None:
         self._compress_records = enabled
-
-    # ------------------------------------------------------------------ apply (live and replay)
-    def _apply(self, record_type: int, body: dict[str, Any]) -> None:
-        if record_type == codec.MESSAGES:
-            self._apply_messages(body)
-        elif record_type == codec.USER_PUT:
-            self.users[body["u"]] = body["p"]
-        elif record_type == codec.USER_DELETE:
-            self.users.pop(body["u"], None)
-        elif record_type == codec.SESSION_PUT:
-            key = (body["u"], body["s"])
-            state = self.sessions.get(key)
-            if state is None:
-                self.sessions[key] = SessionState(body["r"])
-                self.user_sessions.setdefault(body["u"], set()).add(body["s"])
-            else:
-                state.record = body["r"]
-        elif record_type == codec.SESSION_DELETE:
-            self._apply_session_delete(body["u"], body["s"])
-        elif record_type == codec.PURGE:
-            self._apply_purge(body["c"], body.get("u"))
-
-    def _apply_messages(self, body: dict[str, Any]) -> None:
-        user_id, session_id = body["u"], body["s"]
-        state = self.sessions[(user_id, session_id)]
-        last_text, epoch = "", 0.0
-        for message_id, role, content, timestamp, attachments, metadata, stored_at in body["m"]:
-            if timestamp != last_text:  # a batch usually shares one timestamp: parse it once
-                last_text, epoch = timestamp, datetime.fromisoformat(timestamp).timestamp()
-            state.append(StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at))
-            self.search_index.add(user_id, session_id, message_id, content, role, epoch)
-            self.vectors.add(user_id, session_id, message_id, content, role, epoch)
-        self.message_count += len(body["m"])
-        state.record["updated_at"] = body["t"]
-        self._invalidate(user_id, session_id)
-
-    def _apply_session_delete(self, user_id: str, session_id: str) -> int:
-        state = self.sessions.pop((user_id, session_id), None)
-        if state is None:
-            return 0
-        self.search_index.remove_session(user_id, session_id, {m.message_id: m.content for m in state.messages})
-        for message in state.messages:
-            self.vectors.remove(user_id, session_id, message.message_id)
-        owned = self.user_sessions.get(user_id)
-        if owned is not None:
-            owned.discard(session_id)
-            if not owned:
-                del self.user_sessions[user_id]
-                self.search_index.drop_user(user_id)
-                self.vectors.drop_user(user_id)
-        self.message_count -= len(state.messages)
-        self.dead_messages += len(state.messages) + 1
-        self._invalidate(user_id, session_id)
-        self._maybe_compact(user_id)
-        return len(state.messages)
-
-    def _apply_purge(self, cutoff: float, only_user: str | None) -> tuple[int, int]:
-        messages_deleted = sessions_deleted = 0
-        for (user_id, session_id), state in list(self.sessions.items()):
-            if only_user is not None and user_id != only_user:
-                continue
-            old = [m for m in state.messages if m.timestamp_epoch < cutoff]
-            if old:
-                for message in old:
-                    self.search_index.remove_message(user_id, session_id, message.message_id, message.content)
-                    self.vectors.remove(user_id, session_id, message.message_id)
-                state.keep_only([m for m in state.messages if m.timestamp_epoch >= cutoff])
-                messages_deleted += len(old)
-                self.message_count -= len(old)
-                self.dead_messages += len(old)
-                self._invalidate(user_id, session_id)
-            created = datetime.fromisoformat(state.record["created_at"]).timestamp()
-            if not state.messages and created < cutoff:
-                self._apply_session_delete(user_id, session_id)
-                sessions_deleted += 1
-            self._maybe_compact(user_id)
-        return messages_deleted, sessions_deleted
-
-    def _maybe_compact(self, user_id: str) -> None:
-        if self.search_index.needs_compaction(user_id):
-            self.search_index.rebuild_user(user_id, (
-                (session_id, m.message_id, m.content, m.role, m.timestamp_epoch)
-                for session_id in self.user_sessions.get(user_id, ())
-                for m in self.sessions[(user_id, session_id)].messages))
-
-    def _invalidate(self, user_id: str, session_id: str | None = None) -> None:
-        if session_id is not None:
-            self.cache.invalidate(("s", user_id, session_id))
-        self.cache.invalidate(("u", user_id))
 
     # ------------------------------------------------------------------ users (on the user's shard)
     def create_user(self, user_id: str, profile: dict[str, Any] | None = None) -> bool:
@@ -219,6 +251,7 @@ class Shard:
         record = {"user_id": user_id, "username": record.pop("username", ""), "created_at": now, "updated_at": now,
                   "preferences": record.pop("preferences", {}) or {}, "metadata": record.pop("metadata", {}) or {},
                   **record}
+        _check_profile(record)
         self._write(codec.USER_PUT, {"u": user_id, "p": record})
         return True
 
@@ -242,6 +275,7 @@ class Shard:
             else:
                 record[key] = value
         record["updated_at"] = self.now_iso()
+        _check_profile(record)
         self._write(codec.USER_PUT, {"u": user_id, "p": record})
         return True
 
@@ -249,7 +283,6 @@ class Shard:
         if user_id not in self.users:
             return False
         self._write(codec.USER_DELETE, {"u": user_id})
-        self._invalidate(user_id)
         return True
 
     def list_users(self) -> list[str]:
@@ -270,13 +303,17 @@ class Shard:
         validate_id(session_id, "session")
         if (user_id, session_id) in self.sessions:
             return False
+        check_text(session_type, "session_type", "INVALID_ARGUMENT")
+        if title is not None:
+            check_text(title, "Session title")
+        check_json(metadata or {}, "Session metadata")
         now = self.now_iso()
         record = {"session_id": session_id, "user_id": user_id,
                   "title": title if title is not None else default_title(session_type),
-                  "session_type": session_type, "created_at": created_at or now,
-                  "updated_at": updated_at or created_at or now, "metadata": metadata or {}}
+                  "session_type": session_type, "created_at": _timestamp(created_at, "created_at") or now,
+                  "updated_at": _timestamp(updated_at, "updated_at") or _timestamp(created_at, "created_at") or now,
+                  "metadata": metadata or {}}
         self._write(codec.SESSION_PUT, {"u": user_id, "s": session_id, "r": record})
-        self._invalidate(user_id)
         return True
 
     def get_session(self, user_id: str, session_id: str) -> dict[str, Any] | None:
@@ -288,15 +325,15 @@ class Shard:
         if state is None:
             return False
         record = dict(state.record)
-        if "title" in updates and isinstance(updates["title"], str):
-            record["title"] = updates["title"]
-        if "session_name" in updates and isinstance(updates["session_name"], str):
-            record["title"] = updates["session_name"]
+        for key in ("title", "session_name"):
+            if isinstance(updates.get(key), str):
+                record["title"] = check_text(updates[key], "Session title")
         if isinstance(updates.get("metadata"), dict):
             record["metadata"] = {**(record.get("metadata") or {}), **updates["metadata"]}
-        record["updated_at"] = updates["updated_at"] if isinstance(updates.get("updated_at"), str) else self.now_iso()
+            check_json(record["metadata"], "Session metadata")
+            _check_size(record["metadata"], "Session metadata")
+        record["updated_at"] = _timestamp(updates.get("updated_at"), "updated_at") or self.now_iso()
         self._write(codec.SESSION_PUT, {"u": user_id, "s": session_id, "r": record})
-        self._invalidate(user_id, session_id)
         return True
 
     def delete_session(self, user_id: str, session_id: str) -> int:
@@ -339,17 +376,19 @@ class Shard:
         body: dict[str, Any] = {"c": cutoff_epoch}
         if user_id is not None:
             body["u"] = user_id
-        messages_deleted, sessions_deleted = self._apply_purge(cutoff_epoch, user_id)
+        records = codec.pack(codec.PURGE, body)
+        messages_deleted, sessions_deleted = self.state.purge(cutoff_epoch, user_id)
         if messages_deleted or sessions_deleted:
-            self._pending.append(codec.encode(codec.PURGE, body))
+            self._pending.extend(records)
         return {"messages_deleted": messages_deleted, "sessions_deleted": sessions_deleted}
 
     # ------------------------------------------------------------------ messages
     def append(self, user_id: str, session_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        """Append validated messages contiguously; idempotent on message_id.
+        """Append validated messages contiguously; idempotent on message_id; all or nothing.
 
         Returns {message_ids, stored_at, count (new), duplicates, records, session_bytes}.
-        Raises SessionNotFound, InvalidInput (id reused with other content, repeated in the batch).
+        Raises SessionNotFound, InvalidInput (id reused with other content, repeated in the batch,
+        a value that cannot be stored).
         """
         state = self._session(user_id, session_id)
         if len(messages) > self.config.max_batch_messages:
@@ -364,25 +403,26 @@ class Shard:
             message_id = message.get("message_id") or new_message_id()
             if message_id in seen:
                 raise InvalidInput(f"messages[{position}]: message_id '{message_id}' repeated in the batch")
-            if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-                raise InvalidInput(f"messages[{position}]: invalid message", "INVALID_MESSAGE")
             seen.add(message_id)
             ids.append(message_id)
             existing_position = state.positions.get(message_id)
             if existing_position is not None:
                 existing = state.messages[existing_position]
-                if existing.role != message["role"] or existing.content != message["content"]:
+                if existing.role != message.get("role") or existing.content != message.get("content"):
                     raise InvalidInput(f"message_id '{message_id}' already used with different content")
                 duplicates += 1
                 records.append({**existing.to_dict(), "stored_at": existing.stored_at, "duplicate": True})
                 continue
-            timestamp = message.get("timestamp") or now
-            row = [message_id, message["role"], message["content"], timestamp,
-                   message.get("attachments") or None, message.get("metadata") or None, now]
+            row = _message_row(position, message, message_id, now)
             rows.append(row)
-            records.append({"message_id": message_id, "timestamp": timestamp, "stored_at": now, "duplicate": False})
+            records.append({"message_id": message_id, "timestamp": row[3], "stored_at": now, "duplicate": False})
         if rows:
-            self._write(codec.MESSAGES, {"u": user_id, "s": session_id, "m": rows, "t": now})
+            body = {"u": user_id, "s": session_id, "m": rows, "t": now}
+            try:
+                self._write(codec.MESSAGES, body)
+            except InvalidInput as exc:
+                _explain_unencodable(rows)
+                raise exc
         # Per-message records matter to single stores (the API returns one); a batch answer stays small.
         return {"message_ids": ids, "stored_at": now, "count": len(rows), "duplicates": duplicates,
                 "records": records if len(messages) == 1 else [], "session_bytes": state.content_bytes}
@@ -469,26 +509,24 @@ class Shard:
     def compact(self) -> dict[str, int]:
         """Rewrite the log as a snapshot of live state, so deleted data leaves the disk.
 
-        Blocks this shard for the rewrite (0.1 s for 100k live messages here).
+        Blocks this shard for the rewrite. A failure before the rewrite's commit point leaves the
+        old log serving (raises StorageFailure; `maintain` retries with backoff).
         """
         self.commit()
-        before = self.log.disk_bytes()
-        self.log.rewrite(self._snapshot_frames())
-        self.dead_messages = 0
+        try:
+            before = self.log.disk_bytes()
+            self.log.rewrite(self.state.snapshot_records(self._compress_records))
+        except (StorageFailure, OSError) as exc:
+            # Wanted until it succeeds: `maintain` retries with backoff.
+            self._compact_wanted = True
+            self._compact_backoff_s = min(_PAUSE_MAX_S * 12, max(1.0, self._compact_backoff_s * 2))
+            self._compact_retry_at = self._monotonic() + self._compact_backoff_s
+            raise StorageFailure(f"Compaction of shard {self.index} failed: {exc}") from None
+        self.state.dead_messages = 0
         self.compactions += 1
+        self._compact_wanted = False
+        self._compact_backoff_s = 0.0
         return {"bytes_before": before, "bytes_after": self.log.disk_bytes()}
-
-    def _snapshot_frames(self) -> Iterator[bytes]:
-        for user_id, profile in self.users.items():
-            yield codec.encode(codec.USER_PUT, {"u": user_id, "p": profile})
-        for (user_id, session_id), state in self.sessions.items():
-            record = dict(state.record)
-            yield codec.encode(codec.SESSION_PUT, {"u": user_id, "s": session_id, "r": record})
-            for start in range(0, len(state.messages), 1000):
-                rows = [[m.message_id, m.role, m.content, m.timestamp, m.attachments, m.metadata, m.stored_at]
-                        for m in state.messages[start:start + 1000]]
-                yield codec.encode(codec.MESSAGES, {"u": user_id, "s": session_id, "m": rows,
-                                                    "t": record["updated_at"]}, self._compress_records)
 
     def clear_cache(self) -> int:
         entries = len(self.cache)
@@ -500,31 +538,95 @@ class Shard:
         self.log.flush()
 
     def probe(self) -> dict[str, Any]:
-        """Cheap health facts: log open, directory readable/writable (access checks, no writes), disk free."""
+        """Cheap health facts: log open, directory readable/writable (access checks, no writes), disk
+        free, and whether a write or background step failed (`degraded`, with the reason)."""
         readable = os.access(self.directory, os.R_OK | os.X_OK)
         writable = os.access(self.directory, os.W_OK)
         try:
             free = shutil.disk_usage(self.directory).free
         except OSError:
             free = 0
+        health = self.log.health()
+        paused = self._monotonic() < self._paused_until
+        if self._compact_wanted and "compaction" not in health["pending_steps"]:
+            health["pending_steps"].append("compaction")
         return {"shard": self.index, "log_open": self.log.is_open, "readable": readable, "writable": writable,
                 "disk_free_bytes": free, "sessions": len(self.sessions), "messages": self.message_count,
                 "users": len(self.users), "cache_bytes": self.cache.bytes, "cache_entries": len(self.cache),
                 "cache_capacity_bytes": self.cache.capacity_bytes, "cache_hits": self.cache.hits,
-                "cache_misses": self.cache.misses, "epoch": self.log.epoch}
+                "cache_misses": self.cache.misses, "epoch": self.log.epoch,
+                "degraded": health["degraded"] or paused or bool(health["pending_steps"]),
+                "degraded_reason": health["reason"],
+                "pending_steps": health["pending_steps"], "io_failures": health["failures"],
+                "writes_paused": paused}
 
     def stats(self) -> dict[str, Any]:
         ram = sum(state.ram_bytes for state in self.sessions.values()) + self.search_index.nbytes()
         return {**self.probe(), "ram_bytes": ram,
                 "ram_bytes_per_message": ram / self.message_count if self.message_count else 0.0,
                 "log_bytes": self.log.disk_bytes(), "log_commits": self.log.commits, "log_fsyncs": self.log.fsyncs,
-                "dead_messages": self.dead_messages, "compactions": self.compactions,
+                "dead_messages": self.dead_messages, "compactions": self.compactions, "reloads": self.reloads,
                 "recovery": self.log.report.as_dict()}
 
 
-_OPERATIONS = frozenset({
+# ---------------------------------------------------------------------- checks of what gets stored
+def _timestamp(value: Any, name: str) -> str | None:
+    """An ISO-8601 timestamp as stored (replay and analytics parse it), or None when not given."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be an ISO-8601 string", "INVALID_ARGUMENT")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"Invalid {name} '{value[:64]}': expected ISO-8601", "INVALID_ARGUMENT") from None
+    return value
+
+
+def _check_size(value: Any, what: str) -> None:
+    if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"{what} is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
+
+
+def _check_profile(record: dict[str, Any]) -> None:
+    check_json(record, "Profile")
+    _check_size(record, "Profile")
+
+
+def _message_row(position: int, message: dict[str, Any], message_id: str, now: str) -> list[Any]:
+    """The log row of one new message, after the shard's own checks (the api checked already;
+    this keeps a shard safe from any caller)."""
+    where = f"messages[{position}]"
+    validate_id(message_id, "message")
+    if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+        raise InvalidInput(f"{where}: invalid message", "INVALID_MESSAGE")
+    timestamp = message.get("timestamp") or now
+    if timestamp is not now:
+        _timestamp(timestamp, f"{where} timestamp")
+    attachments = message.get("attachments") or None
+    metadata = message.get("metadata") or None
+    if attachments is not None:
+        if not isinstance(attachments, list) or not all(isinstance(item, str) for item in attachments):
+            raise InvalidInput(f"{where}: attachments must be a list of strings", "INVALID_MESSAGE")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise InvalidInput(f"{where}: metadata must be a dict", "INVALID_MESSAGE")
+        check_json(metadata, f"{where} metadata")
+    return [message_id, message["role"], message["content"], timestamp, attachments, metadata, now]
+
+
+def _explain_unencodable(rows: list[list[Any]]) -> None:
+    """Raise the precise error for the first row that cannot be encoded (after `codec.pack` failed)."""
+    for row in rows:
+        text_bytes(row[2], f"Message {row[0]} content")
+        check_json(row[4] or [], f"Message {row[0]} attachments")
+
+
+_OPERATIONS: dict[str, Callable[..., Any]] = {name: getattr(Shard, name) for name in (
     "create_user", "get_user", "user_exists", "update_user", "delete_profile", "list_users",
     "create_session", "get_session", "update_session", "delete_session", "list_user_sessions", "session_stats",
     "delete_user_data", "purge", "append", "history", "read_range", "export_session", "search_stats", "search",
     "analytics", "clear_cache", "compact", "flush", "probe", "stats", "vector_search", "embed_pending",
-})
+)}
+WRITE_OPERATIONS = frozenset({"create_user", "update_user", "delete_profile", "create_session", "update_session",
+                              "delete_session", "delete_user_data", "purge", "append", "compact"})

@@ -160,9 +160,8 @@ def test_superseded_shard_cannot_commit_after_successor_opened(tmp_path):
     old.commit()
     # Across nodes the flock does not protect a shared filesystem; only the epoch does. Drop the
     # old holder's flock to model that, then let the successor open.
-    import os
-    os.close(old.log._lock_fd)
-    old.log._lock_fd = None
+    os.close(old.log._lock_handle)
+    old.log._lock_handle = None
     successor = open_shard(tmp_path)
     old.append("u", "s", [message("from the stale incarnation")])
     with pytest.raises(StaleEpoch):
@@ -222,8 +221,9 @@ def test_interrupted_compaction_is_discarded_or_finished_on_open(tmp_path):
     shard.close()
 
 
-def test_compaction_cut_after_its_commit_point_completes_on_open(tmp_path, monkeypatch):
-    """A crash after `compact.ready` exists (before the swap) is finished by the next open."""
+def test_compaction_that_fails_after_its_commit_point_keeps_serving_and_finishes_later(tmp_path, monkeypatch):
+    """Finishing a committed compaction fails (EIO): the shard keeps taking writes, reports the
+    compaction as pending, and a crash then leaves a log that the next open finishes intact."""
     from engine.message_log import MessageLog
     shard = open_shard(tmp_path)
     shard.create_session("u", "s")
@@ -232,20 +232,23 @@ def test_compaction_cut_after_its_commit_point_completes_on_open(tmp_path, monke
     real = MessageLog._finish_compaction
     calls = []
 
-    def crash_once(self):
+    def fail_once(self):
         calls.append(1)
         if len(calls) == 1:
-            raise OSError("simulated crash after the commit point")
+            raise OSError(5, "simulated EIO after the commit point")
         return real(self)
-    monkeypatch.setattr(MessageLog, "_finish_compaction", crash_once)
-    with pytest.raises(OSError):
-        shard.log.rewrite(shard._snapshot_frames())
-    os.close(shard.log._lock_fd)  # the crashed process's lock dies with it
-    shard.log._lock_fd = None
+    monkeypatch.setattr(MessageLog, "_finish_compaction", fail_once)
+    shard.compact()
+    assert shard.probe()["degraded"] and shard.probe()["pending_steps"] == ["compaction"]
+    shard.append("u", "s", [message("after the failed finish")])
+    shard.commit()
+    os.close(shard.log._lock_handle)  # the process dies: its lock dies with it
+    shard.log._lock_handle = None
     monkeypatch.setattr(MessageLog, "_finish_compaction", real)
     assert os.path.isdir(os.path.join(tmp_path, "shard-0000", "compact.ready"))
     reopened = open_shard(tmp_path)
-    assert [m["content"] for m in reopened.read_range("u", "s", 0, 100)["messages"]] == [f"m{i}" for i in range(10)]
+    assert [m["content"] for m in reopened.read_range("u", "s", 0, 100)["messages"]] == [
+        f"m{i}" for i in range(10)] + ["after the failed finish"]
     assert not os.path.exists(os.path.join(tmp_path, "shard-0000", "compact.ready"))
     reopened.close()
 

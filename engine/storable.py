@@ -54,7 +54,8 @@ def _field(path: _Path) -> str:
     while isinstance(path, tuple):
         path, step = path
         segments.append(f"[{step}]" if isinstance(step, int) else f".{_key_name(step)}")
-    return path + "".join(reversed(segments))
+    root: str = path
+    return root + "".join(reversed(segments))
 
 
 def _walk(value: Any, path: _Path, depth: int, code: str) -> None:

@@ -47,7 +47,8 @@ def test_error_names_the_path_of_the_bad_value():
     assert str(_error({"a": {"b c": [1, {"x": 2**64}]}})) == \
         "meta.a.'b c'[1].x: integer 18446744073709551616 is out of range (-2**63..2**64-1)"
     assert str(_error({"a": ["x", "y\udc00"]})) == "meta.a[1]: invalid Unicode (lone surrogate '\\udc00' at position 1)"
-    assert str(_error({"k\ud800": 1})) == "meta key 'k\\ud800': invalid Unicode (lone surrogate '\\ud800' at position 1)"
+    assert str(_error({"k\ud800": 1})) == \
+        "meta key 'k\\ud800': invalid Unicode (lone surrogate '\\ud800' at position 1)"
     assert str(_error({"n": -(2**63) - 1})).startswith("meta.n: integer -9223372036854775809 is out of range")
 
 

@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine.errors import EngineError, InvalidInput, SessionNotFound, UserNotFound
-from engine.models import check_metadata_dict, check_profile, new_message_id, new_session_id, normalize_message, validate_id
+from engine.models import (check_metadata_dict, check_profile, check_session_type, check_title, iso, new_message_id,
+                           new_session_id, normalize_message, parse_timestamp, validate_id)
 from engine.text import query_terms
 
 from . import validation
@@ -130,15 +131,13 @@ class StorageFacade:
         async def run() -> str:
             validate_id(user_id, "user")
             target = validate_id(session_id, "session") if session_id is not None else new_session_id()
-            if title is not None and not isinstance(title, str):
-                raise InvalidInput("title must be a string", "INVALID_ARGUMENT")
-            if not isinstance(session_type, str) or not session_type:
-                raise InvalidInput("session_type must be a non-empty string", "INVALID_ARGUMENT")
+            clean_title = check_title(title)
+            kind = check_session_type(session_type)
             clean = check_metadata_dict(metadata, "session metadata")
             backend = self._backend()
             # Session first, then the profile: a crash between the two leaves a session whose owner
             # is re-created by the next create_session/import, never a profile pointing at nothing.
-            created = await backend.session_call(user_id, target, "create_session", title, session_type, clean)
+            created = await backend.session_call(user_id, target, "create_session", clean_title, kind, clean)
             await backend.user_call(user_id, "create_user", {})
             return target if created else ""
         return await self._guard("create_session", run)
@@ -163,11 +162,7 @@ class StorageFacade:
     async def update_session(self, user_id: str, session_id: str, updates: dict[str, Any]) -> bool:
         async def run() -> bool:
             validation.user_and_session(user_id, session_id)
-            if not isinstance(updates, dict):
-                raise InvalidInput("updates must be a dict", "INVALID_ARGUMENT")
-            clean = {key: updates[key] for key in ("title", "session_name", "updated_at") if key in updates}
-            if "metadata" in updates:
-                clean["metadata"] = check_metadata_dict(updates["metadata"], "session metadata")
+            clean = _session_updates(updates)
             return await self._backend().session_call(user_id, session_id, "update_session", clean)
         return await self._guard("update_session", run)
 
@@ -248,6 +243,22 @@ class StorageFacade:
                 return []
             return [ChatMessage.from_dict(hit) for hit in found["results"]]
         return await self._guard("search_messages", run, search=True)
+
+
+def _session_updates(updates: Any) -> dict[str, Any]:
+    """The storable subset of update_session's `updates`: titles checked, updated_at as UTC ISO,
+    metadata checked; None leaves a field unchanged and other keys are ignored."""
+    if not isinstance(updates, dict):
+        raise InvalidInput("updates must be a dict", "INVALID_ARGUMENT")
+    clean: dict[str, Any] = {}
+    for key in ("title", "session_name"):
+        if updates.get(key) is not None:
+            clean[key] = check_title(updates[key], key)
+    if updates.get("updated_at") is not None:
+        clean["updated_at"] = iso(parse_timestamp(updates["updated_at"], "updated_at", "INVALID_ARGUMENT"))
+    if "metadata" in updates:
+        clean["metadata"] = check_metadata_dict(updates["metadata"], "session metadata")
+    return clean
 
 
 __all__ = ["ChatMessage", "ChatSession", "ErrorCode", "StorageFacade"]

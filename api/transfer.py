@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from engine.errors import InvalidInput
-from engine.models import check_metadata_dict, iso, normalize_message, parse_timestamp, validate_id
+from engine.models import (check_metadata_dict, check_session_type, check_title, iso, normalize_message,
+                           parse_timestamp, validate_id)
+from engine.storable import MAX_BATCH_CONTENT_BYTES
+
+from .validation import content_bytes
 
 CONFLICT_POLICIES = ("error", "merge", "replace")
 
 
+def _line_json(line: str, number: int) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as exc:
+        raise InvalidInput(f"line {number}: invalid JSON: {exc}", "INVALID_ARGUMENT") from None
+    except RecursionError:
+        raise InvalidInput(f"line {number}: invalid JSON: nested too deeply", "INVALID_ARGUMENT") from None
+
+
 def parse_jsonl(text: str, max_message_bytes: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, clean messages); errors name the 1-based line."""
-    lines = [line for line in text.splitlines()]
-    if not lines or not lines[0].strip():
+    # Lines end at "\n" only: str.splitlines() would also split inside a line at U+2028, U+2029 or
+    # U+0085, which json.dumps(ensure_ascii=False) leaves unescaped in exported content.
+    lines = text.split("\n")
+    if not lines[0].strip():
         raise InvalidInput("line 1: missing session header", "INVALID_ARGUMENT")
-    try:
-        header = json.loads(lines[0])
-    except ValueError as exc:
-        raise InvalidInput(f"line 1: invalid JSON: {exc}", "INVALID_ARGUMENT") from None
+    header = _line_json(lines[0], 1)
     if not isinstance(header, dict) or header.get("type") != "session" or header.get("format") != "ffchat-session":
         raise InvalidInput("line 1: not an ffchat-session header", "INVALID_ARGUMENT")
     if header.get("version") != 1:
@@ -29,10 +41,7 @@ def parse_jsonl(text: str, max_message_bytes: int) -> tuple[dict[str, Any], list
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        try:
-            item = json.loads(line)
-        except ValueError as exc:
-            raise InvalidInput(f"line {number}: invalid JSON: {exc}", "INVALID_ARGUMENT") from None
+        item = _line_json(line, number)
         if not isinstance(item, dict) or item.get("type") != "message":
             raise InvalidInput(f"line {number}: expected a message object", "INVALID_ARGUMENT")
         item = {key: value for key, value in item.items() if key != "type"}
@@ -46,17 +55,48 @@ def parse_jsonl(text: str, max_message_bytes: int) -> tuple[dict[str, Any], list
     return header, messages
 
 
-def _header_fields(header: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if isinstance(header.get("title"), str):
-        fields["title"] = header["title"]
-    if isinstance(header.get("session_type"), str):
-        fields["session_type"] = header["session_type"]
-    for key in ("created_at", "updated_at"):
-        if header.get(key) is not None:
-            fields[key] = iso(parse_timestamp(header[key], key, "INVALID_ARGUMENT"))
-    fields["metadata"] = check_metadata_dict(header.get("metadata"), "session metadata")
+def header_fields(header: dict[str, Any]) -> dict[str, Any]:
+    """The session fields of a header, checked like create_session's arguments; errors name line 1."""
+    try:
+        kind = header.get("session_type")
+        fields: dict[str, Any] = {"title": check_title(header.get("title")),
+                                  "session_type": check_session_type("chat" if kind is None else kind)}
+        for key in ("created_at", "updated_at"):
+            if header.get(key) is not None:
+                fields[key] = iso(parse_timestamp(header[key], key, "INVALID_ARGUMENT"))
+        fields["metadata"] = check_metadata_dict(header.get("metadata"), "session metadata")
+    except InvalidInput as exc:
+        raise InvalidInput(f"line 1: {exc.message}", exc.code) from None
     return fields
+
+
+def content_batches(messages: list[dict[str, Any]], count_limit: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive batches of at most `count_limit` messages and MAX_BATCH_CONTENT_BYTES of content
+    (one message always fits: max_message_bytes is at most 16 MiB)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for message in messages:
+        message_bytes = content_bytes(message)
+        if batch and (len(batch) >= count_limit or size + message_bytes > MAX_BATCH_CONTENT_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += message_bytes
+    if batch:
+        yield batch
+
+
+def _read(path: Any) -> str:
+    try:
+        name = os.fspath(path)
+        with open(name, "rb") as handle:
+            raw = handle.read()
+    except (OSError, TypeError) as exc:
+        raise InvalidInput(f"Cannot read {path!r}: {exc}", "INVALID_ARGUMENT") from None
+    try:
+        return raw.decode("utf-8")  # decoded whole, so the error's offset is the file's
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"Cannot read {name!r}: not valid UTF-8 (byte {exc.start})", "INVALID_ARGUMENT") from None
 
 
 async def import_session_body(data_layer: Any, user_id: Any, path: Any, jsonl: Any, session_id: Any,
@@ -67,16 +107,13 @@ async def import_session_body(data_layer: Any, user_id: Any, path: Any, jsonl: A
     if on_conflict not in CONFLICT_POLICIES:
         raise InvalidInput(f"on_conflict must be one of {list(CONFLICT_POLICIES)}", "INVALID_ARGUMENT")
     if path is not None:
-        try:
-            with open(os.fspath(path), encoding="utf-8") as handle:
-                jsonl = handle.read()
-        except (OSError, TypeError) as exc:
-            raise InvalidInput(f"Cannot read {path!r}: {exc}", "INVALID_ARGUMENT") from None
+        jsonl = _read(path)
     if not isinstance(jsonl, str):
         raise InvalidInput("jsonl must be a string", "INVALID_ARGUMENT")
     config = data_layer.config
     header, messages = parse_jsonl(jsonl, config.max_message_bytes)
     target = validate_id(session_id if session_id is not None else header.get("session_id"), "session")
+    fields = header_fields(header)  # before any write: a bad header must not delete a session on "replace"
     backend = data_layer._backend()
     await backend.user_call(user_id, "create_user", {})
     existing = await backend.session_call(user_id, target, "get_session")
@@ -87,14 +124,11 @@ async def import_session_body(data_layer: Any, user_id: Any, path: Any, jsonl: A
             await backend.session_call(user_id, target, "delete_session")
             existing = None
     if existing is None:
-        fields = _header_fields(header)
-        await backend.session_call(user_id, target, "create_session", fields.get("title"),
-                                   fields.get("session_type", "chat"), fields["metadata"], fields.get("created_at"),
-                                   fields.get("updated_at"))
+        await backend.session_call(user_id, target, "create_session", fields["title"], fields["session_type"],
+                                   fields["metadata"], fields.get("created_at"), fields.get("updated_at"))
     imported = skipped = 0
-    size = config.message_batch_size
-    for start in range(0, len(messages), size):
-        result = await backend.session_call(user_id, target, "append", messages[start:start + size])
+    for batch in content_batches(messages, config.message_batch_size):
+        result = await backend.session_call(user_id, target, "append", batch)
         imported += result["count"]
         skipped += result["duplicates"]
     return {"session_id": target, "imported": imported, "skipped": skipped, "message_count": len(messages)}

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.errors import InvalidInput
 from engine.models import ROLES, normalize_message, parse_timestamp, validate_id
+from engine.storable import MAX_BATCH_CONTENT_BYTES, text_bytes
 
 SEARCH_OPTIONS = {"search_type", "limit", "offset", "session_ids", "roles", "start_time", "end_time", "date_range",
                   "sort", "similarity_threshold", "include_metadata", "include_context"}
@@ -52,7 +53,25 @@ def messages_batch(messages: Any, batch_limit: int, max_message_bytes: int) -> t
             seen.add(item["message_id"])
         unknown.extend(key for key in extra if key not in unknown)
         clean.append(item)
+    check_batch_content(clean)
     return clean, unknown
+
+
+def content_bytes(message: dict[str, Any]) -> int:
+    """UTF-8 size of a validated message's content."""
+    return text_bytes(message["content"], "Message content")
+
+
+def check_batch_content(clean: list[dict[str, Any]]) -> None:
+    """A batch holds at most MAX_BATCH_CONTENT_BYTES of content (one log record, one Ray argument)."""
+    # A character is at most 4 UTF-8 bytes: small batches never pay for exact sizes.
+    if sum(len(item["content"]) for item in clean) * 4 <= MAX_BATCH_CONTENT_BYTES:
+        return
+    total = sum(content_bytes(item) for item in clean)
+    if total > MAX_BATCH_CONTENT_BYTES:
+        raise InvalidInput(f"Batch content is {total} bytes in {len(clean)} messages, above the limit of "
+                           f"{MAX_BATCH_CONTENT_BYTES} bytes (64 MiB) per store_chat_messages call; "
+                           f"split it into smaller batches", "INVALID_ARGUMENT")
 
 
 def history_args(limit: Any, offset: Any, before: Any, after: Any, latest: Any, default_limit: int) -> tuple:

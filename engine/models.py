@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidInput
+from .storable import check_json, text_bytes
 
 ROLES = ("user", "assistant", "system", "tool")
 _ROLE_SET = frozenset(ROLES)
@@ -27,6 +28,12 @@ _MESSAGE_KEY_SET = frozenset(MESSAGE_KEYS)
 MAX_ATTACHMENTS = 64
 MAX_ATTACHMENT_CHARS = 2048
 MAX_METADATA_BYTES = 64 * 1024
+# Session record bounds, so a session record (title + type + metadata) always fits one small log
+# record and one list_sessions entry: 64 KiB like metadata, and a type is a short name ("chat").
+MAX_TITLE_BYTES = 64 * 1024
+MAX_SESSION_TYPE_CHARS = 64
+# One compact encoder, built once: json.dumps with separators builds a new encoder per call (~1 us).
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class Message(BaseModel):
@@ -79,7 +86,7 @@ def validate_id(value: Any, kind: str) -> str:
     name = _ID_NAMES[kind]
     if is_blank(value):
         raise InvalidInput(f"{name} ID cannot be empty", "INVALID_ID")
-    shown = value if isinstance(value, str) else repr(value)
+    shown = _printable(value) if isinstance(value, str) else repr(value)
     if len(shown) > 128:
         shown = shown[:128] + "..."
     raise InvalidInput(f"Invalid {kind} ID '{shown}': must be 1-128 characters of [A-Za-z0-9_.:@-]", "INVALID_ID")
@@ -96,6 +103,11 @@ def new_message_id() -> str:
 def new_session_id(now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     return "chat_session_" + now.strftime("%Y%m%d_%H%M%S_%f") + "_" + os.urandom(4).hex()
+
+
+def _printable(text: str) -> str:
+    """`text` made safe to print and encode: a lone surrogate shows as a backslash escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # --------------------------------------------------------------------------- time
@@ -115,7 +127,7 @@ def parse_timestamp(value: Any, what: str = "timestamp", code: str = "INVALID_ME
         try:
             moment = datetime.fromisoformat(value.strip())
         except ValueError:
-            raise InvalidInput(f"Invalid {what} '{value[:64]}': expected ISO-8601", code) from None
+            raise InvalidInput(f"Invalid {what} '{_printable(value[:64])}': expected ISO-8601", code) from None
     else:
         raise InvalidInput(f"Invalid {what}: expected an ISO-8601 string or datetime", code)
     if moment.tzinfo is None:
@@ -124,24 +136,25 @@ def parse_timestamp(value: Any, what: str = "timestamp", code: str = "INVALID_ME
 
 
 # --------------------------------------------------------------------------- messages
-def _json_size(value: Any, what: str) -> int:
-    try:
-        return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"Message {what} must be JSON-serialisable: {exc}", "INVALID_MESSAGE") from None
+def _checked_json_copy(value: dict[str, Any], field: str, too_large: str) -> dict[str, Any]:
+    """Check `value` is storable (check_json), at most MAX_METADATA_BYTES as compact JSON, and
+    return a deep copy (the caller's dict is never touched).
 
-
-def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
-    copied: dict[str, Any] = json.loads(json.dumps(value))
+    The walk bounds the depth before json.dumps runs, so no RecursionError can escape; one compact
+    dump serves both the size check and the copy.
+    """
+    check_json(value, field)
+    text = _compact_json(value)
+    if (len(text) if text.isascii() else len(text.encode("utf-8"))) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"{too_large} is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
+    copied: dict[str, Any] = json.loads(text)
     return copied
 
 
 def _check_metadata(metadata: Any) -> dict[str, Any]:
     if not isinstance(metadata, dict) or not all(isinstance(key, str) for key in metadata):
         raise InvalidInput("Message metadata must be a dict with str keys", "INVALID_MESSAGE")
-    if _json_size(metadata, "metadata") > MAX_METADATA_BYTES:
-        raise InvalidInput(f"Message metadata is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
-    return _json_copy(metadata)  # a deep copy; the caller's dict is never touched
+    return _checked_json_copy(metadata, "Message metadata", "Message metadata")
 
 
 def _check_attachments(attachments: Any) -> list[str]:
@@ -149,6 +162,8 @@ def _check_attachments(attachments: Any) -> list[str]:
             isinstance(item, str) and len(item) <= MAX_ATTACHMENT_CHARS for item in attachments):
         raise InvalidInput(f"Message attachments must be a list of at most {MAX_ATTACHMENTS} strings of at most "
                            f"{MAX_ATTACHMENT_CHARS} characters", "INVALID_MESSAGE")
+    for position, item in enumerate(attachments):
+        text_bytes(item, f"Message attachments[{position}]")
     return list(attachments)
 
 
@@ -170,11 +185,10 @@ def normalize_message(message: Any, max_message_bytes: int) -> tuple[dict[str, A
         raise InvalidInput(f"Invalid role {role!r}: must be one of {list(ROLES)}", "INVALID_MESSAGE")
     if not isinstance(content, str):
         raise InvalidInput(f"Message content must be a string, got {type(content).__name__}", "INVALID_MESSAGE")
-    if len(content) * 4 > max_message_bytes:
-        size = len(content.encode("utf-8"))
-        if size > max_message_bytes:
-            raise InvalidInput(f"Message content is {size} bytes, above max_message_bytes ({max_message_bytes})",
-                               "MESSAGE_TOO_LARGE")
+    size = text_bytes(content, "Message content")  # ASCII: len(); otherwise one encode, which finds lone surrogates
+    if size > max_message_bytes:
+        raise InvalidInput(f"Message content is {size} bytes, above max_message_bytes ({max_message_bytes})",
+                           "MESSAGE_TOO_LARGE")
     clean: dict[str, Any] = {"role": role, "content": content}
     if message.get("message_id") is not None:
         clean["message_id"] = validate_id(message["message_id"], "message")
@@ -189,21 +203,43 @@ def normalize_message(message: Any, max_message_bytes: int) -> tuple[dict[str, A
 
 
 def check_profile(profile: Any) -> dict[str, Any]:
-    """A user profile dict: JSON-serialisable, at most 64 KiB."""
+    """A user profile dict: storable (JSON types, valid Unicode), at most 64 KiB; returns a deep copy."""
     if profile is None:
         return {}
     if not isinstance(profile, dict) or not all(isinstance(key, str) for key in profile):
         raise InvalidInput("Profile must be a dict with str keys", "INVALID_ARGUMENT")
-    if _json_size(profile, "profile") > MAX_METADATA_BYTES:
-        raise InvalidInput(f"Profile is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
-    return _json_copy(profile)
+    return _checked_json_copy(profile, "Profile", "Profile")
 
 
 def check_metadata_dict(metadata: Any, what: str = "metadata") -> dict[str, Any]:
+    """Session metadata: a storable dict with str keys, at most 64 KiB; returns a deep copy."""
     if metadata is None:
         return {}
     if not isinstance(metadata, dict) or not all(isinstance(key, str) for key in metadata):
         raise InvalidInput(f"{what} must be a dict with str keys", "INVALID_ARGUMENT")
-    if _json_size(metadata, what) > MAX_METADATA_BYTES:
-        raise InvalidInput(f"{what} is above {MAX_METADATA_BYTES} bytes serialised", "MESSAGE_TOO_LARGE")
-    return _json_copy(metadata)
+    return _checked_json_copy(metadata, what, what)
+
+
+# --------------------------------------------------------------------------- session records
+def check_title(value: Any, field: str = "title") -> str | None:
+    """A session title: None (the type's default title) or valid Unicode of at most MAX_TITLE_BYTES."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string", "INVALID_ARGUMENT")
+    size = text_bytes(value, field)
+    if size > MAX_TITLE_BYTES:
+        raise InvalidInput(f"{field} is {size} bytes, above the limit of {MAX_TITLE_BYTES} bytes (64 KiB UTF-8)",
+                           "MESSAGE_TOO_LARGE")
+    return value
+
+
+def check_session_type(value: Any) -> str:
+    """A session type: a non-empty name of at most MAX_SESSION_TYPE_CHARS characters of valid Unicode."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("session_type must be a non-empty string", "INVALID_ARGUMENT")
+    if len(value) > MAX_SESSION_TYPE_CHARS:
+        raise InvalidInput(f"session_type is {len(value)} characters, above the limit of {MAX_SESSION_TYPE_CHARS}",
+                           "INVALID_ARGUMENT")
+    text_bytes(value, "session_type")
+    return value

@@ -44,29 +44,52 @@ def check_json(value: Any, field: str, code: str = _CODE) -> None:
     _walk(value, field, 0, code)
 
 
-def _walk(value: Any, field: str, depth: int, code: str) -> None:
+# A path is the root field name or a (parent path, key or list position) pair: building the pair
+# costs one tuple per value, and the text is only formatted for an error (this runs on every store).
+_Path = Any
+
+
+def _field(path: _Path) -> str:
+    segments: list[str] = []
+    while isinstance(path, tuple):
+        path, step = path
+        segments.append(f"[{step}]" if isinstance(step, int) else f".{_key_name(step)}")
+    root: str = path
+    return root + "".join(reversed(segments))
+
+
+def _walk(value: Any, path: _Path, depth: int, code: str) -> None:
     if isinstance(value, str):
-        text_bytes(value, field, code)
+        if not value.isascii():
+            _check_encodes(value, path, code)
     elif isinstance(value, int):  # bool included
         if not INT_MIN <= value <= INT_MAX:
-            raise InvalidInput(f"{field}: integer {_short(value)} is out of range (-2**63..2**64-1)", code)
+            raise InvalidInput(f"{_field(path)}: integer {_short(value)} is out of range (-2**63..2**64-1)", code)
     elif value is None or isinstance(value, float):
         return
     elif isinstance(value, (dict, list)):
         if depth >= MAX_NESTING:
-            raise InvalidInput(f"{_short_field(field)}: nested deeper than {MAX_NESTING} levels", code)
+            raise InvalidInput(f"{_short_field(_field(path))}: nested deeper than {MAX_NESTING} levels", code)
         if isinstance(value, list):
             for position, item in enumerate(value):
-                _walk(item, f"{field}[{position}]", depth + 1, code)
+                _walk(item, (path, position), depth + 1, code)
             return
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidInput(f"{field}: key {_short(key)} is not a string", code)
-            text_bytes(key, f"{field} key {_short(key)}", code)
-            _walk(item, f"{field}.{_key_name(key)}", depth + 1, code)
+                raise InvalidInput(f"{_field(path)}: key {_short(key)} is not a string", code)
+            if not key.isascii():
+                text_bytes(key, f"{_field(path)} key {_short(key)}", code)
+            _walk(item, (path, key), depth + 1, code)
     else:
-        raise InvalidInput(f"{field}: {type(value).__name__} is not a JSON type (use dict, list, str, int, float, "
-                           f"bool or None)", code)
+        raise InvalidInput(f"{_field(path)}: {type(value).__name__} is not a JSON type (use dict, list, str, int, "
+                           f"float, bool or None)", code)
+
+
+def _check_encodes(value: str, path: _Path, code: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        text_bytes(value, _field(path), code)  # raises with the position of the surrogate
 
 
 def _key_name(key: str) -> str:

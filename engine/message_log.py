@@ -35,7 +35,6 @@ serving, is recorded in `health()`, and is retried with exponential backoff.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -43,11 +42,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Iterator
 
-from . import codec
+from . import codec, compaction, segment
 from .errors import CorruptRecord, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree, write_all
 
-_SEGMENT_PREFIX = "seg-"
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 WRITE_FAILURE_WINDOW_S = 30.0
@@ -70,17 +68,6 @@ class RecoveryReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _segment_name(number: int, compressed: bool) -> str:
-    return f"{_SEGMENT_PREFIX}{number:012d}.{'zst' if compressed else 'log'}"
-
-
-def _segment_number(name: str) -> int | None:
-    if not name.startswith(_SEGMENT_PREFIX):
-        return None
-    stem = name[len(_SEGMENT_PREFIX):].partition(".")[0]
-    return int(stem) if stem.isdigit() else None
 
 
 class MessageLog:
@@ -174,7 +161,7 @@ class MessageLog:
         self._finish_compaction()
         numbers = self._segment_numbers(clean=True)
         while numbers and not numbers[-1][1]:
-            name = _segment_name(numbers[-1][0], False)
+            name = segment.file_name(numbers[-1][0], False)
             size = self.fs.size(self._path(name))
             if size >= codec.SEGMENT_HEADER_SIZE:
                 break
@@ -189,7 +176,7 @@ class MessageLog:
             salt = yield from self._replay_segment(number, compressed, position == len(numbers) - 1)
         if numbers and not numbers[-1][1]:
             self._active_number, self._salt = numbers[-1][0], salt
-            self._handle = self.fs.open(self._path(_segment_name(self._active_number, False)), "append")
+            self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
         else:
             self._start_segment((numbers[-1][0] + 1) if numbers else max(1, self._base()))
         self._broken = None
@@ -198,50 +185,19 @@ class MessageLog:
 
     def _replay_segment(self, number: int, compressed: bool, is_last: bool
                         ) -> Generator[tuple[int, Any], None, int]:
-        """Yield the records of one segment; returns its salt."""
-        name = _segment_name(number, compressed)
-        data = self.fs.read(self._path(name))
+        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt."""
+        name = segment.file_name(number, compressed)
+        path = self._path(name)
+        data = self.fs.read(path)
         if compressed:
-            try:
-                data = codec.decompress_segment(data)
-            except Exception as exc:  # zstd raises its own error types
-                raise CorruptRecord(f"Corrupt compressed segment {self._path(name)}: {exc}") from None
-        salt = codec.read_segment_header(data)
-        if salt is None:
-            raise CorruptRecord(f"Corrupt segment header in {self._path(name)} at offset 0; refusing to open")
-        group: list[Any] = []
-        group_start = end = codec.SEGMENT_HEADER_SIZE
-        for record_type, payload, offset, next_offset in codec.iter_frames(data, salt):
-            end = next_offset
-            where = f"in {self._path(name)} at offset {offset}"
-            body = codec.decode(record_type, payload, where)
-            if record_type & codec.CONTINUED:
-                if not group:
-                    group_start = offset
-                group.append(body)
-                continue
-            base_type = record_type & ~(codec.COMPRESSED | codec.CONTINUED)
-            if group:
-                if base_type != codec.MESSAGES:
-                    raise CorruptRecord(f"Record group ends with a record of type {base_type} {where}")
-                body = codec.merge_group(group, body)
-                group = []
-            self.report.records += 1
-            yield base_type, body
-            group_start = next_offset
-        damaged = end < len(data)
-        if damaged and (compressed or not is_last or codec.find_valid_frame_after(data, end, salt) is not None):
-            raise CorruptRecord(f"Corrupt record in {self._path(name)} at offset {end}: valid records follow "
-                                f"it; refusing to open (restore the file or truncate it by hand)")
-        if group and (compressed or not is_last):
-            raise CorruptRecord(f"Incomplete record group in sealed segment {self._path(name)} at offset "
-                                f"{group_start}; refusing to open")
-        cut = group_start if group else (end if damaged else None)
-        if cut is not None:
-            self._truncate_tail(name, cut, len(data))
+            data = segment.decompress(data, path)
+        end = yield from segment.scan(data, path, sealed=compressed or not is_last)
+        self.report.records += end.records
+        if end.cut is not None:
+            self._truncate_tail(name, end.cut, end.size)
         if is_last:
-            self._active_bytes = len(data) if cut is None else cut
-        return salt
+            self._active_bytes = end.size if end.cut is None else end.cut
+        return end.salt
 
     def _truncate_tail(self, name: str, offset: int, size: int) -> None:
         handle = self.fs.open(self._path(name), "append")
@@ -273,10 +229,10 @@ class MessageLog:
         removed = []
         names = self.fs.listdir(self.directory)
         for name in names:
-            number = _segment_number(name)
+            number = segment.number_of(name)
             if number is None:
                 continue
-            extension = name[len(_SEGMENT_PREFIX) + 12:]
+            extension = name[len(segment.PREFIX) + 12:]
             if extension not in (".log", ".zst") or number < base:
                 removed.append(name)  # temporary file of an interrupted step, or compacted away
             elif extension == ".zst":
@@ -284,8 +240,8 @@ class MessageLog:
             else:
                 found.setdefault(number, False)
         for number, compressed in found.items():
-            if compressed and _segment_name(number, False) in names:
-                removed.append(_segment_name(number, False))
+            if compressed and segment.file_name(number, False) in names:
+                removed.append(segment.file_name(number, False))
         if not clean:
             return sorted(found.items())
         for name in removed:
@@ -406,7 +362,7 @@ class MessageLog:
             if self.durability == "fsync":
                 self.fs.fdatasync(self._handle)  # type: ignore[arg-type]
         except OSError as exc:
-            self._broken = f"could not cut a failed write back off {_segment_name(self._active_number, False)}: {exc}"
+            self._broken = f"could not cut a failed write back off {segment.file_name(self._active_number, False)}: {exc}"
 
     def _repair_if_broken(self) -> None:
         """Before a write: settle an unknown compaction outcome, make sure a segment is open, and cut
@@ -459,7 +415,7 @@ class MessageLog:
     def _start_segment(self, number: int) -> None:
         """Create segment `number` with a fresh salt and make it the active one."""
         salt = self._rng.getrandbits(64)
-        path = self._path(_segment_name(number, False))
+        path = self._path(segment.file_name(number, False))
         handle = self.fs.open(path, "create")
         try:
             write_all(self.fs, handle, codec.segment_header(salt))
@@ -479,7 +435,7 @@ class MessageLog:
             self._start_segment(sealed + 1)
         except OSError as exc:
             self._active_number, self._handle = sealed, old
-            self._discard(_segment_name(sealed + 1, False))
+            self._discard(segment.file_name(sealed + 1, False))
             self._note_failure("segment roll", exc)
             return
         self._roll_due = False
@@ -495,7 +451,7 @@ class MessageLog:
             try:
                 self._compress_segment(number)
             except OSError as exc:
-                self._discard(_segment_name(number, True) + ".tmp")
+                self._discard(segment.file_name(number, True) + ".tmp")
                 self._note_failure("segment compression", exc)
                 return
             self._uncompressed.pop(0)
@@ -504,8 +460,8 @@ class MessageLog:
     def _compress_segment(self, number: int) -> None:
         """Replace sealed segment `number` by its compressed copy (idempotent: a .zst appears only
         complete, so once it exists only the .log is left to remove)."""
-        source = self._path(_segment_name(number, False))
-        target = self._path(_segment_name(number, True))
+        source = self._path(segment.file_name(number, False))
+        target = self._path(segment.file_name(number, True))
         if not self.fs.exists(target):
             atomic_write(self.fs, target, codec.compress_segment(self.fs.read(source)))
         if self.fs.exists(source):
@@ -521,7 +477,7 @@ class MessageLog:
             pass  # a leftover is removed by the next open
 
     def segment_files(self) -> list[str]:
-        return [_segment_name(number, compressed) for number, compressed in self._segment_numbers()]
+        return [segment.file_name(number, compressed) for number, compressed in self._segment_numbers()]
 
     def disk_bytes(self) -> int:
         total = 0
@@ -590,13 +546,14 @@ class MessageLog:
                     raise StorageFailure(f"Previous compaction of {self.directory} is not finished: {self.failure}")
             self.flush()
             self._repair_if_broken()
-            staging = self._path("compact.tmp")
             try:
-                last, last_salt, last_size = self._stage(staging, records)
+                last, last_salt, last_size = compaction.stage(
+                    self.fs, self.directory, self._active_number + 1, records, self.segment_bytes_max,
+                    self.compress_sealed, self._rng)
             except OSError as exc:
                 self._abandon_compaction(exc)
             try:
-                self._fenced(lambda: self._commit_staging(staging))
+                self._fenced(lambda: compaction.commit(self.fs, self.directory))
             except (OSError, StorageFailure) as exc:
                 # The rename is the commit point: whether it happened decides where appends go next.
                 self._unknown_commit = (last, last_salt, last_size)
@@ -606,7 +563,7 @@ class MessageLog:
 
     def _abandon_compaction(self, exc: BaseException) -> None:
         try:
-            remove_tree(self.fs, self._path("compact.tmp"))
+            remove_tree(self.fs, self._path(compaction.STAGING))
         except OSError:
             pass  # discarded by the next open or compaction
         self._note_failure("compaction", exc)
@@ -617,7 +574,7 @@ class MessageLog:
         that cannot be told, writes stay refused (broken) and the next write asks again."""
         assert self._unknown_commit is not None
         try:
-            committed = self.fs.exists(self._path("compact.ready"))
+            committed = self.fs.exists(self._path(compaction.READY))
         except OSError as second:
             self._broken = f"compaction outcome unknown: {second}"
             raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: {second}") from None
@@ -637,52 +594,13 @@ class MessageLog:
         self._uncompressed, self._roll_due, self._finish_due = [], False, True
         self._finish_after_commit()
 
-    def _stage(self, staging: str, records: Iterable[codec.Record]) -> tuple[int, int, int]:
-        """Write the snapshot into `staging` as sealed segments plus an open last one, and a PLAN."""
-        remove_tree(self.fs, staging)
-        self.fs.makedirs(staging)
-        first = number = self._active_number + 1
-        names: list[str] = []
-        chunk: list[codec.Record] = []
-        size = 0
-        for record in records:
-            chunk.append(record)
-            size += len(record[1]) + codec.FRAME_HEADER_SIZE
-            # A group's parts stay in one segment: cut only after a record that ends a group.
-            if size >= self.segment_bytes_max and not record[0] & codec.CONTINUED:
-                names.append(self._write_staged(staging, number, chunk, seal=True)[0])
-                number, chunk, size = number + 1, [], 0
-        name, salt, last_size = self._write_staged(staging, number, chunk, seal=False)
-        names.append(name)
-        plan = {"first": first, "last": number, "segments": names}
-        atomic_write(self.fs, os.path.join(staging, "PLAN"), json.dumps(plan).encode())
-        return number, salt, last_size
-
-    def _write_staged(self, staging: str, number: int, records: list[codec.Record], seal: bool
-                      ) -> tuple[str, int, int]:
-        salt = self._rng.getrandbits(64)
-        data = codec.segment_header(salt) + b"".join(codec.frame(record, salt) for record in records)
-        compressed = seal and self.compress_sealed
-        name = _segment_name(number, compressed)
-        handle = self.fs.open(os.path.join(staging, name), "create")
-        try:
-            write_all(self.fs, handle, codec.compress_segment(data) if compressed else data)
-            self.fs.fsync(handle)
-        finally:
-            self.fs.close(handle)
-        return name, salt, len(data)
-
-    def _commit_staging(self, staging: str) -> None:
-        self.fs.replace(staging, self._path("compact.ready"))
-        self.fs.fsync_dir(self.directory)
-
     def _finish_after_commit(self) -> None:
         """Finish a committed compaction and append to its last segment; on failure append to a fresh
         segment after it (finishing is retried and keeps segments above the plan's first)."""
         try:
             self._finish_compaction()
             if self._handle is None:
-                self._handle = self.fs.open(self._path(_segment_name(self._active_number, False)), "append")
+                self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
         except OSError as exc:
             self._note_failure("compaction", exc)
             if self._handle is None:
@@ -695,30 +613,8 @@ class MessageLog:
         self._note_success("compaction")
 
     def _finish_compaction(self) -> None:
-        """Complete a committed compaction from its PLAN; discard an uncommitted one. Idempotent."""
-        ready = self._path("compact.ready")
-        if self.fs.exists(ready):
-            names = self.fs.listdir(ready)
-            if "PLAN" in names:
-                plan = json.loads(self.fs.read(os.path.join(ready, "PLAN")))
-                for name in plan["segments"]:
-                    if name in names:
-                        self.fs.replace(os.path.join(ready, name), self._path(name))
-                self.fs.fsync_dir(self.directory)
-                atomic_write(self.fs, self._path("BASE"), str(plan["first"]).encode())
-                for name in self.fs.listdir(self.directory):
-                    number = _segment_number(name)
-                    if number is not None and number < plan["first"]:
-                        self.fs.unlink(self._path(name))
-                self.fs.fsync_dir(self.directory)
-                self.fs.unlink(os.path.join(ready, "PLAN"))
-                self.report.compaction_finished = True
-            remove_tree(self.fs, ready)
-            self.fs.fsync_dir(self.directory)
-        staging = self._path("compact.tmp")
-        if self.fs.exists(staging):
-            remove_tree(self.fs, staging)
-            self.fs.fsync_dir(self.directory)
+        if compaction.finish(self.fs, self.directory):
+            self.report.compaction_finished = True
 
     # ----------------------------------------------------------------- closing
     @property

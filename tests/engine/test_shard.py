@@ -224,27 +224,27 @@ def test_interrupted_compaction_is_discarded_or_finished_on_open(tmp_path):
 def test_compaction_that_fails_after_its_commit_point_keeps_serving_and_finishes_later(tmp_path, monkeypatch):
     """Finishing a committed compaction fails (EIO): the shard keeps taking writes, reports the
     compaction as pending, and a crash then leaves a log that the next open finishes intact."""
-    from engine.message_log import MessageLog
+    from engine import compaction
     shard = open_shard(tmp_path)
     shard.create_session("u", "s")
     shard.append("u", "s", [message(f"m{i}") for i in range(10)])
     shard.commit()
-    real = MessageLog._finish_compaction
+    real = compaction.finish
     calls = []
 
-    def fail_once(self):
+    def fail_once(fs, directory):
         calls.append(1)
         if len(calls) == 1:
             raise OSError(5, "simulated EIO after the commit point")
-        return real(self)
-    monkeypatch.setattr(MessageLog, "_finish_compaction", fail_once)
+        return real(fs, directory)
+    monkeypatch.setattr(compaction, "finish", fail_once)
     shard.compact()
     assert shard.probe()["degraded"] and shard.probe()["pending_steps"] == ["compaction"]
     shard.append("u", "s", [message("after the failed finish")])
     shard.commit()
     os.close(shard.log._lock_handle)  # the process dies: its lock dies with it
     shard.log._lock_handle = None
-    monkeypatch.setattr(MessageLog, "_finish_compaction", real)
+    monkeypatch.setattr(compaction, "finish", real)
     assert os.path.isdir(os.path.join(tmp_path, "shard-0000", "compact.ready"))
     reopened = open_shard(tmp_path)
     assert [m["content"] for m in reopened.read_range("u", "s", 0, 100)["messages"]] == [

@@ -76,14 +76,16 @@ def _set_runtime_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def _start_local(ray: Any, options: dict[str, Any]) -> None:
-    os.environ.setdefault(AUTH_MODE_VAR, "token")
-    if token_auth_requested():
-        _refresh_auth_mode()
-        ensure_auth_token()
-        ray.init(**options)
-        return
-    _start_loopback_only(ray, options)
+def use_token_auth() -> None:
+    """Switch this process (and the Ray processes it starts) to token auth, with a token to use.
+
+    Sets RAY_AUTH_MODE=token, makes this process's Ray config see it and creates the token if
+    none exists (see `ensure_auth_token`). For anything that starts Ray processes itself, such as a
+    `ray.cluster_utils.Cluster` head, which, unlike ray.init(), does not create a missing token.
+    """
+    os.environ[AUTH_MODE_VAR] = "token"
+    _refresh_auth_mode()
+    ensure_auth_token()
 
 
 def _refresh_auth_mode() -> None:
@@ -96,6 +98,14 @@ def _refresh_auth_mode() -> None:
     from ray._raylet import AuthenticationMode, Config, get_authentication_mode
     if get_authentication_mode() != AuthenticationMode.TOKEN:
         Config.initialize("")
+
+
+def _start_local(ray: Any, options: dict[str, Any]) -> None:
+    if AUTH_MODE_VAR not in os.environ or token_auth_requested():
+        use_token_auth()
+        ray.init(**options)
+    else:
+        _start_loopback_only(ray, options)
 
 
 def _start_loopback_only(ray: Any, options: dict[str, Any]) -> None:

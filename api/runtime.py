@@ -151,8 +151,9 @@ def _start_or_join(address: str | None) -> None:
         if address is None and os.environ.get("RAY_ADDRESS"):
             address = os.environ["RAY_ADDRESS"]  # ray.init() would join it anyway: treat it as a join
         if address is None:
-            _start_local(ray, {"include_dashboard": False, "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
-                               **common})
+            # "local": a new runtime even if /tmp/ray names another one (a `ray start` or Cluster head).
+            _start_local(ray, {"address": "local", "include_dashboard": False,
+                               "object_store_memory": LOCAL_OBJECT_STORE_BYTES, **common})
             _owned = True
             atexit.register(_shutdown_owned)
         else:

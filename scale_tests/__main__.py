@@ -42,8 +42,8 @@ def _start_ray(address: str | None) -> float:
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
-        ray.init(include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address="local", include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+                 log_to_driver=False, configure_logging=False)
     return time.perf_counter() - started
 
 

@@ -20,8 +20,10 @@ from api.runtime import use_token_auth
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 use_token_auth()  # RAY_AUTH_MODE=token, and ~/.ray/auth_token created (owner-only) if missing
 
-LOCAL_RUNTIME = {"num_cpus": 2, "object_store_memory": 200 * 1024 * 1024, "include_dashboard": False,
-                 "log_to_driver": False, "configure_logging": False, "namespace": "ffchat-tests"}
+# address "local": a new runtime even while another process's Cluster head is registered in /tmp/ray.
+LOCAL_RUNTIME = {"address": "local", "num_cpus": 2, "object_store_memory": 200 * 1024 * 1024,
+                 "include_dashboard": False, "log_to_driver": False, "configure_logging": False,
+                 "namespace": "ffchat-tests"}
 
 
 @pytest.fixture(scope="session")

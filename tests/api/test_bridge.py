@@ -159,7 +159,8 @@ _OTHER_RUNTIME = textwrap.dedent("""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RAY_AUTH_MODE"] = "token"
     import ray
-    ray.init(num_cpus=1, object_store_memory=80 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, object_store_memory=80 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False)
     from api import FFChatAppBridge, InitializationError
     async def main():
         try:

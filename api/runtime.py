@@ -148,8 +148,9 @@ def _start_or_join(address: str | None) -> None:
             return
         _set_runtime_environment()
         common: dict[str, Any] = {"log_to_driver": False, "configure_logging": False, "namespace": "ffchat"}
-        if address is None and os.environ.get("RAY_ADDRESS"):
-            address = os.environ["RAY_ADDRESS"]  # ray.init() would join it anyway: treat it as a join
+        from_environment = os.environ.get("RAY_ADDRESS", "").strip()
+        if address is None and from_environment not in ("", "local"):
+            address = from_environment  # ray.init() would join it anyway: treat it as a join
         if address is None:
             # "local": a new runtime even if /tmp/ray names another one (a `ray start` or Cluster head).
             _start_local(ray, {"address": "local", "include_dashboard": False,

@@ -255,3 +255,24 @@ async def test_auth_disabled_runtime_is_refused_when_loopback_binding_is_impossi
     assert report["step"] == "ray_connection" and not report["ray_started"], report
     assert "RAY_AUTH_MODE='disabled'" in report["message"] and "127.0.0.1" in report["message"], report
     assert "ray.init()" in report["message"], report
+
+
+@pytest.mark.parametrize("ray_address, expected", [(None, "start"), ("", "start"), ("local", "start"),
+                                                   ("10.0.0.10:6379", "join")])
+def test_ray_address_in_the_environment_decides_between_start_and_join(monkeypatch, ray_address, expected):
+    """RAY_ADDRESS naming a cluster is a join (the environment's auth settings apply, nothing is
+    bound or generated); unset, empty or "local" is the local runtime with the library's protection."""
+    import ray
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **options: calls.append(("join", options["address"])))
+    monkeypatch.setattr(runtime, "_start_local", lambda _ray, options: calls.append(("start", options["address"])))
+    monkeypatch.setattr(runtime.atexit, "register", lambda *_: None)
+    monkeypatch.setattr(runtime, "_owned", runtime._owned)
+    monkeypatch.setattr(runtime, "_address", runtime._address)
+    if ray_address is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    runtime._start_or_join(None)
+    assert calls == [(expected, "local" if expected == "start" else ray_address)]

@@ -35,13 +35,15 @@ def _machine() -> dict[str, Any]:
 def _start_ray(address: str | None) -> float:
     import ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not address:  # a local runtime with token auth, as the library starts it; a join keeps the environment's
+        from api.runtime import use_token_auth
+        use_token_auth()
     started = time.perf_counter()
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
-        ray.init(include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address="local", include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+                 log_to_driver=False, configure_logging=False)
     return time.perf_counter() - started
 
 

@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Token auth on every node. A Cluster head does not create a missing token (its gcs_server dies).
+    from api.runtime import use_token_auth
+    use_token_auth()
     rows = {}
     for count in [int(n) for n in args.nodes.split(",")]:
         rows[count] = run_for(count)

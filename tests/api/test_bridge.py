@@ -157,9 +157,10 @@ _OTHER_RUNTIME = textwrap.dedent("""
     import asyncio, os, sys
     sys.path.insert(0, {repo!r})
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ["RAY_AUTH_MODE"] = "token"
     import ray
-    ray.init(num_cpus=1, object_store_memory=80 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, object_store_memory=80 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False)
     from api import FFChatAppBridge, InitializationError
     async def main():
         try:

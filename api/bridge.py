@@ -404,6 +404,8 @@ class FFChatAppBridge:
             if shard["status"] == "unavailable":
                 result["warnings"].append(f"Shard {shard['shard']} unavailable: {shard['error']}")
                 result["status"] = "degraded"
+            elif shard["status"] == "degraded" and shard["error"]:
+                result["warnings"].append(f"Shard {shard['shard']} degraded: {shard['error']}")
             elif shard["status"] == "degraded":
                 result["warnings"].append(f"Shard {shard['shard']} slow: {shard['response_time_ms']:.1f}ms")
         if answering and not result["disk_space_sufficient"]:
@@ -438,9 +440,20 @@ async def _refresh_loop(reference: "weakref.ReferenceType[FFChatAppBridge]") -> 
 
 
 def _shard_health(probe: dict[str, Any]) -> dict[str, Any]:
+    """One entry of health_check()["shards"]: unavailable, degraded (slow, or a failed write or
+    background step not yet recovered, with the reason in `error`) or healthy."""
     unavailable = probe.get("unavailable") or not probe.get("log_open")
     slow = probe.get("response_time_ms", 0.0) > 100
-    return {"shard": probe.get("shard"), "status": "unavailable" if unavailable else "degraded" if slow else "healthy",
+    failing = bool(probe.get("degraded"))
+    status = "unavailable" if unavailable else "degraded" if slow or failing else "healthy"
+    error = probe.get("error")
+    if failing and not unavailable:
+        pending = probe.get("pending_steps") or []
+        error = "; ".join(part for part in (probe.get("degraded_reason"),
+                                            f"pending: {', '.join(pending)}" if pending else None,
+                                            "writes paused after a failed write" if probe.get("writes_paused")
+                                            else None) if part)
+    return {"shard": probe.get("shard"), "status": status,
             "response_time_ms": probe.get("response_time_ms", 0.0), "sessions": probe.get("sessions", 0),
             "messages": probe.get("messages", 0), "cache_bytes": probe.get("cache_bytes", 0),
-            "restarts": probe.get("restarts", 0), "node_id": probe.get("node_id"), "error": probe.get("error")}
+            "restarts": probe.get("restarts", 0), "node_id": probe.get("node_id"), "error": error}

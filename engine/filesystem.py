@@ -74,6 +74,13 @@ class FileSystem:
         """One write call; may write fewer bytes than given (use `write_all`)."""
         return os.write(handle, data)
 
+    def pread(self, handle: int, size: int, offset: int) -> bytes:
+        return os.pread(handle, size, offset)
+
+    def pwrite(self, handle: int, data: bytes, offset: int) -> int:
+        """Overwrite bytes in place (the one in-place write: the epoch in FENCE)."""
+        return os.pwrite(handle, data, offset)
+
     def fsync(self, handle: int) -> None:
         os.fsync(handle)
 

@@ -2,8 +2,8 @@
 
 Layout of one shard directory (every file-system call goes through `engine.filesystem`):
     LOCK                  flock'd by the single writer process for as long as the log is open
-    FENCE                 shared-locked around each commit, exclusively around an epoch bump
-    EPOCH                 integer bumped by every open; a commit checks it under FENCE (fencing)
+    FENCE                 the epoch: bumped in place by every open under FENCE's exclusive lock;
+                          each commit reads it under the shared lock (fencing)
     BASE                  first live segment number after a compaction
     seg-000000000001.zst  sealed segment, zstd-compressed (or .log when compression is off)
     seg-000000000002.log  the active segment; format in engine.codec (salted header, framed records)
@@ -49,6 +49,7 @@ from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree,
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 WRITE_FAILURE_WINDOW_S = 30.0
+_EPOCH_WIDTH = 20
 
 
 @dataclass
@@ -135,6 +136,7 @@ class MessageLog:
             make_durable_dir(self.fs, self.directory)
             self._take_lock()
             self._fence_handle = self.fs.open(self._path("FENCE"), "lock")
+            self.fs.fsync_dir(self.directory)  # FENCE (and LOCK) may be new
             self.epoch = self.report.epoch = self._bump_epoch()
             yield from self._replay()
         except OSError as exc:
@@ -262,18 +264,19 @@ class MessageLog:
         self._lock_handle = handle
 
     def _read_epoch(self) -> int:
-        try:
-            text = self.fs.read(self._path("EPOCH")).strip()
-        except FileNotFoundError:
-            return 0
-        return int(text) if text.isdigit() else 0
+        assert self._fence_handle is not None
+        text = self.fs.pread(self._fence_handle, _EPOCH_WIDTH, 0).strip()
+        return int(text) if text.isdigit() else 0  # never written, or torn by a power loss
 
     def _bump_epoch(self) -> int:
+        """The epoch lives in FENCE itself, written in place under FENCE's exclusive lock, so a writer
+        checks it with one pread under the shared lock (NFS revalidates a file's cache on locking)."""
         assert self._fence_handle is not None
         self.fs.flock(self._fence_handle, "exclusive")
         try:
             epoch = self._read_epoch() + 1
-            atomic_write(self.fs, self._path("EPOCH"), str(epoch).encode())
+            self.fs.pwrite(self._fence_handle, f"{epoch:0{_EPOCH_WIDTH}d}".encode(), 0)
+            self.fs.fsync(self._fence_handle)
         finally:
             self.fs.flock(self._fence_handle, "unlock")
         return epoch
@@ -297,7 +300,7 @@ class MessageLog:
             try:
                 self.check_epoch()
             except OSError as exc:
-                raise StorageFailure(f"Cannot read {self.directory}/EPOCH: {exc}") from None
+                raise StorageFailure(f"Cannot read the epoch in {self.directory}/FENCE: {exc}") from None
             action()
         finally:
             try:

@@ -14,7 +14,7 @@ every later call raise it too: the process is dead. Then `after_process_crash()`
 the one where the interrupted write reached the disk up to `offset` bytes. `fail` makes a step
 raise an OSError (ENOSPC, EIO...) instead, and the process lives on.
 
-All writes append (the engine never writes in the middle of a file).
+Writes append, except `pwrite` (the engine's one in-place write: the epoch in FENCE).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Step:
     operation: str
     path: str
     data: bytes = b""
+    offset: int | None = None  # pwrite: where the data goes (None: appended)
 
 
 class _File:
@@ -59,6 +60,12 @@ class _Dir:
 
 
 FaultRule = Callable[[Step], "int | None"]
+
+
+def _overwrite(node: _File, data: bytes, offset: int) -> None:
+    if len(node.data) < offset:
+        node.data += bytes(offset - len(node.data))
+    node.data[offset:offset + len(data)] = data
 
 
 class SimulatedFileSystem(FileSystem):
@@ -85,11 +92,11 @@ class SimulatedFileSystem(FileSystem):
         self._next_handle = 3
 
     # ------------------------------------------------------------------ step control
-    def _step(self, operation: str, path: str, data: bytes = b"") -> Step:
+    def _step(self, operation: str, path: str, data: bytes = b"", offset: int | None = None) -> Step:
         if self.crashed is not None:
             raise SimulatedCrash(f"process already crashed at step {self.crashed.number}")
         self.steps += 1
-        step = Step(self.steps, operation, path, data)
+        step = Step(self.steps, operation, path, data, offset)
         if self.record_history:
             self.history.append(step)
         if self.crash_at is not None and self.steps >= self.crash_at:
@@ -236,6 +243,15 @@ class SimulatedFileSystem(FileSystem):
         self._handle(handle).data += payload
         return len(payload)
 
+    def pread(self, handle: int, size: int, offset: int) -> bytes:
+        self._step("pread", self._handles.get(handle, (None, "?"))[1])
+        return bytes(self._handle(handle).data[offset:offset + size])
+
+    def pwrite(self, handle: int, data: bytes, offset: int) -> int:
+        self._step("pwrite", self._handles.get(handle, (None, "?"))[1], bytes(data), offset)
+        _overwrite(self._handle(handle), bytes(data), offset)
+        return len(data)
+
     def fsync(self, handle: int) -> None:
         self._step("fsync", self._handles.get(handle, (None, "?"))[1])
         node = self._handle(handle)
@@ -280,11 +296,14 @@ class SimulatedFileSystem(FileSystem):
     def torn(self, offset: int) -> "SimulatedFileSystem":
         """Like after_process_crash, with the first `offset` bytes of the interrupted write applied."""
         step = self.crashed
-        assert step is not None and step.operation == "write", "torn() needs a crash at a write"
+        assert step is not None and step.operation in ("write", "pwrite"), "torn() needs a crash at a write"
         survivor = self._copy(durable_only=False)
         node = survivor._node(step.path)
         assert isinstance(node, _File)
-        node.data += step.data[:offset]
+        if step.offset is None:
+            node.data += step.data[:offset]
+        else:
+            _overwrite(node, step.data[:offset], step.offset)
         return survivor
 
     def after_power_loss(self, unsynced_kept: float = 0.0, entries_volatile: bool = False) -> "SimulatedFileSystem":

@@ -210,7 +210,7 @@ def survivors(fs: SimulatedFileSystem, workload: Workload) -> Iterator[tuple[str
     """(label, file system, is power loss) for every state a restart may find."""
     yield "process crash", fs.after_process_crash(), False
     step = fs.crashed
-    if step is not None and step.operation == "write":
+    if step is not None and step.operation in ("write", "pwrite"):
         for offset in torn_offsets(step.data):
             yield f"write torn at byte {offset}/{len(step.data)}", fs.torn(offset), False
     yield "power loss", fs.after_power_loss(), True

@@ -349,7 +349,7 @@ def test_creating_the_store_fsyncs_every_new_directory_entry():
     Shard(engine_config("/data/store", shard_count=2), 0, fs=fs).open()
     survivor = fs.after_power_loss()
     names = {path for path, _ in survivor.files("/")}
-    assert {"/data/store/manifest.json", "/data/store/shard-0000/SHARD.json", "/data/store/shard-0000/EPOCH",
+    assert {"/data/store/manifest.json", "/data/store/shard-0000/SHARD.json", "/data/store/shard-0000/FENCE",
             "/data/store/shard-0000/seg-000000000001.log"} <= names
     assert PathManifest("/data/store", survivor).open(5, explicit=False) == 2
 

@@ -126,9 +126,9 @@ def test_stale_incarnation_cannot_append_after_successor_opened(tmp_path):
     """Epoch fencing: once a successor bumps the epoch, the old writer's commit is refused."""
     old, _ = _replay(str(tmp_path))
     old.append_batch(_records(1))
-    # Simulate the successor on another node: the flock is node-local, the epoch file is shared.
-    with open(os.path.join(tmp_path, "EPOCH"), "w") as handle:
-        handle.write(str(old.epoch + 1))
+    # Simulate the successor on another node: the flock is node-local, the epoch in FENCE is shared.
+    with open(os.path.join(tmp_path, "FENCE"), "r+b") as handle:
+        handle.write(f"{old.epoch + 1:020d}".encode())
     with pytest.raises(StaleEpoch):
         old.append_batch(_records(1, start=1))
     old.close()

@@ -102,3 +102,25 @@ def test_a_shard_whose_writes_fail_reports_degraded_with_the_reason_and_recovers
     assert retried[0][0] and retried[0][1]["duplicates"] == 0
     assert _shard_health({**actor.probe(), "response_time_ms": 1.0})["status"] == "healthy"
     actor.release()
+
+
+async def test_a_batch_above_the_record_bound_is_stored_and_reads_back_after_a_reopen(ray_runtime, tmp_path):
+    """Three 12 MiB messages in one store_chat_messages (36 MiB, above the 32 MiB record bound; a
+    batch of 17 x 16 MB used to be acknowledged and then leave the shard unopenable): stored, and
+    whole after the path is reopened."""
+    options = {"shard_count": 1, "durability": "flush", "max_message_bytes": 16 * 1024 * 1024}
+    bridge = await FFChatAppBridge.create_for_chat_app(str(tmp_path), options)
+    data = bridge.get_data_layer()
+    session_id = await data.storage.create_session("big", "Big")
+    batch = [{"role": "user", "content": letter * (12 * 1024 * 1024), "message_id": f"big-{letter}"}
+             for letter in "abc"]
+    stored = await data.store_chat_messages("big", session_id, batch)
+    assert stored["success"] and stored["data"]["count"] == 3
+    await bridge.close()
+    reopened = await FFChatAppBridge.create_for_chat_app(str(tmp_path), options)
+    try:
+        history = (await reopened.get_data_layer().get_chat_history("big", session_id, limit=10))["data"]
+        assert [(m["message_id"], len(m["content"])) for m in history["messages"]] == [
+            (f"big-{letter}", 12 * 1024 * 1024) for letter in "abc"]
+    finally:
+        await reopened.close()

@@ -110,3 +110,35 @@ def test_random_operation_sequences_survive_random_crashes_and_faults(workload, 
     tally.fault_points += 1
     crash_points._faulty_run(workload, fault_step, code, 0, "hypothesis", tally)
     assert tally.failures == []
+
+
+def test_the_enumeration_catches_a_compaction_finish_that_trusts_the_remaining_files(monkeypatch):
+    """The harness is not vacuous for compaction: the old finish (first segment taken from the files
+    still waiting in compact.ready) duplicated or deleted data after some crash points."""
+    import os
+
+    from engine import compaction, segment
+    from engine.filesystem import atomic_write, remove_tree
+
+    def old_finish(fs, directory):
+        ready = os.path.join(directory, compaction.READY)
+        if fs.exists(ready):
+            names = [name for name in fs.listdir(ready) if name != "PLAN"]
+            numbers = [segment.number_of(name) for name in names]
+            first = min(numbers) if numbers else 0
+            for name in names:
+                fs.replace(os.path.join(ready, name), os.path.join(directory, name))
+            fs.fsync_dir(directory)
+            if numbers:
+                atomic_write(fs, os.path.join(directory, "BASE"), str(first).encode())
+                for name in fs.listdir(directory):
+                    number = segment.number_of(name)
+                    if number is not None and number < first:
+                        fs.unlink(os.path.join(directory, name))
+            remove_tree(fs, ready)
+            fs.fsync_dir(directory)
+        return False
+    monkeypatch.setattr(compaction, "finish", old_finish)
+    tally = Tally()
+    enumerate_crashes(next(w for w in WORKLOADS if w.name == "compaction"), tally)
+    assert tally.duplicated > 0 or tally.lost > 0

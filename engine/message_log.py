@@ -112,6 +112,7 @@ class MessageLog:
         self._unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
         self.failure: str | None = None
         self.failures = 0
+        self._flush_failing = False
         self._failed_at = 0.0
         self._backoff_s = 0.0
         self._retry_at = 0.0
@@ -323,7 +324,7 @@ class MessageLog:
                 self._commit(records, sync=self.durability == "fsync")
             return
         with self._write_lock:
-            if self._buffer_bytes > self.buffer_bytes_max and self.failure is not None:
+            if self._buffer_bytes > self.buffer_bytes_max and self._flush_failing:
                 raise StorageFailure(f"Shard log {self.directory} cannot take more: {self._buffer_bytes} bytes wait "
                                      f"for a flush that keeps failing ({self.failure})")
             self._fenced(lambda: None)  # a superseded instance must not acknowledge, even from memory
@@ -398,6 +399,7 @@ class MessageLog:
             try:
                 self.flush()
             except StorageFailure as exc:
+                self._flush_failing = True
                 self._note_failure("flush", exc)
 
     def flush(self) -> None:
@@ -408,6 +410,7 @@ class MessageLog:
                 return
             self._commit(self._buffer, sync=False)
             self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
+            self._flush_failing = False
             self._note_success("flush")
 
     @property
@@ -524,16 +527,17 @@ class MessageLog:
                 self._compress_pending()
 
     def health(self) -> dict[str, Any]:
-        """Degraded when a background step failed and has not succeeded since, or a write failed in
-        the last WRITE_FAILURE_WINDOW_S seconds and none succeeded since."""
-        if (self.failure is not None and self.failure.startswith("write")
-                and self._clock() - self._failed_at > WRITE_FAILURE_WINDOW_S):
-            self.failure = None
+        """Degraded while a failed step is still pending (compaction to finish, roll, compression,
+        none-mode flush), the log needs repair, or a write failed in the last WRITE_FAILURE_WINDOW_S
+        seconds with none succeeding since; `reason` is the last failure then."""
         pending = [name for name, due in (("compaction", self._finish_due), ("segment roll", self._roll_due),
-                                          ("segment compression", bool(self._uncompressed))) if due]
-        return {"degraded": self.failure is not None or self._broken is not None or bool(pending),
-                "reason": self._broken or self.failure, "pending_steps": pending, "failures": self.failures,
-                "buffered_bytes": self._buffer_bytes}
+                                          ("segment compression", bool(self._uncompressed)),
+                                          ("flush", self._flush_failing)) if due]
+        recent_write_failure = (self.failure is not None and self.failure.startswith("write")
+                                and self._clock() - self._failed_at <= WRITE_FAILURE_WINDOW_S)
+        degraded = bool(pending) or recent_write_failure or self._broken is not None
+        return {"degraded": degraded, "reason": (self._broken or self.failure) if degraded else None,
+                "pending_steps": pending, "failures": self.failures, "buffered_bytes": self._buffer_bytes}
 
     # ----------------------------------------------------------------- compaction
     def rewrite(self, records: Iterable[codec.Record]) -> None:
@@ -645,12 +649,20 @@ class MessageLog:
             self._close_quietly(handle)
 
     def close(self) -> None:
-        """Flush buffered records, fsync, release the locks. Idempotent.
-        Raises StorageFailure if buffered records could not be written (they are lost)."""
+        """Flush buffered records (three attempts: a transient EIO must not cost them), fsync, release
+        the locks. Idempotent. Raises StorageFailure if buffered records could not be written (they
+        are lost) or the final fsync failed."""
         with self._write_lock:
             try:
+                if self._fence_handle is not None:
+                    for attempt in range(3):
+                        try:
+                            self.flush()
+                            break
+                        except StorageFailure:
+                            if attempt == 2:
+                                raise
                 if self._handle is not None and self._broken is None:
-                    self.flush()
                     self.fs.fsync(self._handle)
             except OSError as exc:
                 raise StorageFailure(f"Closing shard log {self.directory} failed: {exc}") from None

@@ -177,38 +177,50 @@ class Shard:
         results: list[tuple[bool, Any]] = []
         self._batch_now = None  # one acknowledgement time per batch (they share one commit)
         paused = self._monotonic() < self._paused_until
+        after_commit: list[tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         for name, args, kwargs in operations:
             handler = _OPERATIONS.get(name)
             if handler is None:
                 results.append((False, InvalidInput(f"Unknown shard operation '{name}'", "INVALID_ARGUMENT")))
-                continue
-            if paused and name in WRITE_OPERATIONS:
+            elif paused and name in WRITE_OPERATIONS:
                 results.append((False, StorageFailure(f"Shard {self.index} paused writes after a failed write "
                                                       f"({self.log.failure}); retry shortly")))
-                continue
-            try:
-                results.append((True, handler(self, *args, **kwargs)))
-            except StaleEpoch:
-                raise
-            except EngineError as exc:
-                results.append((False, exc))
-            except Exception as exc:  # a bug must not leave memory ahead of the log: rebuild it below
-                self._reload_needed = True
-                results.append((False, StorageFailure(f"Shard {self.index}: internal error in {name} "
-                                                      f"({type(exc).__name__})")))
+            elif name in AFTER_COMMIT_OPERATIONS:
+                # flush and compact write the log themselves: they run once the batch is committed,
+                # so no record of the batch is ever written apart from the batch's own commit.
+                after_commit.append((len(results), handler, args, kwargs))
+                results.append((False, None))
+            else:
+                results.append(self._run(name, handler, args, kwargs))
         self._batch_now = None
         try:
             self.commit()
         except StorageFailure as failure:
+            # The batch's records are not in the log but are in memory: nothing of it may be
+            # acknowledged, and memory must hold only what the log holds.
             self._pause_s = min(_PAUSE_MAX_S, max(_PAUSE_FIRST_S, self._pause_s * 2))
             self._paused_until = self._monotonic() + self._pause_s
             self.reload()
             return [(False, failure)] * len(operations)
+        for position, handler, args, kwargs in after_commit:
+            results[position] = self._run(handler.__name__, handler, args, kwargs)
         self._pause_s = 0.0
         if self._reload_needed:
             self.reload()
         self.maintain()
         return results
+
+    def _run(self, name: str, handler: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> tuple[bool, Any]:
+        try:
+            return True, handler(self, *args, **kwargs)
+        except StaleEpoch:
+            raise
+        except EngineError as exc:
+            return False, exc
+        except Exception as exc:  # a bug must not leave memory ahead of the log: rebuilt after the batch
+            self._reload_needed = True
+            return False, StorageFailure(f"Shard {self.index}: internal error in {name} ({type(exc).__name__})")
 
     def maintain(self) -> None:
         """Background upkeep: due none-mode flushes, retries of failed log steps, compaction."""
@@ -628,5 +640,6 @@ _OPERATIONS: dict[str, Callable[..., Any]] = {name: getattr(Shard, name) for nam
     "delete_user_data", "purge", "append", "history", "read_range", "export_session", "search_stats", "search",
     "analytics", "clear_cache", "compact", "flush", "probe", "stats", "vector_search", "embed_pending",
 )}
+AFTER_COMMIT_OPERATIONS = frozenset({"flush", "compact"})
 WRITE_OPERATIONS = frozenset({"create_user", "update_user", "delete_profile", "create_session", "update_session",
                               "delete_session", "delete_user_data", "purge", "append", "compact"})

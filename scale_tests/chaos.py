@@ -1,7 +1,8 @@
 """Process-level chaos: SIGKILL shard worker processes under concurrent writers, then verify a fresh bridge.
 
     python -m scale_tests.chaos [--kills K] [--modes fsync,flush[,none]] [--writers N] [--shards S]
-                                [--seed N] [--json FILE] [--path DIR] [--request-timeout SECONDS]
+                                [--seed N] [--json FILE] [--path DIR] [--rate MSG_PER_S]
+                                [--request-timeout SECONDS]
     chat-bridge bench chaos [same flags]          (also: python -m scale_tests chaos ...)
 
 Per durability mode: a fresh storage path (a temp dir removed afterwards, or DIR/<mode> kept with
@@ -22,11 +23,16 @@ and a FRESH bridge on the same path reads every session back:
 
 Exits 1 on any of: a lost acknowledged message in fsync/flush, a duplicate, a phantom, an order
 violation, a shard that did not come back, a kill that could not be made, or a failure code other
-than TIMEOUT / SHARD_UNAVAILABLE. Defaults: 100 kills per mode, modes fsync,flush, 16 writers,
-2 shards (the development machine has 2 cores), request_timeout_s 1 s: shorter than a restart, so
-the calls in flight at a kill end in TIMEOUT and the same-id retries run (with the library's 30 s
-they never fail; the recovery time is then the Ray-side wait for the dead worker, ~1.1-1.7 s here).
-Ray prints one "(raylet) A worker died or was killed..." line per kill on stderr: expected.
+than TIMEOUT / SHARD_UNAVAILABLE.
+
+Defaults: 100 kills per mode, modes fsync,flush, 16 writers, 2 shards (the development machine has
+2 cores), writes capped at 2000 messages/s in total (a restart replays the whole log: uncapped, the
+logs and with them the recovery times grow without bound; see `run_mode`), request_timeout_s 1 s:
+shorter than a restart, so calls in flight at a kill end in TIMEOUT and the writers' same-id
+retries run. With the library's 30 s no call fails, and the recovery time includes Ray's wait
+before a call to the dead worker fails (~1.1-1.7 s here, against ~1.0 s with a 1 s deadline).
+Ray's driver prints one "(raylet) A worker died or was killed..." line per kill (on stdout, with
+the table; progress goes to stderr): expected, each is one of our SIGKILLs.
 The default test suite runs a short version (tests/test_chaos.py) through `run_mode` and
 `problems`, the same code as this command.
 """
@@ -76,6 +82,8 @@ class ModeResult:
     shards: int
     writers: int
     kills_requested: int
+    rate_cap: float = 0.0
+    request_timeout_s: float = 0.0
     kills: int = 0
     pid_changes: int = 0
     acknowledged: int = 0
@@ -160,11 +168,21 @@ def _content(message_id: str) -> dict[str, Any]:
             "message_id": message_id}
 
 
-async def _writer(run: _Run, data: Any, session_id: str, number: int, rng: random.Random) -> None:
+async def _writer(run: _Run, data: Any, session_id: str, number: int, rng: random.Random,
+                  rate: float) -> None:
+    """Store messages until the run stops; `rate` caps this writer's messages per second (0: none)."""
     sequence = 0
     acked = run.acked[session_id]
+    next_at = time.monotonic()
     while not run.stop.is_set():
+        if rate:
+            now = time.monotonic()
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            elif now - next_at > 1.0:
+                next_at = now  # after a stall (a shard restarting) no catch-up burst
         size = rng.randint(2, 8) if rng.random() < 0.25 else 1
+        next_at += size / rate if rate else 0.0
         ids = [f"w{number}-{sequence + i}" for i in range(size)]
         sequence += size
         run.attempted.update(ids)
@@ -369,11 +387,17 @@ async def _verify(run: _Run, path: str, options: dict[str, Any], sessions: list[
 
 
 async def run_mode(mode: str, path: str, *, kills: int, writers: int = 16, shards: int = 2, seed: int = 1,
-                   request_timeout_s: float = 1.0, recovery_limit_s: float = 60.0,
+                   request_timeout_s: float = 1.0, rate: float = 2000.0, recovery_limit_s: float = 60.0,
                    progress: bool = False) -> ModeResult:
-    """One durability mode: write under K SIGKILLs on `path` (which should be empty), then verify."""
+    """One durability mode: write under K SIGKILLs on `path` (which should be empty), then verify.
+
+    `rate` caps the writers' total messages per second (0: as fast as they can). Without a cap the
+    run feeds itself: a restart replays the whole log, so the longer the log the longer each
+    recovery, and meanwhile the other shards' writers run at full speed (measured here: 100 kills
+    in flush mode passed 1.7M messages by kill 40, recovery 12 s and ~1.7 GB per shard process).
+    """
     result = ModeResult(mode=mode, shards=shards, writers=writers, kills_requested=kills,
-                        kills_per_shard=[0] * shards, path=path)
+                        kills_per_shard=[0] * shards, path=path, rate_cap=rate, request_timeout_s=request_timeout_s)
     options = {"shard_count": shards, "durability": mode, "request_timeout_s": request_timeout_s,
                "performance_mode": "balanced"}
     run = _Run(result)
@@ -391,7 +415,8 @@ async def run_mode(mode: str, path: str, *, kills: int, writers: int = 16, shard
         data = bridge.get_data_layer()
         rng = random.Random(f"{seed}-{mode}")
         started = time.monotonic()
-        tasks = [asyncio.ensure_future(_writer(run, data, session_id, number, random.Random(f"{seed}-{mode}-{number}")))
+        tasks = [asyncio.ensure_future(_writer(run, data, session_id, number, random.Random(f"{seed}-{mode}-{number}"),
+                                               rate / writers))
                  for number, session_id in enumerate(sessions)]
         try:
             await _killer(run, bridge, shard_sessions, kills, rng, recovery_limit_s, progress)
@@ -451,7 +476,8 @@ async def run_all(args: argparse.Namespace) -> list[ModeResult]:
               file=sys.stderr, flush=True)
         try:
             result = await run_mode(mode, path, kills=args.kills, writers=args.writers, shards=args.shards,
-                                    seed=args.seed, request_timeout_s=args.request_timeout, progress=True)
+                                    seed=args.seed, request_timeout_s=args.request_timeout, rate=args.rate,
+                                    progress=True)
         finally:
             if not args.path:
                 shutil.rmtree(path, ignore_errors=True)
@@ -470,13 +496,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the figures and every kill as JSON")
     parser.add_argument("--path", default=None, help="keep the data under DIR/<mode> instead of a removed temp dir")
+    parser.add_argument("--rate", type=float, default=2000.0,
+                        help="cap on the writers' total messages/s (default 2000; 0: no cap, see run_mode)")
     parser.add_argument("--request-timeout", type=float, default=1.0,
                         help="the bridge's request_timeout_s (default 1: shorter than a restart, so calls in flight "
                              "at a kill fail and the writers' same-id retries are exercised)")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in args.modes if m not in ("fsync", "flush", "none")]
-    if bad or not args.modes or args.kills < 1 or args.writers < 1 or args.shards < 1:
+    if bad or not args.modes or args.kills < 1 or args.writers < 1 or args.shards < 1 or args.rate < 0:
         parser.error(f"bad arguments (modes {bad or args.modes}, kills {args.kills}, writers {args.writers}, "
                      f"shards {args.shards})")
     from api import runtime
@@ -491,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"chaos: SIGKILL of shard worker processes, {args.writers} writers, {args.shards} shards "
           f"on a {os.cpu_count()}-core machine (2 shards by default: the development machine has 2 cores), "
-          f"request_timeout_s {args.request_timeout:g}, seed {args.seed}")
+          f"request_timeout_s {args.request_timeout:g}, writes capped at "
+          f"{f'{args.rate:g} msg/s' if args.rate else 'none'}, seed {args.seed}")
     print_table(results)
     verdicts = {r.mode: problems(r) for r in results}
     for r in results:

@@ -2,8 +2,12 @@
 
     python -m scale_tests [--quick] [--factors 1,2,5,10] [--json FILE] [--chart FILE] [--seed N]
                           [--address auto|host:port] [--sections a,b] [--shards N]
+    python -m scale_tests chaos [--kills K] [--modes fsync,flush[,none]] [--writers N] [--shards S] ...
 
 Exits non-zero only on errors or wrong results (lost messages, missing search hits), never on timing.
+`chat-bridge bench` takes the same arguments. The `chaos` sub-command is the process-level chaos
+run (SIGKILL of shard workers under concurrent writers, then verification through a fresh bridge;
+same as `python -m scale_tests.chaos`, see its --help); it fails on a lost or duplicated message.
 """
 
 from __future__ import annotations
@@ -136,6 +140,10 @@ def _report(args: argparse.Namespace, ctx: Context, failures: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["chaos"]:
+        from .chaos import main as chaos_main
+        return chaos_main(arguments[1:])
     parser = argparse.ArgumentParser(prog="scale_tests", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes), as CI runs it")
@@ -146,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None, help="run against a running Ray cluster")
     parser.add_argument("--sections", default=None, help=f"comma list of {','.join(SECTIONS)}")
     parser.add_argument("--workdir", default=None, help="where scratch data goes (default: system temp)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     for target in (args.json, args.chart):
         if target and os.path.dirname(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)

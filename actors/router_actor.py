@@ -141,10 +141,10 @@ class RouterActor:
                     compress_records: bool, shards: list[Any] | None) -> _Path:
         manifest = PathManifest(template.storage_path)
         count = manifest.open(requested, explicit)  # raises EngineError subclasses only
-        config = template.model_copy(update={"shard_count": count,
-                                             "cache_bytes_max": template.cache_bytes_max // count})
         handles: list[Any] = []
         try:
+            config = template.model_copy(update={"shard_count": count,
+                                                 "cache_bytes_max": template.cache_bytes_max // count})
             handles = shards if shards is not None else await self._take(count)
             outcomes = await asyncio.gather(*(h.assign.remote(config, i, compress_records, shards is None)
                                               for i, h in enumerate(handles)), return_exceptions=True)

@@ -43,6 +43,14 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def unwrap_ray_error(exc: BaseException) -> BaseException:
+    """The exception an actor raised, not Ray's wrapper (whose text is the remote traceback)."""
+    from ray import exceptions as ray_exceptions
+    if isinstance(exc, ray_exceptions.RayTaskError) and isinstance(exc.cause, BaseException):
+        return exc.cause
+    return exc
+
+
 def map_ray_errors(exc: BaseException, what: str) -> EngineError:
     """Map a Ray failure to ShardUnavailable or RequestTimeout; engine errors pass through.
 

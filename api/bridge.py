@@ -21,6 +21,7 @@ from . import runtime
 from .backend import PathBackend, engine_config_for
 from .config import ChatAppStorageConfig, flatten_options
 from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
+from ._errors import describe_exception, unwrap_ray_error
 from .errors import ConfigurationError, InitializationError
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class FFChatAppBridge:
             self._initialization_error = exc
             await self._abandon_path()
             logger.warning("bridge initialisation failed at %s: %s", step, exc)
-            message = exc.message if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+            message = exc.message if isinstance(exc, EngineError) else describe_exception(unwrap_ray_error(exc))
             raise InitializationError(
                 f"Failed to initialize chat storage bridge: {message}", component="FFChatAppBridge",
                 initialization_step=step,

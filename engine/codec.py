@@ -5,24 +5,30 @@ before any state changes (encode before apply). The log frames records when it w
 
     segment = header | frame*
     header  = b"FFCHSEG2" | salt:u64 | crc32(magic + salt):u32                     (20 bytes)
-    frame   = b"FC" | type:u8 | length:u32 | salt:u64 | crc32(type..salt + payload):u32 | payload
+    frame   = b"FC" | type:u8 | length:u32 | salt:u64 | write:u32 | synced:u32
+              | crc32(type..synced + payload):u32 | payload                        (27 + length)
 
 `salt` is a random number drawn for each segment and repeated in each of its frames. A frame
 counts as valid only with its segment's salt and a matching CRC, so bytes a user wrote inside a
 message can never pass for a frame (they cannot know the salt): recovery's torn-tail-versus-
 corruption decision cannot be fooled by content.
 
-Type flags: 0x80 payload is zstd-compressed; 0x40 the record continues in the next frame. One
-logical record (a large batch of messages) may be written as several part frames so no frame
-exceeds MAX_RECORD_BYTES, the one bound the writer enforces and the reader accepts; replay applies
-a group only when its last part is read, so a batch is never half-applied.
+`write` numbers the log writes within a segment (1, 2, ...; every frame of one write carries it)
+and `synced` is the highest write of the segment known to be on disk (fdatasync'd) when this one
+was issued. Recovery uses them to tell an unsynced tail whose pages reached the disk out of order
+(truncated) from damage to data that was already durable (refused); see engine.segment.
+
+Type flags: 0x80 payload is zstd-compressed; 0x40 the record continues in the next frame; 0x20
+last frame of its write. One logical record (a large batch of messages) may be written as several
+part frames so no frame exceeds MAX_RECORD_BYTES, the one bound the writer enforces and the reader
+accepts; replay applies a group only when its last part is read, so a batch is never half-applied.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import msgpack
 import zstandard
@@ -33,13 +39,16 @@ SEGMENT_MAGIC = b"FFCHSEG2"
 SEGMENT_HEADER = struct.Struct("<8sQI")
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
 FRAME_MAGIC = b"FC"
-FRAME_HEADER = struct.Struct("<2sBIQI")
+FRAME_HEADER = struct.Struct("<2sBIQIII")
 FRAME_HEADER_SIZE = FRAME_HEADER.size
+_CRC_AT = FRAME_HEADER_SIZE - 4
 MAX_RECORD_BYTES = 32 * 1024 * 1024
 PART_TARGET_BYTES = 8 * 1024 * 1024
+ROW_SLACK_BYTES = 4096  # room for a MESSAGES body's user, session and time around its rows
 COMPRESSED = 0x80
 CONTINUED = 0x40
-_FLAGS = COMPRESSED | CONTINUED
+WRITE_END = 0x20
+_FLAGS = COMPRESSED | CONTINUED | WRITE_END
 COMPRESS_MIN_BYTES = 512
 
 USER_PUT = 1
@@ -72,7 +81,10 @@ def pack(record_type: int, body: dict[str, Any], compress: bool = False) -> list
     or is too large. Only a MESSAGES body larger than MAX_RECORD_BYTES becomes several parts."""
     assert record_type in RECORD_TYPES
     payload = _packed(body)
-    if len(payload) <= MAX_RECORD_BYTES:
+    # A MESSAGES record keeps ROW_SLACK_BYTES below the bound, so every row it accepts fits again in a
+    # record of its own later (compaction re-packs rows with another session record around them).
+    bound = MAX_RECORD_BYTES - ROW_SLACK_BYTES if record_type == MESSAGES else MAX_RECORD_BYTES
+    if len(payload) <= bound:
         return [_finish(record_type, payload, compress)]
     if record_type != MESSAGES:
         raise InvalidInput(f"Record of {len(payload)} bytes is above the {MAX_RECORD_BYTES}-byte limit",
@@ -85,7 +97,7 @@ def _split_messages(body: dict[str, Any], compress: bool) -> list[Record]:
     size = 0
     for row in body["m"]:
         row_size = len(_packed(row))
-        if row_size > MAX_RECORD_BYTES - 4096:
+        if row_size > MAX_RECORD_BYTES - ROW_SLACK_BYTES:
             raise InvalidInput(f"Message {row[0]!r} encodes to {row_size} bytes, above the record limit",
                                "MESSAGE_TOO_LARGE")
         if parts[-1] and size + row_size > PART_TARGET_BYTES:
@@ -106,12 +118,21 @@ def _finish(record_type: int, payload: bytes, compress: bool) -> Record:
     return record_type, payload
 
 
-def frame(record: Record, salt: int) -> bytes:
-    """Header + payload of one record in a segment salted with `salt`."""
+def frame(record: Record, salt: int, write: int = 1, synced: int = 0, last: bool = True) -> bytes:
+    """Header + payload of one record in a segment salted with `salt`, as part of write `write`."""
     record_type, payload = record
-    header = FRAME_HEADER.pack(FRAME_MAGIC, record_type, len(payload), salt, 0)
-    crc = zlib.crc32(payload, zlib.crc32(header[2:15]))
-    return header[:15] + crc.to_bytes(4, "little") + payload
+    if last:
+        record_type |= WRITE_END
+    header = FRAME_HEADER.pack(FRAME_MAGIC, record_type, len(payload), salt, write, synced, 0)
+    crc = zlib.crc32(payload, zlib.crc32(header[2:_CRC_AT]))
+    return header[:_CRC_AT] + crc.to_bytes(4, "little") + payload
+
+
+def frames(records: list[Record], salt: int, write: int, synced: int) -> bytes:
+    """The bytes of one log write: its records framed, the last one flagged as the write's end."""
+    last = len(records) - 1
+    return b"".join(frame(record, salt, write, synced, position == last)
+                    for position, record in enumerate(records))
 
 
 def segment_header(salt: int) -> bytes:
@@ -130,11 +151,21 @@ def read_segment_header(data: bytes) -> int | None:
 
 
 # ---------------------------------------------------------------------- decoding
-def check_frame(buffer: bytes, offset: int, salt: int) -> tuple[int, bytes, int] | None:
-    """(type with flags, payload, next offset) if a valid frame of this segment starts at `offset`."""
+class Frame(NamedTuple):
+    """A valid frame: type with flags, payload, where the next frame starts, its write numbers."""
+
+    record_type: int
+    payload: bytes
+    next_offset: int
+    write: int
+    synced: int
+
+
+def check_frame(buffer: bytes, offset: int, salt: int) -> Frame | None:
+    """The frame at `offset` if a valid frame of this segment starts there, else None."""
     if offset + FRAME_HEADER_SIZE > len(buffer):
         return None
-    magic, record_type, length, frame_salt, crc = FRAME_HEADER.unpack_from(buffer, offset)
+    magic, record_type, length, frame_salt, write, synced, crc = FRAME_HEADER.unpack_from(buffer, offset)
     if (magic != FRAME_MAGIC or frame_salt != salt or length > MAX_RECORD_BYTES
             or (record_type & ~_FLAGS) not in RECORD_TYPES):
         return None
@@ -143,9 +174,9 @@ def check_frame(buffer: bytes, offset: int, salt: int) -> tuple[int, bytes, int]
     if end > len(buffer):
         return None
     payload = buffer[start:end]
-    if zlib.crc32(payload, zlib.crc32(buffer[offset + 2:offset + 15])) != crc:
+    if zlib.crc32(payload, zlib.crc32(buffer[offset + 2:offset + _CRC_AT])) != crc:
         return None
-    return record_type, payload, end
+    return Frame(record_type, payload, end, write, synced)
 
 
 def decode(record_type: int, payload: bytes, where: str) -> Any:
@@ -180,27 +211,24 @@ def merge_group(parts: list[Any], last: Any) -> Any:
     return {**last, "m": [row for part in parts for row in part["m"]] + last["m"]}
 
 
-def iter_frames(buffer: bytes, salt: int, offset: int = SEGMENT_HEADER_SIZE
-                ) -> Iterator[tuple[int, bytes, int, int]]:
-    """Yield (type with flags, payload, offset, next offset) until the first invalid frame."""
+def iter_frames(buffer: bytes, salt: int, offset: int = SEGMENT_HEADER_SIZE) -> Iterator[tuple[int, Frame]]:
+    """Yield (offset, frame) until the first invalid frame."""
     while offset < len(buffer):
         checked = check_frame(buffer, offset, salt)
         if checked is None:
             return
-        record_type, payload, next_offset = checked
-        yield record_type, payload, offset, next_offset
-        offset = next_offset
+        yield offset, checked
+        offset = checked.next_offset
 
 
-def find_valid_frame_after(buffer: bytes, offset: int, salt: int) -> int | None:
-    """Offset of the first valid frame of this segment strictly after `offset`, or None."""
-    marker = FRAME_MAGIC
-    position = buffer.find(marker, offset + 1)
+def valid_frames_after(buffer: bytes, offset: int, salt: int) -> Iterator[Frame]:
+    """Every valid frame of this segment that starts strictly after `offset` (found by scanning)."""
+    position = buffer.find(FRAME_MAGIC, offset + 1)
     while position != -1:
-        if check_frame(buffer, position, salt) is not None:
-            return position
-        position = buffer.find(marker, position + 1)
-    return None
+        checked = check_frame(buffer, position, salt)
+        if checked is not None:
+            yield checked
+        position = buffer.find(FRAME_MAGIC, position + 1)
 
 
 def compress_segment(data: bytes) -> bytes:

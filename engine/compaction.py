@@ -50,7 +50,7 @@ def stage(fs: FileSystem, directory: str, first: int, records: Iterable[codec.Re
 def _write(fs: FileSystem, staging: str, number: int, records: list[codec.Record], compressed: bool,
            rng: random.Random) -> tuple[str, int, int]:
     salt = rng.getrandbits(64)
-    data = codec.segment_header(salt) + b"".join(codec.frame(record, salt) for record in records)
+    data = codec.segment_header(salt) + (codec.frames(records, salt, 1, 0) if records else b"")
     name = segment.file_name(number, compressed)
     handle = fs.open(os.path.join(staging, name), "create")
     try:

@@ -17,6 +17,7 @@ from .errors import CorruptRecord, InvalidInput, ShardLocked, StorageFailure
 from .filesystem import FileSystem, atomic_write, make_durable_dir
 
 FORMAT_VERSION = 2
+MAX_SHARDS = 256
 _SHARD_PREFIX = "shard-"
 
 
@@ -80,7 +81,9 @@ class PathManifest:
             return None
         try:
             stored: Any = json.loads(self.fs.read(path))
-            version, count = stored["format_version"], int(stored["shard_count"])
+            version, count = stored["format_version"], stored["shard_count"]
+            if type(count) is not int or not 1 <= count <= MAX_SHARDS:
+                raise ValueError(f"shard_count {count!r} is not an int in 1..{MAX_SHARDS}")
         except (ValueError, KeyError, TypeError):
             if self._count_from_shards() is not None:
                 return None  # rebuilt from the shard directories by the caller
@@ -102,9 +105,11 @@ class PathManifest:
         for name in shards:
             identity = os.path.join(self.storage_path, name, "SHARD.json")
             try:
-                counts.add(int(json.loads(self.fs.read(identity))["shard_count"]))
+                count = json.loads(self.fs.read(identity))["shard_count"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
+            if type(count) is int and 1 <= count <= MAX_SHARDS:
+                counts.add(count)
         if len(counts) != 1:
             raise CorruptRecord(f"{self.storage_path} has shard directories {shards[:4]}... but no readable "
                                 f"manifest.json and their SHARD.json files give {sorted(counts) or 'no'} shard "

@@ -35,6 +35,7 @@ serving, is recorded in `health()`, and is retried with exponential backoff.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -43,12 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from . import codec, compaction, segment
-from .errors import CorruptRecord, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
+from .errors import CorruptRecord, EngineError, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree, write_all
 
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 WRITE_FAILURE_WINDOW_S = 30.0
+SYNC_INTERVAL_S = 1.0
 _EPOCH_WIDTH = 20
 
 
@@ -97,8 +99,12 @@ class MessageLog:
         self._rng = rng or random.SystemRandom()
         self._lock_handle: int | None = None
         self._fence_handle: int | None = None
+        self._fence_depth = 0
         self._handle: int | None = None
         self._salt = 0
+        self._write = 0  # number of the last write in the active segment (codec: frame header)
+        self._synced = 0  # highest write of the active segment known to be on disk
+        self._synced_at = 0.0
         self._active_number = 0
         self._active_bytes = 0
         self._broken: str | None = None  # the active file may hold bytes past _active_bytes
@@ -151,16 +157,31 @@ class MessageLog:
     def reload(self) -> Iterator[tuple[int, Any]]:
         """Yield every record again, the log's then the none-mode buffer's (after a failed write, so
         memory can match what was acknowledged again)."""
-        with self._write_lock:
+        with self._write_lock, self._fence():
+            limit = self._cut_back_before_reload()
             self._close_active()
             self.report = RecoveryReport(epoch=self.epoch)
             try:
-                yield from self._replay()
+                yield from self._replay(limit)
             except OSError as exc:
                 raise StorageFailure(f"Cannot re-read shard log {self.directory}: {exc}") from None
             yield from codec.decode_records(self._buffer, f"buffered for {self.directory}")
 
-    def _replay(self) -> Generator[tuple[int, Any], None, None]:
+    def _cut_back_before_reload(self) -> tuple[int, int] | None:
+        """Bytes of a failed write still in the active segment must not be replayed: cut them off,
+        or, if that fails again, replay the segment only up to the last good size (writes then stay
+        refused until the cut succeeds)."""
+        if self._broken is None or self._handle is None:
+            return None
+        try:
+            self.fs.truncate(self._handle, self._active_bytes)
+            self.fs.fsync(self._handle)
+        except OSError:
+            return self._active_number, self._active_bytes
+        self._broken = None
+        return None
+
+    def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
         self._finish_compaction()
         numbers = self._segment_numbers(clean=True)
         while numbers and not numbers[-1][1]:
@@ -174,24 +195,41 @@ class MessageLog:
             self.report.notes.append(f"removed unborn segment {name} ({size} bytes)")
             numbers.pop()
         self.report.segments = len(numbers)
-        salt = 0
+        last: tuple[int, int] | None = (0, 0)
         for position, (number, compressed) in enumerate(numbers):
-            salt = yield from self._replay_segment(number, compressed, position == len(numbers) - 1)
-        if numbers and not numbers[-1][1]:
-            self._active_number, self._salt = numbers[-1][0], salt
+            end = limit[1] if limit is not None and limit[0] == number else None
+            last = yield from self._replay_segment(number, compressed, position == len(numbers) - 1, end)
+        if last is None:  # the last segment was never born: start it again
+            self._start_segment(numbers[-1][0])
+        elif numbers and not numbers[-1][1]:
+            self._active_number, (self._salt, self._write) = numbers[-1][0], last
             self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
+            # Everything replayed counts as on disk from here on (frames written next say so).
+            self.fs.fsync(self._handle)
+            self._synced = self._write
         else:
             self._start_segment((numbers[-1][0] + 1) if numbers else max(1, self._base()))
-        self._broken = None
+        if limit is None:
+            self._broken = None
         self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
                               self.compress_sealed]
 
-    def _replay_segment(self, number: int, compressed: bool, is_last: bool
-                        ) -> Generator[tuple[int, Any], None, int]:
-        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt."""
+    def _replay_segment(self, number: int, compressed: bool, is_last: bool, end_at: int | None = None
+                        ) -> Generator[tuple[int, Any], None, tuple[int, int] | None]:
+        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt
+        and last write number, or None for a last segment that holds only zeros (created, but its header never reached the
+        disk before a power loss: removed). `end_at` ignores bytes from there on (a failed write
+        that could not be cut off yet)."""
         name = segment.file_name(number, compressed)
         path = self._path(name)
         data = self.fs.read(path)
+        if end_at is not None:
+            data = data[:end_at]
+        if is_last and not compressed and codec.read_segment_header(data) is None and not data.strip(b"\0"):
+            self.fs.unlink(path)
+            self.fs.fsync_dir(self.directory)
+            self.report.notes.append(f"removed unborn segment {name} ({len(data)} zero bytes)")
+            return None
         if compressed:
             data = segment.decompress(data, path)
         end = yield from segment.scan(data, path, sealed=compressed or not is_last)
@@ -200,7 +238,7 @@ class MessageLog:
             self._truncate_tail(name, end.cut, end.size)
         if is_last:
             self._active_bytes = end.size if end.cut is None else end.cut
-        return end.salt
+        return end.salt, end.write
 
     def _truncate_tail(self, name: str, offset: int, size: int) -> None:
         handle = self.fs.open(self._path(name), "append")
@@ -288,22 +326,29 @@ class MessageLog:
         if current != self.epoch:
             raise StaleEpoch(f"Shard log {self.directory} was reopened (epoch {current}, ours {self.epoch})")
 
-    def _fenced(self, action: Callable[[], None]) -> None:
-        """Run `action` holding FENCE shared, after checking the epoch: no newer incarnation can open
-        the log between the check and the write (opening bumps the epoch under FENCE exclusive)."""
+    @contextlib.contextmanager
+    def _fence(self) -> Iterator[None]:
+        """Hold FENCE shared after checking the epoch: no newer incarnation can open the log while
+        this instance changes its files (opening bumps the epoch under FENCE exclusive). Every live
+        change to the shard directory happens inside; re-entrant for nested steps."""
+        if self._fence_depth:
+            yield
+            return
         if self._fence_handle is None:
             raise ShardClosed(f"Shard log {self.directory} is closed")
         try:
             self.fs.flock(self._fence_handle, "shared")
         except OSError as exc:
             raise StorageFailure(f"Cannot lock {self.directory}/FENCE: {exc}") from None
+        self._fence_depth += 1
         try:
             try:
                 self.check_epoch()
             except OSError as exc:
                 raise StorageFailure(f"Cannot read the epoch in {self.directory}/FENCE: {exc}") from None
-            action()
+            yield
         finally:
+            self._fence_depth -= 1
             try:
                 self.fs.flock(self._fence_handle, "unlock")
             except OSError:
@@ -327,7 +372,8 @@ class MessageLog:
             if self._buffer_bytes > self.buffer_bytes_max and self._flush_failing:
                 raise StorageFailure(f"Shard log {self.directory} cannot take more: {self._buffer_bytes} bytes wait "
                                      f"for a flush that keeps failing ({self.failure})")
-            self._fenced(lambda: None)  # a superseded instance must not acknowledge, even from memory
+            with self._fence():  # a superseded instance must not acknowledge, even from memory
+                pass
             if self._buffer_since is None:
                 self._buffer_since = self._clock()
             self._buffer.extend(records)
@@ -335,26 +381,29 @@ class MessageLog:
         self.flush_if_due()
 
     def _commit(self, records: list[codec.Record], sync: bool) -> None:
-        self._repair_if_broken()
-        assert self._handle is not None
-        data = b"".join(codec.frame(record, self._salt) for record in records)
-
-        def write() -> None:
+        with self._fence():
+            self._repair_if_broken()
+            assert self._handle is not None
+            self._write += 1  # a write number is never used twice, even when the write fails
+            data = codec.frames(records, self._salt, self._write, self._synced)
             start = self._active_bytes
             try:
-                write_all(self.fs, self._handle, data)  # type: ignore[arg-type]
+                write_all(self.fs, self._handle, data)
                 if sync:
-                    self.fs.fdatasync(self._handle)  # type: ignore[arg-type]
+                    self.fs.fdatasync(self._handle)
                     self.fsyncs += 1
+                    self._synced = self._write
             except OSError as exc:
                 self._cut_back(start)
                 self._note_failure("write", exc)
                 raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
-        self._fenced(write)
+            self._commit_done(len(data))
+
+    def _commit_done(self, size: int) -> None:
         self._note_success("write")
-        self.bytes_written += len(data)
+        self.bytes_written += size
         self.commits += 1
-        self._active_bytes += len(data)
+        self._active_bytes += size
         if self._active_bytes >= self.segment_bytes_max:
             self._roll_due = True
             self._roll()
@@ -432,6 +481,7 @@ class MessageLog:
             raise
         self._handle, self._salt, self._active_number = handle, salt, number
         self._active_bytes = codec.SEGMENT_HEADER_SIZE
+        self._write = self._synced = 0
 
     def _roll(self) -> None:
         """Seal the active segment and start the next; on failure keep appending to the current one."""
@@ -511,20 +561,49 @@ class MessageLog:
         return self._clock() >= self._retry_at
 
     def maintain(self) -> None:
-        """Retry failed background steps whose backoff has passed (none-mode flush included)."""
+        """Retry failed background steps whose backoff has passed (none-mode flush included), and
+        in flush and none modes fsync the active segment about once a second, so a damaged record
+        older than that is known to have been on disk (recovery then refuses rather than cuts)."""
         if self.durability == "none":
             self.flush_if_due()
+        self._sync_if_due()
         if not self.retry_due():
             return
         with self._write_lock:
-            if self._handle is None:
+            if self._fence_handle is None:
+                return  # closed
+            if not (self._finish_due or self._roll_due or self._uncompressed or self._handle is None
+                    or self._unknown_commit is not None or self._broken is not None):
                 return
-            if self._finish_due:
-                self._finish_after_commit()
-            if self._roll_due:
-                self._roll()
-            if self._uncompressed:
-                self._compress_pending()
+            with self._fence():
+                if self._unknown_commit is not None:
+                    self._resolve_commit()
+                if self._finish_due:
+                    self._finish_after_commit()
+                if self._handle is None or self._broken is not None:
+                    try:
+                        self._repair_if_broken()
+                    except StorageFailure as exc:
+                        self._note_failure("repair", exc)
+                        return
+                if self._roll_due:
+                    self._roll()
+                if self._uncompressed:
+                    self._compress_pending()
+
+    def _sync_if_due(self) -> None:
+        if self._write <= self._synced or self._clock() - self._synced_at < SYNC_INTERVAL_S:
+            return
+        with self._write_lock:
+            if self._handle is None or self._broken is not None:
+                return
+            written = self._write
+            try:
+                self.fs.fsync(self._handle)
+            except OSError as exc:
+                self._note_failure("sync", exc)
+                return
+            self._synced, self._synced_at = written, self._clock()
 
     def health(self) -> dict[str, Any]:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
@@ -546,7 +625,7 @@ class MessageLog:
         Before the commit point a failure leaves the old log serving; after it the compaction
         counts as done and finishing is retried. Raises StorageFailure, StaleEpoch, ShardClosed.
         """
-        with self._write_lock:
+        with self._write_lock, self._fence():
             if self._finish_due:
                 self._finish_after_commit()
                 if self._finish_due:
@@ -557,11 +636,11 @@ class MessageLog:
                 last, last_salt, last_size = compaction.stage(
                     self.fs, self.directory, self._active_number + 1, records, self.segment_bytes_max,
                     self.compress_sealed, self._rng)
-            except OSError as exc:
+            except (OSError, EngineError) as exc:  # I/O, or a record the snapshot could not encode
                 self._abandon_compaction(exc)
             try:
-                self._fenced(lambda: compaction.commit(self.fs, self.directory))
-            except (OSError, StorageFailure) as exc:
+                compaction.commit(self.fs, self.directory)
+            except OSError as exc:
                 # The rename is the commit point: whether it happened decides where appends go next.
                 self._unknown_commit = (last, last_salt, last_size)
                 self._resolve_commit(exc)
@@ -598,6 +677,7 @@ class MessageLog:
         """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
         self._close_active()
         self._active_number, self._salt, self._active_bytes = last, last_salt, last_size
+        self._write = self._synced = 1  # compaction wrote its segments as one fsync'd write
         self._uncompressed, self._roll_due, self._finish_due = [], False, True
         self._finish_after_commit()
 

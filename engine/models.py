@@ -130,9 +130,17 @@ def parse_timestamp(value: Any, what: str = "timestamp", code: str = "INVALID_ME
             raise InvalidInput(f"Invalid {what} '{_printable(value[:64])}': expected ISO-8601", code) from None
     else:
         raise InvalidInput(f"Invalid {what}: expected an ISO-8601 string or datetime", code)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    try:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.astimezone(timezone.utc)
+        moment.timestamp()  # the shard orders and filters by epoch seconds: it must have one
+    except (OverflowError, ValueError, TypeError, ArithmeticError) as exc:
+        raise InvalidInput(f"Invalid {what}: outside the representable UTC range ({type(exc).__name__})",
+                           code) from None
+    except Exception as exc:  # a caller's tzinfo whose utcoffset() raises
+        raise InvalidInput(f"Invalid {what}: its time zone failed ({type(exc).__name__})", code) from None
+    return moment
 
 
 # --------------------------------------------------------------------------- messages

@@ -30,13 +30,15 @@ def number_of(name: str) -> int | None:
 
 @dataclass
 class SegmentEnd:
-    """How a segment ends: `cut` is the offset to truncate a torn tail at (None when clean)."""
+    """How a segment ends: `cut` is the offset to truncate a torn tail at (None when clean);
+    `write` is the number of its last complete write (the next one continues from it)."""
 
     salt: int
     size: int
     cut: int | None
     records: int
     largest_frame: int
+    write: int
 
 
 def decompress(data: bytes, path: str) -> bytes:
@@ -50,27 +52,31 @@ def scan(data: bytes, path: str, sealed: bool) -> Generator[tuple[int, Any], Non
     """Yield (type, body) of every complete record of a segment (a group's parts merged into one).
 
     `sealed` is True for every segment but the last (and for compressed ones): there, any damage
-    is corruption. In the last segment, a bad frame with no valid frame of this segment after it,
-    or a group missing its last part, is a torn tail: the returned `cut` says where it starts.
-    Raises CorruptRecord naming the file and offset.
+    is corruption. In the last segment, damage is a torn tail, cut off from where it starts, unless
+    a valid frame after it says the damaged write had reached the disk before (its `synced` number
+    covers that write): then it is corruption. So a tail whose pages reached the disk in any order
+    is cut, and durable data that was damaged is never silently dropped. A group missing its last
+    part at the end is cut too. Raises CorruptRecord naming the file and offset.
     """
     salt = codec.read_segment_header(data)
     if salt is None:
         raise CorruptRecord(f"Corrupt segment header in {path} at offset 0; refusing to open")
     group: list[Any] = []
     group_start = end = codec.SEGMENT_HEADER_SIZE
-    records = largest = 0
-    for record_type, payload, offset, next_offset in codec.iter_frames(data, salt):
-        end = next_offset
-        largest = max(largest, len(payload))
+    records = largest = write = 0
+    write_ended = True
+    for offset, frame in codec.iter_frames(data, salt):
+        end = frame.next_offset
+        largest = max(largest, len(frame.payload))
+        write, write_ended = frame.write, bool(frame.record_type & codec.WRITE_END)
         where = f"in {path} at offset {offset}"
-        body = codec.decode(record_type, payload, where)
-        if record_type & codec.CONTINUED:
+        body = codec.decode(frame.record_type, frame.payload, where)
+        if frame.record_type & codec.CONTINUED:
             if not group:
                 group_start = offset
             group.append(body)
             continue
-        base_type = record_type & ~(codec.COMPRESSED | codec.CONTINUED)
+        base_type = frame.record_type & ~(codec.COMPRESSED | codec.CONTINUED | codec.WRITE_END)
         if group:
             if base_type != codec.MESSAGES:
                 raise CorruptRecord(f"Record group ends with a record of type {base_type} {where}")
@@ -78,13 +84,22 @@ def scan(data: bytes, path: str, sealed: bool) -> Generator[tuple[int, Any], Non
             group = []
         records += 1
         yield base_type, body
-        group_start = next_offset
+        group_start = end
     damaged = end < len(data)
-    if damaged and (sealed or codec.find_valid_frame_after(data, end, salt) is not None):
-        raise CorruptRecord(f"Corrupt record in {path} at offset {end}: valid records follow it; refusing to "
-                            f"open (restore the file or truncate it by hand)")
+    if damaged and (sealed or _durable_before(data, end, salt, write + 1 if write_ended else write)):
+        raise CorruptRecord(f"Corrupt record in {path} at offset {end}: it was on disk before records "
+                            f"that follow it; refusing to open (restore the file or truncate it by hand)")
     if group and sealed:
         raise CorruptRecord(f"Incomplete record group in sealed segment {path} at offset {group_start}; "
                             f"refusing to open")
     cut = group_start if group else (end if damaged else None)
-    return SegmentEnd(salt, len(data), cut, records, largest)
+    return SegmentEnd(salt, len(data), cut, records, largest, write)
+
+
+def _durable_before(data: bytes, offset: int, salt: int, damaged_write: int) -> bool:
+    """Does a valid frame after `offset` show that write `damaged_write` was already on disk (or
+    come from an earlier write, which an append-only log cannot hold after it)?"""
+    for frame in codec.valid_frames_after(data, offset, salt):
+        if frame.synced >= damaged_write or frame.write < damaged_write:
+            return True
+    return False

@@ -10,6 +10,7 @@ is rebuilt from the log (so it holds only what the log holds) and writes pause b
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import random
@@ -152,11 +153,14 @@ class Shard:
             raise CorruptRecord(f"{path} says {found}, but this store expects {wanted}; refusing to open")
 
     def reload(self) -> None:
-        """Rebuild memory from the log (after a failed commit left memory ahead of it)."""
+        """Rebuild memory from the log (after a failed commit left memory ahead of it). The new
+        state replaces the old only once the whole log was read; raises StorageFailure if it
+        cannot be read (the caller must then stop serving: memory is ahead of the log)."""
         self._pending = []
-        self.state.reset()
+        fresh = self.state.empty_copy()
         for record_type, body in self.log.reload():
-            self.state.apply(record_type, body)
+            fresh.apply(record_type, body)
+        self.state = fresh
         self._reload_needed = False
         self.reloads += 1
 
@@ -218,8 +222,11 @@ class Shard:
             raise
         except EngineError as exc:
             return False, exc
-        except Exception as exc:  # a bug must not leave memory ahead of the log: rebuilt after the batch
-            self._reload_needed = True
+        except Exception as exc:
+            if isinstance(exc, TypeError) and not _binds(handler, self, args, kwargs):
+                return False, InvalidInput(f"Bad arguments for shard operation {name}: {exc}", "INVALID_ARGUMENT")
+            # A write that failed half-way must not leave memory ahead of the log: rebuilt after the batch.
+            self._reload_needed = self._reload_needed or name in WRITE_OPERATIONS
             return False, StorageFailure(f"Shard {self.index}: internal error in {name} ({type(exc).__name__})")
 
     def maintain(self) -> None:
@@ -256,6 +263,7 @@ class Shard:
     # ------------------------------------------------------------------ users (on the user's shard)
     def create_user(self, user_id: str, profile: dict[str, Any] | None = None) -> bool:
         validate_id(user_id, "user")
+        _shape(profile is None or isinstance(profile, dict), "profile must be a dict")
         if user_id in self.users:
             return False
         now = self.now_iso()
@@ -275,6 +283,7 @@ class Shard:
         return user_id in self.users
 
     def update_user(self, user_id: str, updates: dict[str, Any]) -> bool:
+        _shape(isinstance(updates, dict), "updates must be a dict")
         profile = self.users.get(user_id)
         if profile is None:
             return False
@@ -302,6 +311,8 @@ class Shard:
 
     # ------------------------------------------------------------------ sessions
     def _session(self, user_id: str, session_id: str) -> SessionState:
+        if type(user_id) is not str or type(session_id) is not str:
+            raise InvalidInput("user_id and session_id must be strings", "INVALID_ID")
         state = self.sessions.get((user_id, session_id))
         if state is None:
             raise SessionNotFound(f"Session '{session_id}' not found for user '{user_id}'")
@@ -316,6 +327,7 @@ class Shard:
         if (user_id, session_id) in self.sessions:
             return False
         check_text(session_type, "session_type", "INVALID_ARGUMENT")
+        _shape(metadata is None or isinstance(metadata, dict), "session metadata must be a dict")
         if title is not None:
             check_text(title, "Session title")
         check_json(metadata or {}, "Session metadata")
@@ -333,6 +345,7 @@ class Shard:
         return state.to_dict() if state is not None else None
 
     def update_session(self, user_id: str, session_id: str, updates: dict[str, Any]) -> bool:
+        _shape(isinstance(updates, dict), "updates must be a dict")
         state = self.sessions.get((user_id, session_id))
         if state is None:
             return False
@@ -385,6 +398,8 @@ class Shard:
 
     def purge(self, cutoff_epoch: float, user_id: str | None = None) -> dict[str, int]:
         """Delete messages older than the cutoff (and sessions left empty created before it)."""
+        _shape(type(cutoff_epoch) in (int, float) and cutoff_epoch == cutoff_epoch, "cutoff must be a number")
+        _shape(user_id is None or isinstance(user_id, str), "user_id must be a string or None")
         body: dict[str, Any] = {"c": cutoff_epoch}
         if user_id is not None:
             body["u"] = user_id
@@ -402,6 +417,8 @@ class Shard:
         Raises SessionNotFound, InvalidInput (id reused with other content, repeated in the batch,
         a value that cannot be stored).
         """
+        _shape(isinstance(messages, list) and all(isinstance(m, dict) for m in messages),
+               "messages must be a list of dicts")
         state = self._session(user_id, session_id)
         if len(messages) > self.config.max_batch_messages:
             raise InvalidInput(f"Batch of {len(messages)} messages is above {self.config.max_batch_messages}")
@@ -412,7 +429,7 @@ class Shard:
         records: list[dict[str, Any]] = []
         duplicates = 0
         for position, message in enumerate(messages):
-            message_id = message.get("message_id") or new_message_id()
+            message_id = validate_id(message.get("message_id") or new_message_id(), "message")
             if message_id in seen:
                 raise InvalidInput(f"messages[{position}]: message_id '{message_id}' repeated in the batch")
             seen.add(message_id)
@@ -583,16 +600,35 @@ class Shard:
 
 # ---------------------------------------------------------------------- checks of what gets stored
 def _timestamp(value: Any, name: str) -> str | None:
-    """An ISO-8601 timestamp as stored (replay and analytics parse it), or None when not given."""
+    """An ISO-8601 timestamp with a UTC offset, as stored (replay and analytics turn it into epoch
+    seconds), or None when not given."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be an ISO-8601 string", "INVALID_ARGUMENT")
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"Invalid {name} '{value[:64]}': expected ISO-8601", "INVALID_ARGUMENT") from None
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError("no UTC offset")
+        moment.timestamp()
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"Invalid {name} {value[:64]!r}: expected ISO-8601 with a UTC offset",
+                           "INVALID_ARGUMENT") from None
     return value
+
+
+def _binds(handler: Callable[..., Any], shard: Shard, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Do these arguments fit the handler's signature? (A TypeError before the handler ran.)"""
+    try:
+        inspect.signature(handler).bind(shard, *args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _shape(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message, "INVALID_ARGUMENT")
 
 
 def _check_size(value: Any, what: str) -> None:
@@ -609,7 +645,6 @@ def _message_row(position: int, message: dict[str, Any], message_id: str, now: s
     """The log row of one new message, after the shard's own checks (the api checked already;
     this keeps a shard safe from any caller)."""
     where = f"messages[{position}]"
-    validate_id(message_id, "message")
     if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
         raise InvalidInput(f"{where}: invalid message", "INVALID_MESSAGE")
     timestamp = message.get("timestamp") or now

@@ -32,12 +32,12 @@ class ShardState:
         self.dead_messages = 0  # deleted since the last compaction (their records still sit in the log)
         self.orphans = 0  # messages replayed for a session the log never created (older writers)
 
-    def reset(self) -> None:
-        """Forget everything (before replaying the log again); cache counters are kept."""
-        embedder = self.vectors._embed
-        hits, misses = self.cache.hits, self.cache.misses
-        self.__init__(self.cache.capacity_bytes, embedder)  # type: ignore[misc]
-        self.cache.hits, self.cache.misses = hits, misses
+    def empty_copy(self) -> "ShardState":
+        """A new, empty state with the same cache budget, embedder and cache counters (to replay
+        the log into)."""
+        fresh = ShardState(self.cache.capacity_bytes, self.vectors._embed)
+        fresh.cache.hits, fresh.cache.misses = self.cache.hits, self.cache.misses
+        return fresh
 
     # ------------------------------------------------------------------ apply (live and replay)
     def apply(self, record_type: int, body: dict[str, Any]) -> None:

@@ -62,6 +62,20 @@ class _Dir:
 FaultRule = Callable[[Step], "int | None"]
 
 
+PAGE_BYTES = 4096
+
+
+def _pages_kept(data: bytes, durable_size: int, pattern: str) -> bytes:
+    """`data` with its bytes past `durable_size` kept only in some 4 KiB pages (others zeroed)."""
+    out = bytearray(data[:durable_size]) + bytes(len(data) - durable_size)
+    first_page, last_page = durable_size // PAGE_BYTES, (len(data) - 1) // PAGE_BYTES
+    for page in range(first_page, last_page + 1):
+        if (pattern == "odd" and page % 2 == 1) or (pattern == "last" and page == last_page):
+            start, end = max(page * PAGE_BYTES, durable_size), min((page + 1) * PAGE_BYTES, len(data))
+            out[start:end] = data[start:end]
+    return bytes(out)
+
+
 def _overwrite(node: _File, data: bytes, offset: int) -> None:
     if len(node.data) < offset:
         node.data += bytes(offset - len(node.data))
@@ -306,17 +320,21 @@ class SimulatedFileSystem(FileSystem):
             _overwrite(node, step.data[:offset], step.offset)
         return survivor
 
-    def after_power_loss(self, unsynced_kept: float = 0.0, entries_volatile: bool = False) -> "SimulatedFileSystem":
+    def after_power_loss(self, unsynced_kept: float = 0.0, entries_volatile: bool = False,
+                         pages: str | None = None) -> "SimulatedFileSystem":
         """The file system after a power loss: durable directory entries and file bytes.
 
         `unsynced_kept` keeps that fraction of each file's unsynced appended bytes (the disk wrote
         part of what the OS held); `entries_volatile` keeps unsynced directory changes but not
-        unsynced file data (renames reached the journal, data did not).
+        unsynced file data (renames reached the journal, data did not). `pages` persists the
+        unsynced appended bytes out of order, by 4 KiB page of the file, the size included:
+        "odd" keeps the odd-numbered pages, "last" only the last page; the others read as zeros.
         """
-        return self._copy(durable_only=True, unsynced_kept=unsynced_kept, entries_volatile=entries_volatile)
+        return self._copy(durable_only=True, unsynced_kept=unsynced_kept, entries_volatile=entries_volatile,
+                          pages=pages)
 
-    def _copy(self, durable_only: bool, unsynced_kept: float = 0.0, entries_volatile: bool = False
-              ) -> "SimulatedFileSystem":
+    def _copy(self, durable_only: bool, unsynced_kept: float = 0.0, entries_volatile: bool = False,
+              pages: str | None = None) -> "SimulatedFileSystem":
         clone = SimulatedFileSystem()
         memo: dict[int, _File | _Dir] = {}
 
@@ -326,9 +344,12 @@ class SimulatedFileSystem(FileSystem):
             if isinstance(node, _File):
                 if durable_only:
                     data = node.durable
-                    if unsynced_kept and bytes(node.data[:len(data)]) == data:
-                        tail = bytes(node.data[len(data):])
-                        data += tail[:int(len(tail) * unsynced_kept)]
+                    if bytes(node.data[:len(data)]) == data and len(node.data) > len(data):
+                        if pages is not None:
+                            data = _pages_kept(bytes(node.data), len(data), pages)
+                        elif unsynced_kept:
+                            tail = bytes(node.data[len(data):])
+                            data += tail[:int(len(tail) * unsynced_kept)]
                     memo[id(node)] = _File(data, node.durable)
                 else:
                     memo[id(node)] = _File(bytes(node.data), node.durable)

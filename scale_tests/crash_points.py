@@ -89,13 +89,14 @@ def record_bound(workload: Workload) -> Iterator[None]:
     if workload.record_bytes_max is None:
         yield
         return
-    saved = codec.MAX_RECORD_BYTES, codec.PART_TARGET_BYTES
+    saved = codec.MAX_RECORD_BYTES, codec.PART_TARGET_BYTES, codec.ROW_SLACK_BYTES
     codec.MAX_RECORD_BYTES = workload.record_bytes_max
     codec.PART_TARGET_BYTES = workload.record_bytes_max // 4
+    codec.ROW_SLACK_BYTES = max(256, workload.record_bytes_max // 8)
     try:
         yield
     finally:
-        codec.MAX_RECORD_BYTES, codec.PART_TARGET_BYTES = saved
+        codec.MAX_RECORD_BYTES, codec.PART_TARGET_BYTES, codec.ROW_SLACK_BYTES = saved
 
 
 class _Clock:
@@ -216,6 +217,8 @@ def survivors(fs: SimulatedFileSystem, workload: Workload) -> Iterator[tuple[str
     yield "power loss", fs.after_power_loss(), True
     yield "power loss, half the unsynced bytes kept", fs.after_power_loss(unsynced_kept=0.5), True
     yield "power loss, unsynced renames kept", fs.after_power_loss(entries_volatile=True), True
+    yield "power loss, odd pages of unsynced appends kept", fs.after_power_loss(pages="odd"), True
+    yield "power loss, only the last unsynced page kept", fs.after_power_loss(pages="last"), True
 
 
 def bounds(reference: Reference, workload: Workload, acknowledged: int, power_loss: bool) -> tuple[int, int]:

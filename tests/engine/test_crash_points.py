@@ -142,3 +142,14 @@ def test_the_enumeration_catches_a_compaction_finish_that_trusts_the_remaining_f
     tally = Tally()
     enumerate_crashes(next(w for w in WORKLOADS if w.name == "compaction"), tally)
     assert tally.duplicated > 0 or tally.lost > 0
+
+
+def test_the_enumeration_catches_a_recovery_that_refuses_out_of_order_tails(monkeypatch):
+    """The harness is not vacuous for page order: treating any valid frame after damage as corruption
+    (the rule before write numbers) refuses to open after a power loss that kept later pages only."""
+    from engine import codec, segment
+    monkeypatch.setattr(segment, "_durable_before",
+                        lambda data, offset, salt, write: any(True for _ in codec.valid_frames_after(data, offset, salt)))
+    tally = Tally()
+    enumerate_crashes(next(w for w in WORKLOADS if w.record_bytes_max is not None), tally)
+    assert tally.unopenable > 0

@@ -231,7 +231,7 @@ def test_none_mode_keeps_its_buffer_when_a_background_flush_fails_and_writes_it_
 def test_a_failed_open_releases_the_shard_lock(tmp_path):
     """Opening a shard with mid-log corruption fails with the file and offset, and leaves no lock
     behind: a second attempt in the same process gets the same error, not ShardLocked."""
-    shard = open_shard(tmp_path)
+    shard = open_shard(tmp_path, durability="fsync")  # every write on disk before the next
     shard.create_session("u", "s")
     for i in range(5):
         shard.append("u", "s", [message(f"m{i}", message_id=f"m{i}")])
@@ -243,7 +243,7 @@ def test_a_failed_open_releases_the_shard_lock(tmp_path):
     open(segment, "wb").write(bytes(data))
     for _ in range(2):
         with pytest.raises(CorruptRecord) as caught:
-            open_shard(tmp_path)
+            open_shard(tmp_path, durability="fsync")
         assert segment in str(caught.value) and "offset" in str(caught.value)
 
 
@@ -376,7 +376,7 @@ def test_verify_reads_every_record_and_names_damage_without_changing_anything(tm
     open truncates, and mid-log corruption as damage (exit 1), writing nothing."""
     from engine.verify import main, verify_store
     PathManifest(str(tmp_path)).open(1, explicit=False)
-    shard = open_shard(tmp_path)
+    shard = open_shard(tmp_path, durability="fsync")
     shard.create_session("u", "s")
     for i in range(4):
         shard.append("u", "s", [message(f"m{i}", message_id=f"m{i}")])

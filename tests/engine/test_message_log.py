@@ -81,9 +81,13 @@ def test_torn_tail_is_truncated_and_complete_records_kept(tmp_path):
 
 
 def test_corruption_in_the_middle_refuses_to_open(tmp_path):
-    """A flipped byte in a record followed by valid records is corruption: open fails naming file and offset."""
+    """A flipped byte in a record that was on disk (fsync'd before later records were written) is
+    corruption: open fails naming file and offset."""
     log, _ = _replay(str(tmp_path))
     log.append_batch(_records(10))
+    log.close()  # fsync: the first batch is on disk, and records written next say so
+    log, _ = _replay(str(tmp_path))
+    log.append_batch(_records(5, start=10))
     log.close()
     segment = os.path.join(tmp_path, log.segment_files()[-1])
     with open(segment, "r+b") as handle:
@@ -94,6 +98,24 @@ def test_corruption_in_the_middle_refuses_to_open(tmp_path):
     with pytest.raises(CorruptRecord) as caught:
         _replay(str(tmp_path))
     assert segment in str(caught.value) and "offset" in str(caught.value)
+
+
+def test_damage_in_a_write_nothing_says_was_on_disk_is_cut_as_a_torn_tail(tmp_path):
+    """The same flip in records no later record says were on disk (one unsynced write, whose pages
+    may reach the disk in any order at a power loss) is cut off as a torn tail: the shard opens."""
+    log, _ = _replay(str(tmp_path))
+    log.append_batch(_records(10))
+    segment = os.path.join(tmp_path, log.segment_files()[-1])
+    with open(segment, "r+b") as handle:
+        handle.seek(40)
+        byte = handle.read(1)
+        handle.seek(40)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    os.close(log._lock_handle)  # the process dies without closing
+    log._lock_handle = None
+    log, bodies = _replay(str(tmp_path))
+    assert bodies == [] and log.report.torn_tail
+    log.close()
 
 
 def test_sealed_segments_are_compressed_and_read_back_identically(tmp_path):

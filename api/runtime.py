@@ -53,6 +53,7 @@ def ensure_auth_token() -> Path | None:
         return None
     path = default_token_path()
     if path.exists():
+        _keep_private(path)
         return None
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -69,6 +70,16 @@ def ensure_auth_token() -> Path | None:
         return path
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _keep_private(path: Path) -> None:
+    """Ray writes its own token file readable by everyone (0644): make ours owner-only."""
+    try:
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass  # not ours to change; Ray still reads it
 
 
 def _set_runtime_environment() -> None:

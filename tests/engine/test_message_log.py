@@ -20,6 +20,14 @@ def _records(n, start=0):
     return [record for i in range(start, start + n) for record in codec.pack(codec.USER_PUT, {"u": f"user{i}", "p": {"i": i}})]
 
 
+def _flip_byte(path, offset):
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 def _replay(directory, **kwargs):
     log = MessageLog(directory, **kwargs)
     bodies = [body for _, body in log.open()]
@@ -90,11 +98,7 @@ def test_corruption_in_the_middle_refuses_to_open(tmp_path):
     log.append_batch(_records(5, start=10))
     log.close()
     segment = os.path.join(tmp_path, log.segment_files()[-1])
-    with open(segment, "r+b") as handle:
-        handle.seek(40)
-        byte = handle.read(1)
-        handle.seek(40)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    _flip_byte(segment, 40)
     with pytest.raises(CorruptRecord) as caught:
         _replay(str(tmp_path))
     assert segment in str(caught.value) and "offset" in str(caught.value)
@@ -106,11 +110,7 @@ def test_damage_in_a_write_nothing_says_was_on_disk_is_cut_as_a_torn_tail(tmp_pa
     log, _ = _replay(str(tmp_path))
     log.append_batch(_records(10))
     segment = os.path.join(tmp_path, log.segment_files()[-1])
-    with open(segment, "r+b") as handle:
-        handle.seek(40)
-        byte = handle.read(1)
-        handle.seek(40)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    _flip_byte(segment, 40)
     os.close(log._lock_handle)  # the process dies without closing
     log._lock_handle = None
     log, bodies = _replay(str(tmp_path))

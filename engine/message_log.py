@@ -677,7 +677,8 @@ class MessageLog:
         """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
         self._close_active()
         self._active_number, self._salt, self._active_bytes = last, last_salt, last_size
-        self._write = self._synced = 1  # compaction wrote its segments as one fsync'd write
+        # Compaction wrote the segment's records as one fsync'd write number 1, or none at all.
+        self._write = self._synced = 1 if last_size > codec.SEGMENT_HEADER_SIZE else 0
         self._uncompressed, self._roll_due, self._finish_due = [], False, True
         self._finish_after_commit()
 

@@ -34,7 +34,7 @@ class PathBackend:
         self.shard_count = len(shards)
         self.request_timeout_s = request_timeout_s
         self.compress_records = compress_records
-        self.clients = [ShardClient(handle, index, self._reassign) for index, handle in enumerate(shards)]
+        self.clients = [ShardClient(handle.execute.remote, index, self._reassign) for index, handle in enumerate(shards)]
         self._routes: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ routing
@@ -113,6 +113,22 @@ class PathBackend:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
 
+    async def detach(self, timeout_s: float = 10.0) -> None:
+        """Tell the router this bridge is gone (the last one releases the path's shards)."""
+        await asyncio.wait_for(self.router.close_path.remote(self.namespace), timeout=timeout_s)
+
+    async def flush_and_detach(self, timeout_s: float = 10.0) -> None:
+        """Write every shard's buffered (`none`-mode) records, then detach."""
+        flushes = [shard.execute.remote([("flush", (), {})]) for shard in self.shards]
+        await asyncio.wait_for(asyncio.gather(*flushes, return_exceptions=True), timeout=timeout_s)
+        await self.detach(timeout_s)
+
+    def clear_caches(self) -> None:
+        """Submit a cache clear to every shard without waiting: Ray runs a caller's calls to an actor in
+        submission order, so every call issued after this sees a cold cache."""
+        for handle in self.shards:
+            handle.execute.remote([("clear_cache", (), {})])
+
     async def probe_all(self, timeout_s: float) -> list[dict[str, Any]]:
         """Probe every shard in parallel (health concurrency group); one entry per shard."""
         async def probe(index: int) -> dict[str, Any]:
@@ -140,6 +156,20 @@ class PathBackend:
         return list(await asyncio.gather(*(stats(index) for index in range(self.shard_count))))
 
 
+async def open_path(settings: Any, namespace: str, requested: int, explicit: bool, spare: int
+                    ) -> tuple[PathBackend, int | None]:
+    """Attach to `namespace`'s path through the runtime's router (opening it if needed): the
+    bridge's backend and the router's pid. Raises the router's EngineError (ShardLocked,
+    CONFIG_ERROR for a shard-count mismatch, CorruptRecord...)."""
+    from actors import deploy  # imported late: importing api starts no Ray
+    router = deploy.get_router(spare=spare)
+    opened = await router.open_path.remote(namespace, engine_config_for(settings, 1), requested, explicit,
+                                           settings.enable_compression)
+    backend = PathBackend(opened["config"], namespace, router, opened["shards"], float(settings.request_timeout_s),
+                          settings.enable_compression)
+    return backend, opened.get("pid")
+
+
 def engine_config_for(config: Any, shard_count: int) -> EngineConfig:
     """The root EngineConfig a bridge passes to its shard actors."""
     return EngineConfig(
@@ -153,4 +183,4 @@ def engine_config_for(config: Any, shard_count: int) -> EngineConfig:
     )
 
 
-__all__ = ["PathBackend", "ShardUnavailable", "engine_config_for"]
+__all__ = ["PathBackend", "ShardUnavailable", "engine_config_for", "open_path"]

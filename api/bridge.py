@@ -18,7 +18,7 @@ from typing import Any
 from engine.errors import EngineError, ShardLocked
 
 from . import runtime
-from .backend import PathBackend, engine_config_for
+from .backend import PathBackend, open_path
 from .config import ChatAppStorageConfig, flatten_options
 from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
 from ._errors import describe_exception, unwrap_ray_error
@@ -153,23 +153,17 @@ class FFChatAppBridge:
         try:
             await runtime.ensure_ray(settings.ray_address)
             step = "storage_lock"
-            from actors import deploy  # imported late: importing api starts no Ray
             namespace = settings.resolved_namespace()
             requested = settings.shard_count or runtime.cpu_count()
-            router = deploy.get_router(spare=runtime.cpu_count())
-            template = engine_config_for(settings, 1)
             try:
-                opened = await router.open_path.remote(namespace, template, requested, self._shard_count_explicit,
-                                                       settings.enable_compression)
+                self._backend, self._router_pid = await open_path(
+                    settings, namespace, requested, self._shard_count_explicit, spare=runtime.cpu_count())
             except EngineError as exc:
                 if exc.code == "CONFIG_ERROR":
                     raise ConfigurationError(exc.message, config_field="shard_count") from None
                 if not isinstance(exc, ShardLocked):
                     step = "shard_startup"
                 raise
-            self._router_pid = opened.get("pid")
-            self._backend = PathBackend(opened["config"], namespace, router, opened["shards"],
-                                        float(settings.request_timeout_s), settings.enable_compression)
             self._namespace = namespace
             step = "embedder_check"
             if settings.embedder:
@@ -202,7 +196,7 @@ class FFChatAppBridge:
         backend, self._backend = self._backend, None
         if backend is not None:
             try:
-                await asyncio.wait_for(backend.router.close_path.remote(backend.namespace), timeout=10)
+                await backend.detach()
             except Exception as exc:  # best effort: the failure being reported matters more
                 logger.warning("could not detach from %s: %s", backend.namespace, exc)
 
@@ -254,14 +248,9 @@ class FFChatAppBridge:
         if backend is None:
             return
         try:
-            await self._release(backend)
+            await backend.flush_and_detach()
         except Exception as exc:  # close never raises
             logger.warning("bridge close: %s", exc)
-
-    async def _release(self, backend: PathBackend) -> None:
-        flushes = [shard.execute.remote([("flush", (), {})]) for shard in backend.shards]
-        await asyncio.wait_for(asyncio.gather(*flushes, return_exceptions=True), timeout=10)
-        await asyncio.wait_for(backend.router.close_path.remote(backend.namespace), timeout=10)
 
     async def __aenter__(self) -> "FFChatAppBridge":
         await self.initialize()

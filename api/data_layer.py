@@ -282,16 +282,11 @@ class FFChatDataLayer:
         return self.get_performance_metrics()
 
     def clear_cache(self) -> None:
-        """Empty every shard cache of the path (for other bridges too); metrics are kept.
-
-        The clear is submitted on each shard's actor handle; Ray runs a caller's calls to an actor
-        in submission order, so every call issued after this returns sees a cold cache.
-        """
+        """Empty every shard cache of the path (for other bridges too); metrics are kept. Every call
+        issued after this returns sees a cold cache."""
         backend = self._bridge.backend
-        if backend is None:
-            return
-        for handle in backend.shards:
-            handle.execute.remote([("clear_cache", (), {})])
+        if backend is not None:
+            backend.clear_caches()
 
     def reset_metrics(self) -> None:
         """Zero this bridge's counters."""

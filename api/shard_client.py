@@ -25,9 +25,10 @@ class ShardClient:
     deadline (one timer per batch, not per call).
     """
 
-    def __init__(self, handle: Any, index: int, reassign: Callable[[int], Awaitable[None]] | None = None,
-                 max_in_flight: int = 4, max_batch: int = 1000) -> None:
-        self.handle = handle
+    def __init__(self, send: Callable[[list[tuple[str, tuple, dict]]], Awaitable[Any]], index: int,
+                 reassign: Callable[[int], Awaitable[None]] | None = None, max_in_flight: int = 4,
+                 max_batch: int = 1000) -> None:
+        self._call_actor = send  # one actor call carrying a batch (api.backend owns the handle)
         self.index = index
         self._reassign = reassign
         self.max_in_flight = max_in_flight
@@ -102,7 +103,7 @@ class ShardClient:
             try:
                 self.batches_sent += 1
                 self.operations_sent += len(operations)
-                return await asyncio.wait_for(self.handle.execute.remote(operations), timeout=remaining)
+                return await asyncio.wait_for(self._call_actor(operations), timeout=remaining)
             except asyncio.CancelledError:
                 raise
             except asyncio.TimeoutError:

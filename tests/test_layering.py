@@ -7,7 +7,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "engine": {"ray", "actors", "api", "asyncio"},
     "actors": {"api"},
-    "api": {"engine.message_log", "engine.shard_cache", "engine.search_index", "engine.shard",
+    "api": {"scale_tests", "engine.filesystem", "engine.simulated_filesystem", "engine.segment", "engine.compaction",
+            "engine.shard_state", "engine.verify",
+            "engine.message_log", "engine.shard_cache", "engine.search_index", "engine.shard",
             "engine.session_store", "engine.codec"},
 }
 
@@ -36,3 +38,10 @@ def test_no_forbidden_import_edges():
                     if name == bad or name.startswith(bad + "."):
                         problems.append(f"{path.relative_to(ROOT)} imports {name}")
     assert problems == []
+
+
+def test_one_api_module_owns_every_actor_call():
+    """Only api/backend.py calls `.remote(`: the rest of api asks it through methods."""
+    callers = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "api").rglob("*.py")
+                     if ".remote(" in path.read_text())
+    assert callers == ["api/backend.py"]

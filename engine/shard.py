@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import codec
+from .backoff import Backoff
 from .config import EngineConfig
 from .errors import CorruptRecord, EngineError, InvalidInput, SessionNotFound, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write
@@ -28,16 +29,12 @@ from .models import MAX_METADATA_BYTES, ROLES, new_message_id, validate_id
 from .session_store import SessionState, analytics_partial, history_page, page_bytes
 from .shard_state import RECOVERED_TITLE, ShardState
 from .storable import check_json, check_text, text_bytes
-from .search_index import SearchIndex
-from .shard_cache import ShardCache
-from .vector_index import VectorIndex, load_embedder
+from .vector_index import load_embedder
 
 _DEFAULT_TITLES = {"chat": "New Chat", "panel": "Panel Session", "debate": "Debate Session",
                    "problem_solving": "Problem Solving Session"}
 _RESERVED_PROFILE_KEYS = ("user_id", "created_at", "updated_at")
 COMPACT_MIN_DEAD = 10_000  # compact once deleted messages exceed this and the live count
-_PAUSE_FIRST_S = 0.05
-_PAUSE_MAX_S = 5.0
 
 
 def default_title(session_type: str) -> str:
@@ -64,7 +61,6 @@ class Shard:
         self.index = index
         self.directory = os.path.join(config.storage_path, f"shard-{index:04d}")
         self._clock = clock
-        self._monotonic = monotonic
         self.fs = fs or FileSystem()
         self.log = MessageLog(self.directory, config.durability, config.segment_bytes_max,
                               config.compress_sealed_segments, config.flush_interval_s, clock=monotonic,
@@ -73,48 +69,13 @@ class Shard:
         self._pending: list[codec.Record] = []
         self._batch_now: str | None = None
         self.compactions = 0
-        self._compact_retry_at = 0.0
-        self._compact_backoff_s = 0.0
+        self._compact_retry = Backoff(1.0, 60.0, monotonic)
         self._compact_wanted = False
-        self._paused_until = 0.0
-        self._pause_s = 0.0
+        self._write_pause = Backoff(0.05, 5.0, monotonic)  # writes wait after a failed commit
         self._reload_needed = False
         self.reloads = 0
         self._compress_records = False
         self.opened = False
-
-    # ------------------------------------------------------------------ state views
-    @property
-    def users(self) -> dict[str, dict[str, Any]]:
-        return self.state.users
-
-    @property
-    def sessions(self) -> dict[tuple[str, str], SessionState]:
-        return self.state.sessions
-
-    @property
-    def user_sessions(self) -> dict[str, set[str]]:
-        return self.state.user_sessions
-
-    @property
-    def cache(self) -> ShardCache:
-        return self.state.cache
-
-    @property
-    def search_index(self) -> SearchIndex:
-        return self.state.search_index
-
-    @property
-    def vectors(self) -> VectorIndex:
-        return self.state.vectors
-
-    @property
-    def message_count(self) -> int:
-        return self.state.message_count
-
-    @property
-    def dead_messages(self) -> int:
-        return self.state.dead_messages
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> dict[str, Any]:
@@ -180,7 +141,7 @@ class Shard:
         """
         results: list[tuple[bool, Any]] = []
         self._batch_now = None  # one acknowledgement time per batch (they share one commit)
-        paused = self._monotonic() < self._paused_until
+        paused = self._write_pause.waiting()
         after_commit: list[tuple[int, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         for name, args, kwargs in operations:
             handler = _OPERATIONS.get(name)
@@ -202,13 +163,13 @@ class Shard:
         except StorageFailure as failure:
             # The batch's records are not in the log but are in memory: nothing of it may be
             # acknowledged, and memory must hold only what the log holds.
-            self._pause_s = min(_PAUSE_MAX_S, max(_PAUSE_FIRST_S, self._pause_s * 2))
-            self._paused_until = self._monotonic() + self._pause_s
+            self._write_pause.failed()
             self.reload()
             return [(False, failure)] * len(operations)
         for position, handler, args, kwargs in after_commit:
             results[position] = self._run(handler.__name__, handler, args, kwargs)
-        self._pause_s = 0.0
+        if not paused:
+            self._write_pause.succeeded()
         if self._reload_needed:
             self.reload()
         self.maintain()
@@ -233,7 +194,7 @@ class Shard:
         """Background upkeep: due none-mode flushes, retries of failed log steps, compaction."""
         self.log.maintain()
         due = self._compact_wanted or self.state.dead_messages > max(COMPACT_MIN_DEAD, self.state.message_count)
-        if due and self._monotonic() >= self._compact_retry_at:
+        if due and not self._compact_retry.waiting():
             try:
                 self.compact()
             except StorageFailure:
@@ -264,7 +225,7 @@ class Shard:
     def create_user(self, user_id: str, profile: dict[str, Any] | None = None) -> bool:
         validate_id(user_id, "user")
         _shape(profile is None or isinstance(profile, dict), "profile must be a dict")
-        if user_id in self.users:
+        if user_id in self.state.users:
             return False
         now = self.now_iso()
         record = {key: value for key, value in (profile or {}).items() if key not in _RESERVED_PROFILE_KEYS}
@@ -276,15 +237,15 @@ class Shard:
         return True
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
-        profile = self.users.get(user_id)
+        profile = self.state.users.get(user_id)
         return dict(profile) if profile is not None else None
 
     def user_exists(self, user_id: str) -> bool:
-        return user_id in self.users
+        return user_id in self.state.users
 
     def update_user(self, user_id: str, updates: dict[str, Any]) -> bool:
         _shape(isinstance(updates, dict), "updates must be a dict")
-        profile = self.users.get(user_id)
+        profile = self.state.users.get(user_id)
         if profile is None:
             return False
         record = dict(profile)
@@ -301,19 +262,19 @@ class Shard:
         return True
 
     def delete_profile(self, user_id: str) -> bool:
-        if user_id not in self.users:
+        if user_id not in self.state.users:
             return False
         self._write(codec.USER_DELETE, {"u": user_id})
         return True
 
     def list_users(self) -> list[str]:
-        return sorted(self.users)
+        return sorted(self.state.users)
 
     # ------------------------------------------------------------------ sessions
     def _session(self, user_id: str, session_id: str) -> SessionState:
         if type(user_id) is not str or type(session_id) is not str:
             raise InvalidInput("user_id and session_id must be strings", "INVALID_ID")
-        state = self.sessions.get((user_id, session_id))
+        state = self.state.sessions.get((user_id, session_id))
         if state is None:
             raise SessionNotFound(f"Session '{session_id}' not found for user '{user_id}'")
         return state
@@ -324,7 +285,7 @@ class Shard:
         """Create a session; False if (user_id, session_id) exists."""
         validate_id(user_id, "user")
         validate_id(session_id, "session")
-        if (user_id, session_id) in self.sessions:
+        if (user_id, session_id) in self.state.sessions:
             return False
         check_text(session_type, "session_type", "INVALID_ARGUMENT")
         _shape(metadata is None or isinstance(metadata, dict), "session metadata must be a dict")
@@ -341,12 +302,12 @@ class Shard:
         return True
 
     def get_session(self, user_id: str, session_id: str) -> dict[str, Any] | None:
-        state = self.sessions.get((user_id, session_id))
+        state = self.state.sessions.get((user_id, session_id))
         return state.to_dict() if state is not None else None
 
     def update_session(self, user_id: str, session_id: str, updates: dict[str, Any]) -> bool:
         _shape(isinstance(updates, dict), "updates must be a dict")
-        state = self.sessions.get((user_id, session_id))
+        state = self.state.sessions.get((user_id, session_id))
         if state is None:
             return False
         record = dict(state.record)
@@ -371,11 +332,11 @@ class Shard:
     def list_user_sessions(self, user_id: str) -> tuple[list[dict[str, Any]], bool]:
         """This shard's sessions of a user (cached); returns (sessions, cache_hit)."""
         key = ("l", user_id)
-        cached = self.cache.get(key)
+        cached = self.state.cache.get(key)
         if cached is not None:
             return cached, True
-        sessions = [self.sessions[(user_id, s)].to_dict() for s in self.user_sessions.get(user_id, ())]
-        self.cache.put(key, sessions, 128 + 400 * len(sessions), [("u", user_id)])
+        sessions = [self.state.sessions[(user_id, s)].to_dict() for s in self.state.user_sessions.get(user_id, ())]
+        self.state.cache.put(key, sessions, 128 + 400 * len(sessions), [("u", user_id)])
         return sessions, False
 
     def session_stats(self, user_id: str, session_id: str) -> dict[str, Any]:
@@ -389,7 +350,7 @@ class Shard:
     def delete_user_data(self, user_id: str) -> dict[str, int]:
         """Delete the user's sessions on this shard and the profile if it lives here."""
         sessions_deleted = messages_deleted = 0
-        for session_id in sorted(self.user_sessions.get(user_id, ())):
+        for session_id in sorted(self.state.user_sessions.get(user_id, ())):
             messages_deleted += self.delete_session(user_id, session_id)
             sessions_deleted += 1
         profile_deleted = self.delete_profile(user_id)
@@ -461,11 +422,11 @@ class Shard:
         """A history page (cached per exact request); returns (page, cache_hit)."""
         state = self._session(user_id, session_id)
         key = ("h", user_id, session_id, limit, offset, before, after, latest)
-        cached = self.cache.get(key)
+        cached = self.state.cache.get(key)
         if cached is not None:
             return cached, True
         page = history_page(state, limit, offset, before, after, latest)
-        self.cache.put(key, page, page_bytes(page), [("s", user_id, session_id)])
+        self.state.cache.put(key, page, page_bytes(page), [("s", user_id, session_id)])
         return page, False
 
     def read_range(self, user_id: str, session_id: str, start: int, count: int, end: int | None = None) -> dict[str, Any]:
@@ -480,7 +441,7 @@ class Shard:
 
     # ------------------------------------------------------------------ user-level reads (fanned out by the router)
     def search_stats(self, user_id: str, terms: list[str]) -> dict[str, Any]:
-        return self.search_index.stats(user_id, terms)
+        return self.state.search_index.stats(user_id, terms)
 
     def search(self, user_id: str, terms: list[str], global_stats: dict[str, Any], limit: int,
                filters: dict[str, Any] | None = None, sort: str = "relevance",
@@ -490,13 +451,13 @@ class Shard:
         key = ("q", user_id, tuple(terms), global_stats["doc_count"], global_stats["total_length"],
                tuple(sorted(global_stats["doc_freq"].items())), limit, sort, include_metadata,
                tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items())))
-        cached = self.cache.get(key)
+        cached = self.state.cache.get(key)
         if cached is not None:
             return cached, True
-        found = self.search_index.search(user_id, terms, global_stats, limit, sort=sort, **filters)
+        found = self.state.search_index.search(user_id, terms, global_stats, limit, sort=sort, **filters)
         hits = self._hit_dicts(user_id, found["hits"], include_metadata)
         result = {"hits": hits, "total": found["total"]}
-        self.cache.put(key, result, 256 + sum(len(h["content"]) + 300 for h in hits), [("u", user_id)])
+        self.state.cache.put(key, result, 256 + sum(len(h["content"]) + 300 for h in hits), [("u", user_id)])
         return result, False
 
     def vector_search(self, user_id: str, query_vector: list[float], limit: int,
@@ -504,20 +465,20 @@ class Shard:
                       include_metadata: bool = True, sort: str = "relevance") -> dict[str, Any]:
         """Top `limit` of the user's messages on this shard by cosine similarity (embeds the user's
         queued messages first, up to 2,000); returns {"hits", "total", "pending"}."""
-        self.vectors.embed_pending(2000, user_id)
-        found = self.vectors.search(user_id, query_vector, limit, threshold=threshold, sort=sort, **(filters or {}))
+        self.state.vectors.embed_pending(2000, user_id)
+        found = self.state.vectors.search(user_id, query_vector, limit, threshold=threshold, sort=sort, **(filters or {}))
         return {"hits": self._hit_dicts(user_id, found["hits"], include_metadata), "total": found["total"],
-                "pending": self.vectors.pending(user_id)}
+                "pending": self.state.vectors.pending(user_id)}
 
     def embed_pending(self, limit: int = 1000) -> int:
         """Embed queued messages of any user (the bridge's background refresh calls this)."""
-        return self.vectors.embed_pending(limit)
+        return self.state.vectors.embed_pending(limit)
 
     def _hit_dicts(self, user_id: str, hits: list[tuple[str, str, float, float]],
                    include_metadata: bool) -> list[dict[str, Any]]:
         out = []
         for session_id, message_id, score, epoch in hits:
-            state = self.sessions[(user_id, session_id)]
+            state = self.state.sessions[(user_id, session_id)]
             message = state.messages[state.positions[message_id]].to_dict(include_metadata)
             message.update(session_id=session_id, relevance_score=score, result_type="message", timestamp_epoch=epoch)
             out.append(message)
@@ -526,12 +487,12 @@ class Shard:
     def analytics(self, user_id: str, window_start: float, window_end: float) -> tuple[dict[str, Any], bool]:
         """This shard's analytics partial for the user; cached until the user's next write or 60 s."""
         key = ("a", user_id, int(window_start // 60), int(window_end // 60))
-        cached = self.cache.get(key)
+        cached = self.state.cache.get(key)
         if cached is not None:
             return cached, True
-        sessions = [self.sessions[(user_id, s)] for s in self.user_sessions.get(user_id, ())]
+        sessions = [self.state.sessions[(user_id, s)] for s in self.state.user_sessions.get(user_id, ())]
         partial = analytics_partial(sessions, window_start, window_end)
-        self.cache.put(key, partial, 512 + 16 * len(partial["days"]), [("u", user_id)])
+        self.state.cache.put(key, partial, 512 + 16 * len(partial["days"]), [("u", user_id)])
         return partial, False
 
     # ------------------------------------------------------------------ admin
@@ -548,18 +509,17 @@ class Shard:
         except (StorageFailure, OSError) as exc:
             # Wanted until it succeeds: `maintain` retries with backoff.
             self._compact_wanted = True
-            self._compact_backoff_s = min(_PAUSE_MAX_S * 12, max(1.0, self._compact_backoff_s * 2))
-            self._compact_retry_at = self._monotonic() + self._compact_backoff_s
+            self._compact_retry.failed()
             raise StorageFailure(f"Compaction of shard {self.index} failed: {exc}") from None
         self.state.dead_messages = 0
         self.compactions += 1
         self._compact_wanted = False
-        self._compact_backoff_s = 0.0
+        self._compact_retry.succeeded()
         return {"bytes_before": before, "bytes_after": self.log.disk_bytes()}
 
     def clear_cache(self) -> int:
-        entries = len(self.cache)
-        self.cache.clear()
+        entries = len(self.state.cache)
+        self.state.cache.clear()
         return entries
 
     def flush(self) -> None:
@@ -576,25 +536,25 @@ class Shard:
         except OSError:
             free = 0
         health = self.log.health()
-        paused = self._monotonic() < self._paused_until
+        paused = self._write_pause.waiting()
         if self._compact_wanted and "compaction" not in health["pending_steps"]:
             health["pending_steps"].append("compaction")
         return {"shard": self.index, "log_open": self.log.is_open, "readable": readable, "writable": writable,
-                "disk_free_bytes": free, "sessions": len(self.sessions), "messages": self.message_count,
-                "users": len(self.users), "cache_bytes": self.cache.bytes, "cache_entries": len(self.cache),
-                "cache_capacity_bytes": self.cache.capacity_bytes, "cache_hits": self.cache.hits,
-                "cache_misses": self.cache.misses, "epoch": self.log.epoch,
+                "disk_free_bytes": free, "sessions": len(self.state.sessions), "messages": self.state.message_count,
+                "users": len(self.state.users), "cache_bytes": self.state.cache.bytes, "cache_entries": len(self.state.cache),
+                "cache_capacity_bytes": self.state.cache.capacity_bytes, "cache_hits": self.state.cache.hits,
+                "cache_misses": self.state.cache.misses, "epoch": self.log.epoch,
                 "degraded": health["degraded"] or paused or bool(health["pending_steps"]),
                 "degraded_reason": health["reason"],
                 "pending_steps": health["pending_steps"], "io_failures": health["failures"],
                 "writes_paused": paused}
 
     def stats(self) -> dict[str, Any]:
-        ram = sum(state.ram_bytes for state in self.sessions.values()) + self.search_index.nbytes()
+        ram = sum(state.ram_bytes for state in self.state.sessions.values()) + self.state.search_index.nbytes()
         return {**self.probe(), "ram_bytes": ram,
-                "ram_bytes_per_message": ram / self.message_count if self.message_count else 0.0,
+                "ram_bytes_per_message": ram / self.state.message_count if self.state.message_count else 0.0,
                 "log_bytes": self.log.disk_bytes(), "log_commits": self.log.commits, "log_fsyncs": self.log.fsyncs,
-                "dead_messages": self.dead_messages, "compactions": self.compactions, "reloads": self.reloads,
+                "dead_messages": self.state.dead_messages, "compactions": self.compactions, "reloads": self.reloads,
                 "recovery": self.log.report.as_dict()}
 
 

@@ -100,7 +100,7 @@ def test_cache_hits_are_real_and_writes_invalidate(shard):
     shard.append("alice", "s1", [message("two")])
     page, hit = shard.history("alice", "s1", 10)
     assert hit is False and _ids(page) == ["one", "two"]
-    assert shard.cache.hits == 1 and shard.cache.misses == 2
+    assert shard.state.cache.hits == 1 and shard.state.cache.misses == 2
 
 
 def test_delete_session_removes_messages_and_postings(shard, tmp_path):
@@ -263,6 +263,6 @@ def test_compaction_runs_by_itself_once_deleted_data_dominates(tmp_path):
     shard.append("u", "small", [message("kept")])
     shard.commit()
     shard.execute([("delete_session", ("u", "big"), {})])
-    assert shard.compactions == 1 and shard.dead_messages == 0
+    assert shard.compactions == 1 and shard.state.dead_messages == 0
     assert shard.stats()["log_bytes"] < 10_000
     shard.close()

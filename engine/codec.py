@@ -78,7 +78,7 @@ def _packed(body: Any) -> bytes:
 
 def pack(record_type: int, body: dict[str, Any], compress: bool = False) -> list[Record]:
     """The exact record(s) the log will hold for `body`; raises InvalidInput if it cannot be encoded
-    or is too large. Only a MESSAGES body larger than MAX_RECORD_BYTES becomes several parts."""
+    or is too large. Only a MESSAGES body above the bound becomes several parts (a group)."""
     assert record_type in RECORD_TYPES
     payload = _packed(body)
     # A MESSAGES record keeps ROW_SLACK_BYTES below the bound, so every row it accepts fits again in a

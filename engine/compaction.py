@@ -17,6 +17,7 @@ import random
 from typing import Iterable
 
 from . import codec, segment
+from .errors import CorruptRecord
 from .filesystem import FileSystem, atomic_write, remove_tree, write_all
 
 STAGING = "compact.tmp"
@@ -59,6 +60,17 @@ def _write(fs: FileSystem, staging: str, number: int, records: list[codec.Record
     finally:
         fs.close(handle)
     return name, salt, len(data)
+
+
+def read_base(fs: FileSystem, directory: str) -> int:
+    """The first live segment number (0 before any compaction); raises CorruptRecord if unreadable."""
+    try:
+        text = fs.read(os.path.join(directory, "BASE")).strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit():
+        raise CorruptRecord(f"Unreadable BASE file in {directory}: {text[:40]!r}")
+    return int(text)
 
 
 def commit(fs: FileSystem, directory: str) -> None:

@@ -8,29 +8,27 @@ Layout of one shard directory (every file-system call goes through `engine.files
     seg-000000000001.zst  sealed segment, zstd-compressed (or .log when compression is off)
     seg-000000000002.log  the active segment; format in engine.codec (salted header, framed records)
 
-Crash-recovery rule (as SQLite's wal.c states its own): replay reads every segment from BASE on.
-In the *last* segment, a frame that fails its checks with no valid frame of that segment after it
-is a torn tail (an interrupted write): it is truncated and reported, as is a group of part frames
-whose last part is missing. A bad frame followed by a valid one, or any bad frame in a sealed
-segment, is corruption: opening refuses, naming the file and offset. Validity includes the
-segment's random salt, so message text can never pass for a frame. A last segment shorter than
-its header was being created: it is removed.
+Crash-recovery rule (as SQLite's wal.c states its own, decided in engine.segment): replay reads
+every segment from BASE on. Damage in a sealed segment is corruption: opening refuses, naming the
+file and offset. In the *last* segment, damage is a torn tail, truncated and reported, unless a
+later valid frame says the damaged write was already on disk (its `synced` number covers it): then
+it is corruption. A group of part frames whose last part is missing is cut too. Validity includes
+the segment's random salt, so message text can never pass for a frame. A last segment shorter than
+its header, or holding only zeros, was never born: it is removed.
 
-Compaction (`rewrite`) replaces the log with a snapshot, crash-safely: new segments and a PLAN
-(first and last number, file names) are written and fsync'd in `compact.tmp/`, which is renamed
-`compact.ready/` (the commit point). Finishing moves the planned files in, writes BASE, deletes
-older segments, then removes the PLAN and the folder; every step is idempotent and driven by the
-PLAN, so opening finishes a committed compaction from any point and discards an uncommitted one.
+Compaction (`rewrite`) replaces the log with a snapshot, crash-safely; the protocol is in
+engine.compaction.
 
 Durability (acknowledgement rule of `append_batch`):
     fsync  one write + one fdatasync per batch: survives process and OS crashes
-    flush  one write per batch, no fsync: survives a process crash
+    flush  one write per batch: survives a process crash; fsync'd about once a second (`maintain`)
     none   buffered in memory, written when older than flush_interval_s, on flush() and close()
 
 Failures: a failed write is cut back off the file (truncate to the last good size) and raised as
-StorageFailure; if even that fails, the log repairs itself before its next write. A failed
-background step (none-mode flush, segment roll, compression, compaction) leaves the live log
-serving, is recorded in `health()`, and is retried with exponential backoff.
+StorageFailure; if even that fails, the log repairs itself before its next write and a reload
+never replays those bytes. A failed background step (none-mode flush, segment roll, compression,
+finishing a compaction) leaves the live log serving, is recorded in `health()`, and is retried
+with exponential backoff. Every live change to the directory happens under the fence (`_fence`).
 """
 
 from __future__ import annotations
@@ -44,11 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from . import codec, compaction, segment
+from .backoff import Backoff
 from .errors import CorruptRecord, EngineError, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree, write_all
 
-_BACKOFF_FIRST_S = 0.05
-_BACKOFF_MAX_S = 5.0
 WRITE_FAILURE_WINDOW_S = 30.0
 SYNC_INTERVAL_S = 1.0
 _EPOCH_WIDTH = 20
@@ -112,7 +109,7 @@ class MessageLog:
         self._buffer_bytes = 0
         self._buffer_since: float | None = None
         self._write_lock = threading.RLock()  # the none-mode flusher thread writes too
-        self._uncompressed: list[int] = []  # sealed segments whose compression failed (retried)
+        self._uncompressed: list[int] = []  # sealed segments still to compress (retried after a failure)
         self._roll_due = False
         self._finish_due = False  # a committed compaction is not finished yet (retried)
         self._unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
@@ -120,8 +117,7 @@ class MessageLog:
         self.failures = 0
         self._flush_failing = False
         self._failed_at = 0.0
-        self._backoff_s = 0.0
-        self._retry_at = 0.0
+        self._retry = Backoff(0.05, 5.0, clock)  # failed background steps wait this long to retry
         self.epoch = 0
         self.report = RecoveryReport()
         self.bytes_written = 0
@@ -174,8 +170,7 @@ class MessageLog:
         if self._broken is None or self._handle is None:
             return None
         try:
-            self.fs.truncate(self._handle, self._active_bytes)
-            self.fs.fsync(self._handle)
+            self._cut_active()
         except OSError:
             return self._active_number, self._active_bytes
         self._broken = None
@@ -184,52 +179,52 @@ class MessageLog:
     def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
         self._finish_compaction()
         numbers = self._segment_numbers(clean=True)
-        while numbers and not numbers[-1][1]:
-            name = segment.file_name(numbers[-1][0], False)
-            size = self.fs.size(self._path(name))
-            if size >= codec.SEGMENT_HEADER_SIZE:
-                break
-            # Created but its header never completed: nothing was ever acknowledged in it.
-            self.fs.unlink(self._path(name))
-            self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed unborn segment {name} ({size} bytes)")
-            numbers.pop()
+        last_data = self._drop_unborn(numbers)
         self.report.segments = len(numbers)
-        last: tuple[int, int] | None = (0, 0)
+        last = (0, 0)
         for position, (number, compressed) in enumerate(numbers):
+            is_last = position == len(numbers) - 1
             end = limit[1] if limit is not None and limit[0] == number else None
-            last = yield from self._replay_segment(number, compressed, position == len(numbers) - 1, end)
-        if last is None:  # the last segment was never born: start it again
-            self._start_segment(numbers[-1][0])
-        elif numbers and not numbers[-1][1]:
+            last = yield from self._replay_segment(number, compressed, is_last, end, last_data if is_last else None)
+        if numbers and not numbers[-1][1]:
             self._active_number, (self._salt, self._write) = numbers[-1][0], last
             self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
             # Everything replayed counts as on disk from here on (frames written next say so).
             self.fs.fsync(self._handle)
             self._synced = self._write
         else:
-            self._start_segment((numbers[-1][0] + 1) if numbers else max(1, self._base()))
+            first = numbers[-1][0] + 1 if numbers else max(1, compaction.read_base(self.fs, self.directory))
+            self._start_segment(first)
         if limit is None:
             self._broken = None
         self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
                               self.compress_sealed]
 
-    def _replay_segment(self, number: int, compressed: bool, is_last: bool, end_at: int | None = None
-                        ) -> Generator[tuple[int, Any], None, tuple[int, int] | None]:
-        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt
-        and last write number, or None for a last segment that holds only zeros (created, but its header never reached the
-        disk before a power loss: removed). `end_at` ignores bytes from there on (a failed write
-        that could not be cut off yet)."""
+    def _drop_unborn(self, numbers: list[tuple[int, bool]]) -> bytes | None:
+        """Remove last segments that were never born (segment.is_unborn); returns the bytes of the
+        (new) last segment when it is uncompressed, so it is read once."""
+        while numbers and not numbers[-1][1]:
+            name = segment.file_name(numbers[-1][0], False)
+            data = self.fs.read(self._path(name))
+            if not segment.is_unborn(data):
+                return data
+            self.fs.unlink(self._path(name))
+            self.fs.fsync_dir(self.directory)
+            self.report.notes.append(f"removed unborn segment {name} ({len(data)} bytes)")
+            numbers.pop()
+        return None
+
+    def _replay_segment(self, number: int, compressed: bool, is_last: bool, end_at: int | None = None,
+                        data: bytes | None = None) -> Generator[tuple[int, Any], None, tuple[int, int]]:
+        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt and
+        last write number. `end_at` ignores bytes from there on (a failed write that could not be cut
+        off yet)."""
         name = segment.file_name(number, compressed)
         path = self._path(name)
-        data = self.fs.read(path)
+        if data is None:
+            data = self.fs.read(path)
         if end_at is not None:
             data = data[:end_at]
-        if is_last and not compressed and codec.read_segment_header(data) is None and not data.strip(b"\0"):
-            self.fs.unlink(path)
-            self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed unborn segment {name} ({len(data)} zero bytes)")
-            return None
         if compressed:
             data = segment.decompress(data, path)
         end = yield from segment.scan(data, path, sealed=compressed or not is_last)
@@ -253,44 +248,17 @@ class MessageLog:
         self.report.truncated_file = self._path(name)
         self.report.notes.append(f"truncated torn tail of {name}: {size - offset} bytes at offset {offset}")
 
-    def _base(self) -> int:
-        try:
-            text = self.fs.read(self._path("BASE")).strip()
-        except FileNotFoundError:
-            return 0
-        if not text.isdigit():
-            raise CorruptRecord(f"Unreadable BASE file in {self.directory}: {text[:40]!r}")
-        return int(text)
-
     def _segment_numbers(self, clean: bool = False) -> list[tuple[int, bool]]:
         """Live segments in order; with `clean`, removes leftovers (temporary copies, segments below
         BASE, a .log whose compressed .zst was completed)."""
-        base = self._base()
-        found: dict[int, bool] = {}
-        removed = []
-        names = self.fs.listdir(self.directory)
-        for name in names:
-            number = segment.number_of(name)
-            if number is None:
-                continue
-            extension = name[len(segment.PREFIX) + 12:]
-            if extension not in (".log", ".zst") or number < base:
-                removed.append(name)  # temporary file of an interrupted step, or compacted away
-            elif extension == ".zst":
-                found[number] = True
-            else:
-                found.setdefault(number, False)
-        for number, compressed in found.items():
-            if compressed and segment.file_name(number, False) in names:
-                removed.append(segment.file_name(number, False))
-        if not clean:
-            return sorted(found.items())
-        for name in removed:
-            self.fs.unlink(self._path(name))
-        if removed:
+        numbers, leftovers = segment.live_segments(self.fs.listdir(self.directory),
+                                                   compaction.read_base(self.fs, self.directory))
+        if clean and leftovers:
+            for name in leftovers:
+                self.fs.unlink(self._path(name))
             self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed leftovers: {sorted(removed)}")
-        return sorted(found.items())
+            self.report.notes.append(f"removed leftovers: {sorted(leftovers)}")
+        return numbers
 
     # ----------------------------------------------------------------- locking and fencing
     def _take_lock(self) -> None:
@@ -386,7 +354,6 @@ class MessageLog:
             assert self._handle is not None
             self._write += 1  # a write number is never used twice, even when the write fails
             data = codec.frames(records, self._salt, self._write, self._synced)
-            start = self._active_bytes
             try:
                 write_all(self.fs, self._handle, data)
                 if sync:
@@ -394,26 +361,27 @@ class MessageLog:
                     self.fsyncs += 1
                     self._synced = self._write
             except OSError as exc:
-                self._cut_back(start)
+                self._cut_back()
                 self._note_failure("write", exc)
                 raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
-            self._commit_done(len(data))
+            self._note_success("write")
+            self.bytes_written += len(data)
+            self.commits += 1
+            self._active_bytes += len(data)
+            if self._active_bytes >= self.segment_bytes_max:
+                self._roll_due = True
+                self._roll()
 
-    def _commit_done(self, size: int) -> None:
-        self._note_success("write")
-        self.bytes_written += size
-        self.commits += 1
-        self._active_bytes += size
-        if self._active_bytes >= self.segment_bytes_max:
-            self._roll_due = True
-            self._roll()
+    def _cut_active(self) -> None:
+        """Truncate the active segment to its last good size, durably (raises OSError)."""
+        assert self._handle is not None
+        self.fs.truncate(self._handle, self._active_bytes)
+        self.fs.fsync(self._handle)
 
-    def _cut_back(self, size: int) -> None:
+    def _cut_back(self) -> None:
         """Remove a failed write's bytes; if that fails too, repair before the next write."""
         try:
-            self.fs.truncate(self._handle, size)  # type: ignore[arg-type]
-            if self.durability == "fsync":
-                self.fs.fdatasync(self._handle)  # type: ignore[arg-type]
+            self._cut_active()
         except OSError as exc:
             self._broken = f"could not cut a failed write back off {segment.file_name(self._active_number, False)}: {exc}"
 
@@ -434,8 +402,7 @@ class MessageLog:
         if self._broken is None:
             return
         try:
-            self.fs.truncate(self._handle, self._active_bytes)
-            self.fs.fsync(self._handle)
+            self._cut_active()
         except OSError as exc:
             raise StorageFailure(f"Shard log {self.directory} needs repair ({self._broken}): {exc}") from None
         self._broken = None
@@ -444,7 +411,7 @@ class MessageLog:
         """For `none` mode: write buffered records older than flush_interval_s (failures back off)."""
         since = self._buffer_since
         now = self._clock()
-        if since is not None and now - since >= self.flush_interval_s and now >= self._retry_at:
+        if since is not None and now - since >= self.flush_interval_s and not self._retry.waiting():
             try:
                 self.flush()
             except StorageFailure as exc:
@@ -549,16 +516,13 @@ class MessageLog:
         self.failure = f"{step} failed: {exc}"
         self.failures += 1
         self._failed_at = self._clock()
-        self._backoff_s = min(_BACKOFF_MAX_S, max(_BACKOFF_FIRST_S, self._backoff_s * 2))
-        self._retry_at = self._clock() + self._backoff_s
+        self._retry.failed()
 
     def _note_success(self, step: str) -> None:
         if self.failure is not None and self.failure.startswith(step):
             self.failure = None
-            self._backoff_s = 0.0
+            self._retry.succeeded()
 
-    def retry_due(self) -> bool:
-        return self._clock() >= self._retry_at
 
     def maintain(self) -> None:
         """Retry failed background steps whose backoff has passed (none-mode flush included), and
@@ -567,7 +531,7 @@ class MessageLog:
         if self.durability == "none":
             self.flush_if_due()
         self._sync_if_due()
-        if not self.retry_due():
+        if self._retry.waiting():
             return
         with self._write_lock:
             if self._fence_handle is None:
@@ -576,11 +540,9 @@ class MessageLog:
                     or self._unknown_commit is not None or self._broken is not None):
                 return
             with self._fence():
-                if self._unknown_commit is not None:
-                    self._resolve_commit()
                 if self._finish_due:
                     self._finish_after_commit()
-                if self._handle is None or self._broken is not None:
+                if self._handle is None or self._broken is not None or self._unknown_commit is not None:
                     try:
                         self._repair_if_broken()
                     except StorageFailure as exc:

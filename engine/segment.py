@@ -28,6 +28,34 @@ def number_of(name: str) -> int | None:
     return int(stem) if stem.isdigit() else None
 
 
+def live_segments(names: list[str], base: int) -> tuple[list[tuple[int, bool]], list[str]]:
+    """From a shard directory's file names: the live segments in order as (number, compressed), and
+    the leftovers to remove (temporary copies, segments below `base`, a .log whose .zst is complete)."""
+    found: dict[int, bool] = {}
+    leftovers = []
+    for name in names:
+        number = number_of(name)
+        if number is None:
+            continue
+        extension = name[len(PREFIX) + 12:]
+        if extension not in (".log", ".zst") or number < base:
+            leftovers.append(name)
+        elif extension == ".zst":
+            found[number] = True
+        else:
+            found.setdefault(number, False)
+    leftovers += [file_name(number, False) for number, compressed in found.items()
+                  if compressed and file_name(number, False) in names]
+    return sorted(found.items()), leftovers
+
+
+def is_unborn(data: bytes) -> bool:
+    """A last segment that was created but never born: shorter than a header, or only zeros (a power
+    loss kept its size but not its data). Nothing can have been acknowledged in it."""
+    return codec.read_segment_header(data) is None and (len(data) < codec.SEGMENT_HEADER_SIZE
+                                                        or not data.strip(b"\0"))
+
+
 @dataclass
 class SegmentEnd:
     """How a segment ends: `cut` is the offset to truncate a torn tail at (None when clean);

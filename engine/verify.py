@@ -56,16 +56,10 @@ def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
     if compaction.STAGING in entries:
         found["notes"].append("an uncommitted compaction is left over (the next open discards it)")
     try:
-        base = int(fs.read(os.path.join(directory, "BASE")).strip() or 0) if "BASE" in entries else 0
-    except ValueError:
-        found["errors"].append("BASE is unreadable")
+        ordered, _ = segment.live_segments(entries, compaction.read_base(fs, directory))
+    except CorruptRecord as exc:
+        found["errors"].append(str(exc))
         return found
-    numbers: dict[int, bool] = {}
-    for name in entries:
-        number = segment.number_of(name)
-        if number is not None and number >= base and name.endswith((".log", ".zst")):
-            numbers[number] = numbers.get(number, False) or name.endswith(".zst")
-    ordered = sorted(numbers.items())
     found["segments"] = len(ordered)
     for position, (number, compressed) in enumerate(ordered):
         path = os.path.join(directory, segment.file_name(number, compressed))
@@ -75,7 +69,7 @@ def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
             if compressed:
                 data = segment.decompress(data, path)
             is_last = position == len(ordered) - 1
-            if is_last and not compressed and len(data) < codec.SEGMENT_HEADER_SIZE:
+            if is_last and not compressed and segment.is_unborn(data):
                 found["notes"].append(f"{path}: unborn segment of {len(data)} bytes (removed on open)")
                 continue
             scanner = segment.scan(data, path, sealed=compressed or not is_last)

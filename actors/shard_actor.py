@@ -106,7 +106,8 @@ class ShardActor:
         return count
 
     def _upkeep_loop(self, shard: Shard, stop: threading.Event) -> None:
-        """Flush `none`-mode data when due and retry failed background steps (backoff is the log's)."""
+        """Run the shard's upkeep: due `none`-mode flushes, the about-once-a-second fsync of flush and
+        none modes, retries of failed background steps (with their backoff) and due compaction."""
         interval = min(0.25, shard.config.flush_interval_s / 4)
         while not stop.wait(interval):
             with self._engine_lock:

@@ -6,7 +6,6 @@ import errno
 import os
 import threading
 import time
-import zlib
 
 import pytest
 
@@ -266,9 +265,7 @@ def test_a_successor_cannot_open_between_the_epoch_check_and_the_write(tmp_path)
     started = threading.Event()
     old = MessageLog(directory, durability="fsync", fs=_SlowWrites(started))
     list(old.open())
-    old.fs = FileSystem()  # the segment header is written: from now on, slow writes only for the batch
-    old.fs = _SlowWrites(started)
-    started.clear()
+    started.clear()  # the segment header was written during open: wait for the batch's write
     writer = threading.Thread(target=old.append_batch, args=(codec.pack(codec.USER_PUT, {"u": "old", "p": {}}),))
     writer.start()
     started.wait(5)
@@ -368,7 +365,6 @@ def test_checksums_cover_the_salt(tmp_path):
     data = codec.segment_header(1) + codec.frame(record, 1)
     assert codec.check_frame(data, codec.SEGMENT_HEADER_SIZE, 1) is not None
     assert codec.check_frame(data, codec.SEGMENT_HEADER_SIZE, 2) is None
-    assert zlib.crc32(data) != 0
 
 
 def test_verify_reads_every_record_and_names_damage_without_changing_anything(tmp_path):

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from engine import operations as ops
 from engine.config import EngineConfig
 from engine.errors import EngineError, StaleEpoch, StorageFailure, ShardUnassigned
 from engine.shard import Shard
@@ -37,16 +38,17 @@ class ShardActor:
 
     Example (in-process, as unit tests use it):
         >>> actor = ShardActor(0); actor.assign(config, 0)
-        >>> actor.execute([("create_session", ("u", "s"), {})])
+        >>> actor.execute([CreateSession("u", "s")])
     """
 
-    def __init__(self, slot: int | str = 0, tune_gc: bool = True) -> None:
+    def __init__(self, slot: int | str = 0, tune_gc: bool = True, exit_on_fatal: bool = True) -> None:
         if tune_gc:
             # This process holds one shard's messages as millions of small objects, and none of them
             # form reference cycles worth hunting often: rarer young-generation collections keep
-            # append cost flat as the shard grows (22 -> 15 us per message at 60k messages here).
+            # append cost flat as the shard grows.
             gc.set_threshold(100_000, 50, 1000)
         self._slot = slot
+        self._exit_on_fatal = exit_on_fatal  # False in one process without Ray: drop the shard instead
         self._shard: Shard | None = None
         self._key: tuple[str, int] | None = None
         self._recovery: dict[str, Any] = {}
@@ -115,8 +117,9 @@ class ShardActor:
                     return
                 try:
                     shard.maintain()
-                except StaleEpoch:
-                    os._exit(1)  # a newer incarnation owns the log: this process must not write again
+                except StaleEpoch as exc:
+                    self._fatal(exc)  # a newer incarnation owns the log: this instance must not write again
+                    return
                 except EngineError:
                     pass  # recorded by the shard (degraded in health) and retried on a later tick
 
@@ -126,16 +129,27 @@ class ShardActor:
             raise ShardUnassigned(f"actor slot {self._slot} serves no shard (restarted or released)")
         return self._shard
 
-    def execute(self, operations: list[tuple[str, tuple, dict]]) -> list[tuple[bool, Any]]:
-        """Run a batch of operations with one group commit."""
+    def execute(self, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
+        """Run a batch of typed operations with one group commit; one Reply per operation."""
         shard = self._require()
         with self._engine_lock:
             try:
                 return shard.execute(operations)
-            except (StorageFailure, StaleEpoch):
+            except (StorageFailure, StaleEpoch) as exc:
                 # A successor owns the log, or memory could not be rebuilt from it after a failed
                 # write: exit so Ray restarts this actor; the caller re-assigns it (replay) and retries.
-                os._exit(1)
+                self._fatal(exc)
+                raise
+
+    def _fatal(self, exc: Exception) -> None:
+        """Stop serving after a fatal shard error: exit the process (Ray restarts it unassigned), or
+        in-process drop the shard so the next call finds it unassigned and re-assigns it."""
+        if self._exit_on_fatal:
+            os._exit(1)
+        self._stop.set()
+        shard, self._shard, self._key = self._shard, None, None
+        if shard is not None:
+            shard.log.release()
 
     def probe(self) -> dict[str, Any]:
         """Health probe (own concurrency group): real log and directory checks, no writes."""

@@ -5,20 +5,12 @@ from __future__ import annotations
 import logging
 import re
 
-from engine.errors import EngineError
+from engine.errors import EngineError, ErrorCode, RequestTimeout, ShardUnavailable
 
 logger = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 300
 # CSI sequences such as "\x1b[36m" (colours) and "\x1b[2K"; Ray puts them in task tracebacks.
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-class ShardUnavailable(EngineError):
-    default_code = "SHARD_UNAVAILABLE"
-
-
-class RequestTimeout(EngineError):
-    default_code = "TIMEOUT"
 
 
 def is_retryable_ray_error(exc: BaseException) -> bool:
@@ -67,4 +59,4 @@ def map_ray_errors(exc: BaseException, what: str) -> EngineError:
     if is_retryable_ray_error(exc):
         return ShardUnavailable(f"{what} is unavailable: {type(exc).__name__}")
     logger.error("%s failed: %s", what, exc)
-    return EngineError(f"{what} failed: {describe_exception(cause)}", "STORAGE_ERROR")
+    return EngineError(f"{what} failed: {describe_exception(cause)}", ErrorCode.STORAGE_ERROR)

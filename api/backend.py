@@ -1,41 +1,69 @@
-"""Plumbing between the public API and one storage path's actors: handles, shard clients, deadlines."""
+"""The one owner of the path to the shards: every actor handle, every `.remote()` call, and the typed
+methods the rest of api uses (bridge, data layer, facade, health, transfer).
+
+`PathBackend` routes a session's operations straight to the owning shard (one hop, coalesced by
+`ShardClient`) and user-level requests to the router's fan-out. It talks to them through a
+`Transport`: `ActorTransport` over Ray actor handles, or over in-process handles (actors/local.py)
+that run the same router, shard actors and fan-out flows inside this process, so the api is
+tested without Ray.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from typing import Any, Awaitable
+from typing import Any, Callable, Protocol
 
-from engine.config import EngineConfig
-from engine.errors import EngineError, PathNotOpen
+from engine import operations as ops
+from engine.config import MB, EngineConfig
+from engine.errors import EngineError, PathNotOpen, RequestTimeout, ShardUnassigned
 from engine.routing import shard_index_for, user_shard_index
 
-from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, map_ray_errors
+from ._errors import is_retryable_ray_error, map_ray_errors
+from .retry import Retry
 from .shard_client import ShardClient
 
-MB = 1024 * 1024
 _ROUTE_CACHE_ENTRIES = 100_000
+SEARCH_PHASE_MAX_S = 5.0  # a silent shard delays a search at most this long per phase (partial results)
+
+
+class Transport(Protocol):
+    """How a PathBackend reaches one path's shards and router."""
+
+    shard_count: int
+
+    async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]: ...
+    async def reassign(self, index: int) -> None: ...
+    async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any: ...
+    async def reregister(self) -> None: ...
+    async def probe(self, index: int) -> dict[str, Any]: ...
+    async def stats(self, index: int) -> dict[str, Any]: ...
+    def clear_caches(self, timeout_s: float) -> int: ...
+    async def detach(self) -> None: ...
 
 
 class PathBackend:
-    """The actors of one storage path as seen by one bridge.
+    """The shards of one storage path as seen by one bridge, through typed calls.
 
-    Session calls go straight to the owning shard (one hop, coalesced by `ShardClient`);
-    user-level reads and deletes go through the router.
+    Example:
+        >>> reply = await backend.session(ops.Append("alice", "s1", [message]))
+        >>> found = await backend.fan_out(ops.ListSessionsRequest("alice", backend.user_shard("alice")))
     """
 
-    def __init__(self, engine_config: EngineConfig, namespace: str, router: Any, shards: list[Any],
-                 request_timeout_s: float, compress_records: bool = False) -> None:
-        self.engine_config = engine_config
+    def __init__(self, transport: Transport, namespace: str, request_timeout_s: float) -> None:
+        self.transport = transport
         self.namespace = namespace
-        self.router = router
-        self.shards = shards
-        self.shard_count = len(shards)
+        self.shard_count = transport.shard_count
         self.request_timeout_s = request_timeout_s
-        self.compress_records = compress_records
-        self.clients = [ShardClient(handle.execute.remote, index, self._reassign) for index, handle in enumerate(shards)]
+        self.clients = [ShardClient(self._sender(index), index, transport.reassign)
+                        for index in range(self.shard_count)]
         self._routes: dict[tuple[str, str], int] = {}
+
+    def _sender(self, index: int) -> Any:
+        async def send(operations: list[ops.ShardOperation]) -> list[ops.Reply]:
+            return await self.transport.execute(index, operations)
+        return send
 
     # ------------------------------------------------------------------ routing
     def session_shard(self, user_id: str, session_id: str) -> int:
@@ -53,134 +81,196 @@ class PathBackend:
     def deadline(self) -> float:
         return time.monotonic() + self.request_timeout_s
 
-    async def _reassign(self, index: int) -> None:
-        """Give a restarted (unassigned) shard actor its shard back; it replays the log first."""
-        await self.shards[index].assign.remote(self.engine_config, index, self.compress_records, False)
+    # ------------------------------------------------------------------ typed calls
+    async def session(self, operation: Any, deadline: float | None = None) -> Any:
+        """Run a session operation (one with user_id and session_id) on the shard owning the session."""
+        client = self.clients[self.session_shard(operation.user_id, operation.session_id)]
+        return await client.call(operation, deadline or self.deadline())
 
-    async def _reregister(self) -> None:
-        """Tell a restarted router about this path and its existing shard actors."""
-        template = self.engine_config.model_copy(
-            update={"cache_bytes_max": self.engine_config.cache_bytes_max * self.shard_count})
-        await self.router.open_path.remote(self.namespace, template, self.shard_count, True, self.compress_records,
-                                           self.shards)
+    async def user(self, operation: Any, deadline: float | None = None) -> Any:
+        """Run a user operation on the shard holding the user's profile."""
+        return await self.clients[self.user_shard(operation.user_id)].call(operation, deadline or self.deadline())
 
-    # ------------------------------------------------------------------ calls
-    async def shard(self, index: int, name: str, *args: Any, deadline: float | None = None) -> Any:
-        return await self.clients[index].call(name, args, deadline or self.deadline())
+    async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float | None = None,
+                      deadline: float | None = None) -> Any:
+        """Answer a user-level request from every shard through the router, within the deadline;
+        retries while the router restarts (re-registering the path with a new router).
 
-    def session_call(self, user_id: str, session_id: str, name: str, *args: Any) -> Awaitable[Any]:
-        """One hop to the shard owning (user_id, session_id); returns the awaitable of the call."""
-        client = self.clients[self.session_shard(user_id, session_id)]
-        return client.call(name, (user_id, session_id, *args), time.monotonic() + self.request_timeout_s)
-
-    async def user_call(self, user_id: str, name: str, *args: Any) -> Any:
-        return await self.shard(self.user_shard(user_id), name, user_id, *args)
-
-    async def routed(self, method: str, *args: Any, fanout_timeout_s: float | None = None) -> Any:
-        """Call a router method with the remaining deadline; retries while the router restarts.
-
-        The router's fan-out timeout defaults to 90% of the remaining deadline (so it can still
-        answer before the caller gives up); search passes a shorter one to return partial results.
+        The router gets 90% of the remaining time (so it answers before the caller gives up);
+        `phase_timeout_s` bounds each phase so a silent shard yields partial search results.
         """
-        deadline = self.deadline()
-        delay = 0.02
+        retry = Retry(deadline or self.deadline())
+        what = f"router ({type(request).__name__})"
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = retry.remaining()
             if remaining <= 0:
-                raise RequestTimeout(f"router call {method} did not finish before the request deadline")
+                raise RequestTimeout(f"{what} did not finish before the request deadline")
             try:
-                fanout = min(fanout_timeout_s or remaining, remaining * 0.9)
-                ref = getattr(self.router, method).remote(self.namespace, *args, fanout)
-                return await asyncio.wait_for(ref, timeout=remaining)
+                total = remaining * 0.9
+                call = self.transport.fan_out(request, min(phase_timeout_s or total, total), total)
+                return await asyncio.wait_for(call, timeout=remaining)
             except asyncio.TimeoutError:
-                raise RequestTimeout(f"router call {method} did not finish before the request deadline") from None
+                raise RequestTimeout(f"{what} did not finish before the request deadline") from None
             except PathNotOpen:
-                try:
-                    await asyncio.wait_for(self._reregister(), timeout=max(0.01, deadline - time.monotonic()))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the router may be restarting again: retry until the deadline
-                    if deadline - time.monotonic() <= delay:
-                        raise map_ray_errors(exc, f"router ({method})") from exc
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.2)
-                continue
+                await self._reregister(retry, what)
             except EngineError:
                 raise
-            except Exception as exc:  # api boundary: Ray failures are mapped here
-                if not is_retryable_ray_error(exc) or deadline - time.monotonic() <= delay:
-                    raise map_ray_errors(exc, f"router ({method})") from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.2)
+            except Exception as exc:  # api boundary: transport failures are mapped here
+                if not is_retryable_ray_error(exc) or not await retry.pause():
+                    raise map_ray_errors(exc, what) from exc
 
-    async def detach(self, timeout_s: float = 10.0) -> None:
-        """Tell the router this bridge is gone (the last one releases the path's shards)."""
-        await asyncio.wait_for(self.router.close_path.remote(self.namespace), timeout=timeout_s)
+    async def _reregister(self, retry: Retry, what: str) -> None:
+        try:
+            await asyncio.wait_for(self.transport.reregister(), timeout=max(0.01, retry.remaining()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the router may be restarting again: retry until the deadline
+            if not await retry.pause():
+                raise map_ray_errors(exc, what) from exc
 
-    async def flush_and_detach(self, timeout_s: float = 10.0) -> None:
-        """Write every shard's buffered (`none`-mode) records, then detach."""
-        flushes = [shard.execute.remote([("flush", (), {})]) for shard in self.shards]
-        await asyncio.wait_for(asyncio.gather(*flushes, return_exceptions=True), timeout=timeout_s)
-        await self.detach(timeout_s)
+    def search_phase_timeout(self) -> float:
+        """How long each search phase waits for a silent shard before answering with the others."""
+        return min(SEARCH_PHASE_MAX_S, self.request_timeout_s / 2.5)
 
-    def clear_caches(self) -> None:
-        """Submit a cache clear to every shard without waiting: Ray runs a caller's calls to an actor in
-        submission order, so every call issued after this sees a cold cache."""
-        for handle in self.shards:
-            handle.execute.remote([("clear_cache", (), {})])
+    # ------------------------------------------------------------------ whole-path calls
+    def clear_caches(self) -> int:
+        """Empty every shard's result cache and wait until each has (sync, as the contract's
+        clear_cache is); returns entries dropped. Raises ShardUnavailable/RequestTimeout."""
+        return self.transport.clear_caches(self.request_timeout_s)
+
+    async def embed_pending(self) -> int:
+        return int(await self.fan_out(ops.EmbedPendingRequest()))
 
     async def probe_all(self, timeout_s: float) -> list[dict[str, Any]]:
         """Probe every shard in parallel (health concurrency group); one entry per shard."""
         async def probe(index: int) -> dict[str, Any]:
             started = time.perf_counter()
             try:
-                ref = self.shards[index].probe.options(concurrency_group="health").remote()
-                facts = await asyncio.wait_for(ref, timeout=timeout_s)
-                facts["response_time_ms"] = (time.perf_counter() - started) * 1000
+                facts = await asyncio.wait_for(self.transport.probe(index), timeout=timeout_s)
                 facts["error"] = facts.get("error")
-                return facts
             except asyncio.TimeoutError:
-                return {"shard": index, "unavailable": True, "error": f"no answer within {timeout_s * 1000:.0f} ms",
-                        "response_time_ms": (time.perf_counter() - started) * 1000}
+                facts = {"shard": index, "unavailable": True, "error": f"no answer within {timeout_s * 1000:.0f} ms"}
             except Exception as exc:  # api boundary: a dead shard is a health fact, not a crash
-                return {"shard": index, "unavailable": True, "error": str(map_ray_errors(exc, f"shard {index}")),
-                        "response_time_ms": (time.perf_counter() - started) * 1000}
+                facts = {"shard": index, "unavailable": True, "error": str(map_ray_errors(exc, f"shard {index}"))}
+            facts["response_time_ms"] = (time.perf_counter() - started) * 1000
+            return facts
         return list(await asyncio.gather(*(probe(index) for index in range(self.shard_count))))
 
     async def stats_all(self, timeout_s: float) -> list[dict[str, Any] | None]:
         async def stats(index: int) -> dict[str, Any] | None:
             try:
-                return await asyncio.wait_for(self.shards[index].stats.remote(), timeout=timeout_s)
+                return await asyncio.wait_for(self.transport.stats(index), timeout=timeout_s)
             except Exception:  # api boundary: missing stats are reported as None
                 return None
         return list(await asyncio.gather(*(stats(index) for index in range(self.shard_count))))
 
+    async def detach(self, timeout_s: float = 10.0) -> None:
+        """Tell the router this bridge is gone (the last one releases the path's shards)."""
+        await asyncio.wait_for(self.transport.detach(), timeout=timeout_s)
 
-async def open_path(settings: Any, namespace: str, requested: int, explicit: bool, spare: int
-                    ) -> tuple[PathBackend, int | None]:
+    async def flush_and_detach(self, timeout_s: float = 10.0) -> None:
+        """Write every shard's buffered (`none`-mode) records, then detach."""
+        flushes = [self.transport.execute(index, [ops.Flush()]) for index in range(self.shard_count)]
+        await asyncio.wait_for(asyncio.gather(*flushes, return_exceptions=True), timeout=timeout_s)
+        await self.detach(timeout_s)
+
+
+class ActorTransport:
+    """A path's shard actors and the router, reached through actor handles: Ray's, or in-process
+    ones (actors/local.py) whose `.remote()` calls the actor object in this process.
+    `wait_all(refs, timeout_s)` waits for calls synchronously (ray.get for Ray)."""
+
+    def __init__(self, router: Any, opened: ops.PathOpened, request: ops.OpenPathRequest,
+                 wait_all: Callable[[list[Any], float], list[Any]]) -> None:
+        self.router = router
+        self.shards = opened.shards
+        self.shard_count = len(opened.shards)
+        self._request = request
+        self._wait_all = wait_all
+
+    async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
+        replies: list[ops.Reply] = await self.shards[index].execute.remote(operations)
+        return replies
+
+    async def reassign(self, index: int) -> None:
+        """Ask the router to give a restarted shard actor its shard back (re-registering the path
+        first if the router restarted too)."""
+        try:
+            await self.router.reassign.remote(self._request.namespace, index)
+        except PathNotOpen:
+            await self.reregister()
+            await self.router.reassign.remote(self._request.namespace, index)
+
+    async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any:
+        return await self.router.fan_out.remote(self._request.namespace, request, phase_timeout_s, total_timeout_s)
+
+    async def reregister(self) -> None:
+        """Tell a restarted router about this path and its existing shard actors."""
+        request = ops.OpenPathRequest(self._request.namespace, self._request.template, self.shard_count, True,
+                                      self._request.compress_records, self.shards)
+        await self.router.open_path.remote(request)
+
+    async def probe(self, index: int) -> dict[str, Any]:
+        facts: dict[str, Any] = await self.shards[index].probe.options(concurrency_group="health").remote()
+        return facts
+
+    async def stats(self, index: int) -> dict[str, Any]:
+        facts: dict[str, Any] = await self.shards[index].stats.remote()
+        return facts
+
+    def clear_caches(self, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        refs = [handle.execute.remote([ops.ClearCache()]) for handle in self.shards]
+        dropped = 0
+        for index, ref in enumerate(refs):
+            try:
+                replies = self._wait_all([ref], max(0.0, deadline - time.monotonic()))[0]
+            except ShardUnassigned:
+                continue  # a restarted actor serves no shard yet: its cache starts cold anyway
+            except Exception as exc:  # api boundary: mapped to SHARD_UNAVAILABLE / TIMEOUT
+                raise map_ray_errors(exc, f"clear_cache on shard {index}") from exc
+            dropped += int(replies[0].unwrap())
+        return dropped
+
+    async def detach(self) -> None:
+        await self.router.close_path.remote(self._request.namespace)
+
+
+async def open_path(settings: Any, namespace: str, requested: int, explicit: bool, spare: int,
+                    in_process: bool = False) -> tuple[PathBackend, int | None]:
     """Attach to `namespace`'s path through the runtime's router (opening it if needed): the
-    bridge's backend and the router's pid. Raises the router's EngineError (ShardLocked,
-    CONFIG_ERROR for a shard-count mismatch, CorruptRecord...)."""
-    from actors import deploy  # imported late: importing api starts no Ray
-    router = deploy.get_router(spare=spare)
-    opened = await router.open_path.remote(namespace, engine_config_for(settings, 1), requested, explicit,
-                                           settings.enable_compression)
-    backend = PathBackend(opened["config"], namespace, router, opened["shards"], float(settings.request_timeout_s),
-                          settings.enable_compression)
-    return backend, opened.get("pid")
+    bridge's backend and the router's pid. `in_process` runs router and shards inside this process
+    without Ray. Raises the router's EngineError (ShardLocked, ShardCountMismatch, CorruptRecord...)."""
+    # Imported late: importing api starts no Ray.
+    if in_process:
+        from actors.local import local_router, wait_all
+        router = local_router()
+    else:
+        from actors import deploy
+        router, wait_all = deploy.get_router(spare=spare), _ray_wait_all
+    request = ops.OpenPathRequest(namespace, engine_config_for(settings), requested, explicit,
+                                  settings.enable_compression)
+    opened: ops.PathOpened = await router.open_path.remote(request)
+    transport = ActorTransport(router, opened, request, wait_all)
+    return PathBackend(transport, namespace, float(settings.request_timeout_s)), opened.router_pid
 
 
-def engine_config_for(config: Any, shard_count: int) -> EngineConfig:
-    """The root EngineConfig a bridge passes to its shard actors."""
+def _ray_wait_all(refs: list[Any], timeout_s: float) -> list[Any]:
+    import ray
+    return list(ray.get(refs, timeout=timeout_s))
+
+
+def engine_config_for(config: Any) -> EngineConfig:
+    """The EngineConfig of a whole path (the router divides the cache over the stored shard count)."""
     return EngineConfig(
-        storage_path=os.path.abspath(config.storage_path), shard_count=shard_count,
+        storage_path=os.path.abspath(config.storage_path), shard_count=1,
         durability=config.resolved_durability(), max_message_bytes=config.max_message_bytes,
-        cache_bytes_max=config.cache_size_mb * MB // shard_count,
+        cache_bytes_max=config.cache_size_mb * MB,
         max_session_bytes=config.max_session_size_mb * MB,
-        compress_sealed_segments=True,
+        compress_sealed_segments=config.enable_compression,
         max_batch_messages=max(config.message_batch_size, 1000),
         embedder=config.embedder if config.enable_vector_search else None,
     )
 
 
-__all__ = ["PathBackend", "ShardUnavailable", "engine_config_for", "open_path"]
+__all__ = ["ActorTransport", "PathBackend", "Transport", "engine_config_for", "open_path"]

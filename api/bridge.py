@@ -15,7 +15,7 @@ import weakref
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.errors import EngineError, ShardLocked
+from engine.errors import EngineError, ErrorCode, RequestTimeout, ShardCountMismatch, ShardLocked
 
 from . import runtime
 from .backend import PathBackend, open_path
@@ -40,10 +40,13 @@ class FFChatAppBridge:
         >>> await bridge.close()
     """
 
-    def __init__(self, config: ChatAppStorageConfig) -> None:
+    def __init__(self, config: ChatAppStorageConfig, *, in_process: bool = False) -> None:
+        """`in_process=True` runs the router and shards inside this process without Ray (tests and
+        tools; the path is then served to this process only)."""
         if not isinstance(config, ChatAppStorageConfig):
             raise ConfigurationError(f"FFChatAppBridge needs a ChatAppStorageConfig, got {type(config).__name__}")
         self.config = config
+        self._in_process = in_process
         self.start_time = time.time()
         self._initialized = False
         self._closed = False
@@ -151,16 +154,18 @@ class FFChatAppBridge:
         settings = copy.deepcopy(self.config)
         step = "ray_connection"
         try:
-            await runtime.ensure_ray(settings.ray_address)
+            if not self._in_process:
+                await runtime.ensure_ray(settings.ray_address)
             step = "storage_lock"
             namespace = settings.resolved_namespace()
             requested = settings.shard_count or runtime.cpu_count()
             try:
                 self._backend, self._router_pid = await open_path(
-                    settings, namespace, requested, self._shard_count_explicit, spare=runtime.cpu_count())
+                    settings, namespace, requested, self._shard_count_explicit, spare=runtime.cpu_count(),
+                    in_process=self._in_process)
+            except ShardCountMismatch as exc:
+                raise ConfigurationError(exc.message, config_field="shard_count") from None
             except EngineError as exc:
-                if exc.code == "CONFIG_ERROR":
-                    raise ConfigurationError(exc.message, config_field="shard_count") from None
                 if not isinstance(exc, ShardLocked):
                     step = "shard_startup"
                 raise
@@ -209,18 +214,21 @@ class FFChatAppBridge:
             raise ValueError(f"embedder {spec} must map ['ping'] to one non-empty vector")
         return embed
 
-    async def embed_query(self, text: str) -> list[float]:
-        """The query's vector from the configured embedder (run off the event loop)."""
-        from engine.errors import EngineError as _EngineError
+    async def embed_query(self, text: str, deadline: float) -> list[float]:
+        """The query's vector from the configured embedder, run off the event loop and within the
+        call's deadline (monotonic seconds): a slow embedder ends the call with TIMEOUT."""
         embed = self._embedder
         if embed is None:
-            raise _EngineError("No embedder is configured", "VECTOR_SEARCH_UNAVAILABLE")
+            raise EngineError("No embedder is configured", ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
+        work = asyncio.get_running_loop().run_in_executor(None, embed, [text])
         try:
-            vectors = await asyncio.get_running_loop().run_in_executor(None, embed, [text])
+            vectors = await asyncio.wait_for(work, timeout=max(0.0, deadline - time.monotonic()))
             return [float(value) for value in vectors[0]]
+        except asyncio.TimeoutError:
+            raise RequestTimeout("The embedder did not embed the query before the request deadline") from None
         except Exception as exc:  # user code: report as a search failure, never raise
-            raise _EngineError(f"The embedder failed on the query: {type(exc).__name__}: {exc}",
-                               "SEARCH_ERROR") from None
+            raise EngineError(f"The embedder failed on the query: {type(exc).__name__}: {exc}",
+                              ErrorCode.SEARCH_ERROR) from None
 
     async def refresh_shard_snapshot(self) -> list[dict[str, Any] | None]:
         if self._backend is None:
@@ -423,7 +431,7 @@ async def _refresh_loop(reference: "weakref.ReferenceType[FFChatAppBridge]") -> 
         try:
             await bridge.refresh_shard_snapshot()
             if bridge._embedder is not None and bridge.backend is not None:
-                await bridge.backend.routed("embed_pending")  # vectors are eventually consistent
+                await bridge.backend.embed_pending()  # vectors are eventually consistent
         except Exception as exc:  # a failed refresh keeps the previous snapshot
             logger.debug("shard snapshot refresh failed: %s", exc)
         del bridge

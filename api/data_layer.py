@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from typing import Any, AsyncIterator
 
-from engine.errors import InvalidInput, UserNotFound
+from engine import operations as ops
+from engine.config import MB
+from engine.errors import BridgeClosed, EngineError, ErrorCode, InvalidInput, ShardUnavailable, UserNotFound
 from engine.models import iso, new_message_id, normalize_message, validate_id
 from engine.text import query_terms
 
-from . import validation
-from ._errors import ShardUnavailable
-from .envelope import BridgeClosed, OperationMetrics, Outcome, run_operation
-from .errors import ErrorCode
+from . import transfer, validation
+from .backend import PathBackend
+from .envelope import OperationMetrics, Outcome, run_operation
+from .errors import StorageError
 from .metrics import performance_metrics
-
-MB = 1024 * 1024
 
 
 class FFChatDataLayer:
@@ -36,7 +33,8 @@ class FFChatDataLayer:
         self.metrics = OperationMetrics()
 
     # ------------------------------------------------------------------ plumbing
-    def _backend(self) -> Any:
+    def _backend(self) -> PathBackend:
+        """The path's backend; BridgeClosed once the bridge is closed (checked before any input)."""
         backend = self._bridge.backend
         if self._bridge.is_closed or backend is None:
             raise BridgeClosed("Bridge is closed")
@@ -51,22 +49,24 @@ class FFChatDataLayer:
     async def store_chat_message(self, user_id: str, session_id: str, message: dict[str, Any]) -> dict[str, Any]:
         """Append one message to an existing session of the user (idempotent on message_id)."""
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
             clean, unknown = normalize_message(message, self.config.max_message_bytes)
             if unknown:
                 warnings.append(f"Ignored unknown message keys: {unknown}")
             clean.setdefault("message_id", new_message_id())
-            result = await self._backend().session_call(user_id, session_id, "append", [clean])
-            record = result["records"][0]
-            self._session_size_warning(warnings, session_id, result["session_bytes"])
+            result: ops.AppendReply = await backend.session(ops.Append(user_id, session_id, [clean]))
+            record = result.records[0]
+            self._session_size_warning(warnings, session_id, result.session_bytes)
             return Outcome({"message_id": record["message_id"], "stored_at": record["stored_at"],
                             "timestamp": record["timestamp"], "session_updated": True,
-                            "duplicate": record["duplicate"]}, result["count"])
+                            "duplicate": record["duplicate"]}, result.count)
         return await run_operation(self.metrics, "store_chat_message", body)
 
     async def store_chat_messages(self, user_id: str, session_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Append up to message_batch_size messages in one round trip, all-or-nothing and contiguous."""
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
             clean, unknown = validation.messages_batch(messages, self.config.message_batch_size,
                                                        self.config.max_message_bytes)
@@ -74,11 +74,11 @@ class FFChatDataLayer:
                 warnings.append(f"Ignored unknown message keys: {unknown}")
             for item in clean:
                 item.setdefault("message_id", new_message_id())
-            result = await self._backend().session_call(user_id, session_id, "append", clean)
-            self._session_size_warning(warnings, session_id, result["session_bytes"])
-            return Outcome({"message_ids": result["message_ids"], "stored_at": result["stored_at"],
-                            "session_updated": True, "count": result["count"], "duplicates": result["duplicates"]},
-                           result["count"])
+            result: ops.AppendReply = await backend.session(ops.Append(user_id, session_id, clean))
+            self._session_size_warning(warnings, session_id, result.session_bytes)
+            return Outcome({"message_ids": result.message_ids, "stored_at": result.stored_at,
+                            "session_updated": True, "count": result.count, "duplicates": result.duplicates},
+                           result.count)
         return await run_operation(self.metrics, "store_chat_messages", body)
 
     # ------------------------------------------------------------------ reading
@@ -87,9 +87,10 @@ class FFChatDataLayer:
                                latest: bool = False) -> dict[str, Any]:
         """A page of the conversation, oldest first, by offset (from oldest or newest) or cursor."""
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
             args = validation.history_args(limit, offset, before, after, latest, self.config.history_page_size)
-            page, hit = await self._backend().session_call(user_id, session_id, "history", *args)
+            page, hit = await backend.session(ops.History(user_id, session_id, *args))
             messages = page["messages"]
             return Outcome({"messages": messages, "total_count": page["total_count"], "has_more": page["has_more"],
                             "pagination": {"limit": args[0], "offset": args[1], "returned_count": len(messages),
@@ -103,11 +104,12 @@ class FFChatDataLayer:
         state = {"offset": 0, "end": None, "done": False}
 
         async def chunk(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             if state["end"] is None:
                 validation.user_and_session(user_id, session_id)
                 validation.int_arg(chunk_size, "chunk_size", 1, 10000)
-            result = await self._backend().session_call(user_id, session_id, "read_range", state["offset"],
-                                                        chunk_size, state["end"])
+            result = await backend.session(ops.ReadRange(user_id, session_id, state["offset"], chunk_size,
+                                                         state["end"]))
             if state["end"] is None:
                 state["end"] = result["total_count"]
             messages = result["messages"]
@@ -129,144 +131,120 @@ class FFChatDataLayer:
         """BM25-ranked search over one user's messages with filters, sort and paging."""
         async def body(warnings: list[str]) -> Outcome:
             started = time.perf_counter()
+            backend = self._backend()
+            deadline = backend.deadline()
             validate_id(user_id, "user")
             text = validation.query_text(query)
             opts, unknown = validation.search_options(options, self.config.search_result_limit)
             if unknown:
                 warnings.append(f"Ignored unknown search options: {unknown}")
-            search_type = opts["search_type"]
-            if search_type != "text" and not self._bridge.vector_search_ready():
-                raise InvalidInput("Vector and hybrid search need enable_vector_search=True and an embedder",
-                                   ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
-            backend = self._backend()
-            terms = query_terms(text)
-            if not terms and search_type == "text":
+            request = await self._search_request(backend, user_id, text, opts, deadline)
+            if not request.terms and request.mode == "text":
                 warnings.append("Query has no searchable terms")
-            fanout = min(5.0, backend.request_timeout_s / 2.5)
-            window = opts["offset"] + opts["limit"]
-            if search_type == "text":
-                found = await backend.routed(
-                    "search", user_id, terms, backend.user_shard(user_id), window, opts["offset"], opts["limit"],
-                    opts["filters"], opts["sort"], opts["include_metadata"], fanout_timeout_s=fanout)
-            else:
-                vector = await self._bridge.embed_query(text)
-                if search_type == "vector":
-                    found = await backend.routed(
-                        "vector_search", user_id, vector, backend.user_shard(user_id), window, opts["offset"],
-                        opts["limit"], opts["filters"], opts["similarity_threshold"], opts["sort"],
-                        opts["include_metadata"], fanout_timeout_s=fanout)
-                else:
-                    found = await backend.routed(
-                        "hybrid_search", user_id, terms, vector, backend.user_shard(user_id), window,
-                        opts["offset"], opts["limit"], opts["filters"], opts["similarity_threshold"],
-                        opts["include_metadata"], fanout_timeout_s=fanout)
-            failed = found["shards_failed"]
-            self._check_search_failures(backend, user_id, opts["session_ids"], failed)
-            if failed:
-                warnings.append(f"Partial results: shards {failed} did not answer")
-            results = [{k: v for k, v in hit.items() if k != "timestamp_epoch"} for hit in found["results"]]
-            metadata = {"query": text, "search_type": search_type, "sort": opts["sort"], "result_count": len(results),
-                        "total_matches": found["total"], "offset": opts["offset"], "limit": opts["limit"],
-                        "session_filter": opts["session_ids"],
-                        "search_duration_ms": (time.perf_counter() - started) * 1000, "partial": bool(failed),
-                        "shards_failed": failed, "vector_pending": found.get("pending", 0)}
+            found: ops.SearchResult = await backend.fan_out(request, backend.search_phase_timeout(), deadline)
+            _check_search_failures(backend, user_id, opts["session_ids"], found.shards_failed)
+            if found.shards_failed:
+                warnings.append(f"Partial results: shards {found.shards_failed} did not answer")
+            results = [{k: v for k, v in hit.items() if k != "timestamp_epoch"} for hit in found.results]
+            metadata = {"query": text, "search_type": request.mode, "sort": request.sort,
+                        "result_count": len(results), "total_matches": found.total, "offset": request.offset,
+                        "limit": request.limit, "session_filter": opts["session_ids"],
+                        "search_duration_ms": (time.perf_counter() - started) * 1000,
+                        "partial": bool(found.shards_failed), "shards_failed": found.shards_failed,
+                        "vector_pending": found.pending}
             return Outcome({"results": results, "search_metadata": metadata,
-                            "performance_info": {"cache_used": found["cache_hit"],
-                                                 "index_hit": bool(terms) or search_type != "text",
-                                                 "optimization_level": search_type}}, len(results), found["cache_hit"])
+                            "performance_info": {"cache_used": found.cache_hit,
+                                                 "index_hit": bool(request.terms) or request.mode != "text",
+                                                 "optimization_level": request.mode}}, len(results), found.cache_hit)
         return await run_operation(self.metrics, "search_conversations", body, cacheable=True)
 
-    @staticmethod
-    def _check_search_failures(backend: Any, user_id: str, session_ids: list[str] | None, failed: list[int]) -> None:
-        if not failed:
-            return
-        if len(failed) == backend.shard_count:
-            raise ShardUnavailable(f"No shard answered the search (shards {failed})")
-        if session_ids:
-            needed = {backend.session_shard(user_id, s) for s in session_ids}
-            if needed <= set(failed):
-                raise ShardUnavailable(f"Every requested session is on a failed shard ({sorted(needed)})")
+    async def _search_request(self, backend: PathBackend, user_id: str, text: str, opts: dict[str, Any],
+                              deadline: float) -> ops.SearchRequest:
+        """The router's request for a search; vector and hybrid embed the query within the deadline."""
+        mode = opts["search_type"]
+        vector = None
+        if mode != "text":
+            if not self._bridge.vector_search_ready():
+                raise InvalidInput("Vector and hybrid search need enable_vector_search=True and an embedder",
+                                   ErrorCode.VECTOR_SEARCH_UNAVAILABLE)
+            vector = await self._bridge.embed_query(text, deadline)
+        return ops.SearchRequest(user_id, backend.user_shard(user_id), mode, query_terms(text), opts["offset"],
+                                 opts["limit"], opts["filters"], opts["sort"], opts["include_metadata"], vector,
+                                 opts["similarity_threshold"])
 
     async def get_analytics_summary(self, user_id: str, time_range_days: int = 30) -> dict[str, Any]:
         """Exact counts over [now - days, now) of the user's messages and sessions."""
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             validate_id(user_id, "user")
             days = validation.int_arg(time_range_days, "time_range_days", 1, 3650)
-            backend = self._backend()
-            result = await backend.routed("analytics", user_id, backend.user_shard(user_id), days)
-            analytics = result["analytics"]
-            return Outcome({"analytics": analytics}, analytics["total_messages"], result["cache_hit"])
+            result: ops.Cached = await backend.fan_out(
+                ops.AnalyticsRequest(user_id, backend.user_shard(user_id), days, time.time()))
+            return Outcome({"analytics": result.value}, result.value["total_messages"], result.cache_hit)
         return await run_operation(self.metrics, "get_analytics_summary", body, cacheable=True)
 
     # ------------------------------------------------------------------ sessions and deletion
     async def list_sessions(self, user_id: str, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
         """The user's sessions, newest first, with exact message counts."""
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             validate_id(user_id, "user")
             page_limit = self.config.history_page_size if limit is None else validation.int_arg(limit, "limit", 0, 1000)
             start = validation.int_arg(offset, "offset", 0)
-            backend = self._backend()
-            result = await backend.routed("list_sessions", user_id, backend.user_shard(user_id))
-            sessions = result["sessions"]
-            if not result["user_exists"] and not sessions:
+            result: ops.SessionListing = await backend.fan_out(
+                ops.ListSessionsRequest(user_id, backend.user_shard(user_id)))
+            sessions = result.sessions
+            if not result.user_exists and not sessions:
                 raise UserNotFound(f"User '{user_id}' not found")
             page = sessions[start:start + page_limit]
             has_more = start + page_limit < len(sessions)
             return Outcome({"sessions": page, "total_count": len(sessions), "has_more": has_more,
                             "pagination": {"limit": page_limit, "offset": start, "returned_count": len(page),
-                                           "has_next_page": has_more}}, len(page), result["cache_hit"])
+                                           "has_next_page": has_more}}, len(page), result.cache_hit)
         return await run_operation(self.metrics, "list_sessions", body, cacheable=True)
 
     async def delete_session(self, user_id: str, session_id: str) -> dict[str, Any]:
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
-            deleted = await self._backend().session_call(user_id, session_id, "delete_session")
+            deleted = await backend.session(ops.DeleteSession(user_id, session_id))
             return Outcome({"session_id": session_id, "deleted": True, "messages_deleted": deleted}, deleted)
         return await run_operation(self.metrics, "delete_session", body)
 
     async def delete_user(self, user_id: str) -> dict[str, Any]:
         async def body(warnings: list[str]) -> Outcome:
-            validate_id(user_id, "user")
             backend = self._backend()
-            totals = await backend.routed("delete_user", user_id, backend.user_shard(user_id))
+            validate_id(user_id, "user")
+            totals = await backend.fan_out(ops.DeleteUserRequest(user_id, backend.user_shard(user_id)))
             return Outcome({"user_id": user_id, "deleted": True, **totals}, totals["messages_deleted"])
         return await run_operation(self.metrics, "delete_user", body)
 
     async def purge_older_than(self, days: float, *, user_id: str | None = None) -> dict[str, Any]:
         """Delete messages older than `days` (all users or one) and sessions left empty before the cutoff."""
         async def body(warnings: list[str]) -> Outcome:
+            backend = self._backend()
             span = validation.days_arg(days, "days", 36500)
             if user_id is not None:
                 validate_id(user_id, "user")
             cutoff = validation.now_minus_days(span)
-            totals = await self._backend().routed("purge", cutoff.timestamp(), user_id)
+            totals = await backend.fan_out(ops.PurgeRequest(cutoff.timestamp(), user_id))
             return Outcome({"cutoff": iso(cutoff), **totals}, totals["messages_deleted"])
         return await run_operation(self.metrics, "purge_older_than", body)
 
-    # ------------------------------------------------------------------ export / import
+    # ------------------------------------------------------------------ export / import (api/transfer.py)
     async def export_session(self, user_id: str, session_id: str, path: Any = None) -> dict[str, Any]:
         """The session as JSONL (header line, then one line per message); atomic write when `path` is given."""
         async def body(warnings: list[str]) -> Outcome:
-            validation.user_and_session(user_id, session_id)
-            exported = await self._backend().session_call(user_id, session_id, "export_session")
-            text = _to_jsonl(exported)
-            size = len(text.encode("utf-8"))
-            count = len(exported["messages"])
-            if path is None:
-                return Outcome({"session_id": session_id, "message_count": count, "bytes": size, "path": None,
-                                "jsonl": text}, count)
-            target = os.fspath(path)
-            _atomic_write(target, text)
-            return Outcome({"session_id": session_id, "message_count": count, "bytes": size, "path": target,
-                            "jsonl": None}, count)
+            result = await transfer.export_session(self._backend(), user_id, session_id, path)
+            return Outcome(result, result["message_count"])
         return await run_operation(self.metrics, "export_session", body)
 
     async def import_session(self, user_id: str, path: Any = None, *, jsonl: str | None = None,
                              session_id: str | None = None, on_conflict: str = "error") -> dict[str, Any]:
         """Import an exported session (creates the user if missing); see on_conflict error|merge|replace."""
-        from .transfer import import_session_body
         async def body(warnings: list[str]) -> Outcome:
-            result = await import_session_body(self, user_id, path, jsonl, session_id, on_conflict)
+            result = await transfer.import_session(self._backend(), self.config, user_id, path, jsonl, session_id,
+                                                   on_conflict)
             return Outcome(result, result["imported"])
         return await run_operation(self.metrics, "import_session", body)
 
@@ -282,42 +260,31 @@ class FFChatDataLayer:
         return self.get_performance_metrics()
 
     def clear_cache(self) -> None:
-        """Empty every shard cache of the path (for other bridges too); metrics are kept. Every call
-        issued after this returns sees a cold cache."""
-        backend = self._bridge.backend
-        if backend is not None:
-            backend.clear_caches()
+        """Empty every shard cache of the path (for other bridges too) and wait until each shard has;
+        metrics are kept. Every call issued after this returns sees a cold cache. Raises
+        StorageError (SHARD_UNAVAILABLE / TIMEOUT) if a shard could not be cleared."""
+        try:
+            self._backend().clear_caches()
+        except BridgeClosed:
+            return  # nothing is cached for a closed bridge
+        except EngineError as exc:
+            raise StorageError(exc.message, operation="clear_cache", error_code=exc.code) from None
 
     def reset_metrics(self) -> None:
         """Zero this bridge's counters."""
         self.metrics.reset()
 
 
-def _to_jsonl(exported: dict[str, Any]) -> str:
-    session = exported["session"]
-    header = {"type": "session", "format": "ffchat-session", "version": 1,
-              **{key: session[key] for key in ("session_id", "user_id", "title", "session_type", "created_at",
-                                               "updated_at", "metadata")}}
-    lines = [json.dumps(header, ensure_ascii=False)]
-    for message in exported["messages"]:
-        lines.append(json.dumps({"type": "message", **message}, ensure_ascii=False))
-    return "\n".join(lines) + "\n"
-
-
-def _atomic_write(target: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".export-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+def _check_search_failures(backend: PathBackend, user_id: str, session_ids: list[str] | None,
+                           failed: list[int]) -> None:
+    if not failed:
+        return
+    if len(failed) == backend.shard_count:
+        raise ShardUnavailable(f"No shard answered the search (shards {failed})")
+    if session_ids:
+        needed = {backend.session_shard(user_id, s) for s in session_ids}
+        if needed <= set(failed):
+            raise ShardUnavailable(f"Every requested session is on a failed shard ({sorted(needed)})")
 
 
 __all__ = ["FFChatDataLayer"]

@@ -16,10 +16,6 @@ logger = logging.getLogger(__name__)
 SLOW_OPERATION_MS = 1000.0
 
 
-class BridgeClosed(EngineError):
-    default_code = ErrorCode.BRIDGE_CLOSED
-
-
 class Outcome:
     """What an operation body returns: payload, records affected, cache hit, warnings."""
 

@@ -1,29 +1,12 @@
-"""Public exception hierarchy and error codes of the bridge (contract §1, §9). All pickle."""
+"""The public exceptions of the bridge (contract §9), all picklable. Error codes and the engine's own
+error tree live in engine/errors.py (`ErrorCode` is re-exported here)."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-
-class ErrorCode:
-    """String constants for `metadata.error_code` and `ChatIntegrationError.error_code`."""
-
-    INVALID_ID = "INVALID_ID"
-    INVALID_MESSAGE = "INVALID_MESSAGE"
-    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
-    INVALID_ARGUMENT = "INVALID_ARGUMENT"
-    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
-    USER_NOT_FOUND = "USER_NOT_FOUND"
-    VECTOR_SEARCH_UNAVAILABLE = "VECTOR_SEARCH_UNAVAILABLE"
-    BRIDGE_CLOSED = "BRIDGE_CLOSED"
-    SHARD_UNAVAILABLE = "SHARD_UNAVAILABLE"
-    TIMEOUT = "TIMEOUT"
-    STORAGE_ERROR = "STORAGE_ERROR"
-    SEARCH_ERROR = "SEARCH_ERROR"
-    CONFIG_ERROR = "CONFIG_ERROR"
-    INIT_ERROR = "INIT_ERROR"
-    PERFORMANCE_ERROR = "PERFORMANCE_ERROR"
+from engine.errors import ErrorCode
 
 
 def _merge_suggestions(given: list[str] | None, defaults: list[str]) -> list[str]:

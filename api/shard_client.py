@@ -1,34 +1,36 @@
-"""Bridge-side client of one shard actor: coalesces concurrent calls into batches, bounds calls in
-flight, retries through shard restarts until each call's deadline, and acknowledges in log order."""
+"""Bridge-side client of one shard: coalesces concurrent calls into batches, bounds calls in flight,
+retries through shard restarts until each call's deadline, and acknowledges in log order."""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any, Awaitable, Callable
 
-from engine.errors import ShardUnassigned
+from engine.errors import RequestTimeout, ShardUnassigned, ShardUnavailable
+from engine.operations import Reply, ShardOperation, failed
 
-from ._errors import RequestTimeout, ShardUnavailable, is_retryable_ray_error, map_ray_errors
+from ._errors import is_retryable_ray_error, map_ray_errors
+from .retry import Retry
 
-_Pending = tuple[tuple[str, tuple, dict], "asyncio.Future[Any]", float]
+_Pending = tuple[ShardOperation, "asyncio.Future[Reply]", float]
+Send = Callable[[list[ShardOperation]], Awaitable[list[Reply]]]
 
 
 class ShardClient:
-    """Send operations to one shard actor with group commit.
+    """Send typed operations to one shard with group commit.
 
     Calls issued while `max_in_flight` batches are outstanding wait in a queue and leave together as
     the next batch (one actor call, one commit). Results are delivered in submission order, so
     acknowledgement order equals log order. Waiting counts toward each call's deadline: a call
     still queued at its deadline ends with TIMEOUT, and a batch in flight ends at its earliest
-    deadline (one timer per batch, not per call).
+    deadline (one timer per batch, not per call). A shard that answers ShardUnassigned (its actor
+    restarted) is given its shard back through `reassign`, and the batch is retried.
     """
 
-    def __init__(self, send: Callable[[list[tuple[str, tuple, dict]]], Awaitable[Any]], index: int,
-                 reassign: Callable[[int], Awaitable[None]] | None = None, max_in_flight: int = 4,
-                 max_batch: int = 1000) -> None:
-        self._call_actor = send  # one actor call carrying a batch (api.backend owns the handle)
+    def __init__(self, send: Send, index: int, reassign: Callable[[int], Awaitable[None]] | None = None,
+                 max_in_flight: int = 4, max_batch: int = 1000) -> None:
+        self._send_batch = send  # one call carrying a batch (api.backend owns the transport)
         self.index = index
         self._reassign = reassign
         self.max_in_flight = max_in_flight
@@ -41,31 +43,37 @@ class ShardClient:
         self.operations_sent = 0
         self.retries = 0
 
-    async def call(self, name: str, args: tuple, deadline: float, kwargs: dict | None = None) -> Any:
-        """Run one shard operation; raises its EngineError, ShardUnavailable or RequestTimeout."""
+    async def call(self, operation: ShardOperation, deadline: float) -> Any:
+        """Run one shard operation; returns its value or raises its EngineError, ShardUnavailable or
+        RequestTimeout."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(((name, args, kwargs or {}), future, deadline))
-        if not self._scheduled and self._in_flight < self.max_in_flight:
+        future: asyncio.Future[Reply] = loop.create_future()
+        self._queue.append((operation, future, deadline))
+        if self._in_flight >= self.max_in_flight:
+            # Every slot is busy: this call waits in the queue, and ends at its own deadline if it
+            # is still there then.
+            loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._expire_queued)
+        elif not self._scheduled:
             # Defer to the next loop turn so calls issued in the same turn share one batch.
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        ok, value = await future
-        if ok:
-            return value
-        raise value
+        return (await future).unwrap()
+
+    def _expire_queued(self) -> None:
+        """Calls whose deadline passed while queued end now with TIMEOUT (they were never sent)."""
+        now = time.monotonic()
+        if not any(item[2] <= now for item in self._queue):
+            return
+        expired = [item for item in self._queue if item[2] <= now]
+        self._queue = [item for item in self._queue if item[2] > now]
+        for _, future, _ in expired:
+            if not future.done():
+                future.set_result(failed(RequestTimeout(f"shard {self.index}: request deadline passed "
+                                                        f"while waiting for a free slot")))
 
     def _dispatch(self) -> None:
         self._scheduled = False
-        now = time.monotonic()
-        if self._queue and self._queue[0][2] <= now:
-            # Calls whose deadline passed while queued end now with TIMEOUT (they were never sent).
-            expired = [item for item in self._queue if item[2] <= now]
-            self._queue = [item for item in self._queue if item[2] > now]
-            for _, future, _ in expired:
-                if not future.done():
-                    future.set_result((False, RequestTimeout(f"shard {self.index}: request deadline passed "
-                                                             f"while waiting for a free slot")))
+        self._expire_queued()
         while self._queue and self._in_flight < self.max_in_flight:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             previous = self._previous
@@ -77,58 +85,65 @@ class ShardClient:
     async def _send(self, batch: list[_Pending], previous: asyncio.Future[None] | None,
                     done: asyncio.Future[None]) -> None:
         try:
-            outcome = await self._execute_with_retries(batch)
+            replies = await self._execute_with_retries(batch)
             if previous is not None and not previous.done():
                 await asyncio.shield(previous)  # deliver acks in submission order
-            for (_, future, _), result in zip(batch, outcome):
+            for (_, future, _), reply in zip(batch, replies):
                 if not future.done():
-                    future.set_result(result)
+                    future.set_result(reply)
         finally:
             done.set_result(None)
             self._in_flight -= 1
             if self._queue and not self._scheduled:
                 self._dispatch()
 
-    async def _execute_with_retries(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+    async def _execute_with_retries(self, batch: list[_Pending]) -> list[Reply]:
         operations = [operation for operation, _, _ in batch]
         # The batch ends at its earliest deadline: every call of a bridge has the same timeout, so
         # the others lose at most the few milliseconds they queued behind it, and none overruns.
-        deadline = min(item[2] for item in batch)
-        delay = 0.02
+        retry = Retry(min(item[2] for item in batch))
         while True:
-            remaining = deadline - time.monotonic()
+            error = await self._attempt(operations, retry)
+            if error is None:
+                return self._replies
+            return [failed(error)] * len(batch)
+
+    async def _attempt(self, operations: list[ShardOperation], retry: Retry) -> Exception | None:
+        """Send until an answer (kept in `_replies`, returns None) or a final error (returned)."""
+        while True:
+            remaining = retry.remaining()
             if remaining <= 0:
-                return [(False, RequestTimeout(f"shard {self.index} did not answer before the request deadline"))
-                        ] * len(batch)
+                return RequestTimeout(f"shard {self.index} did not answer before the request deadline")
             try:
                 self.batches_sent += 1
                 self.operations_sent += len(operations)
-                return await asyncio.wait_for(self._call_actor(operations), timeout=remaining)
+                self._replies = await asyncio.wait_for(self._send_batch(operations), timeout=remaining)
+                return None
             except asyncio.CancelledError:
                 raise
             except asyncio.TimeoutError:
-                return [(False, RequestTimeout(f"shard {self.index} did not answer before the request deadline"))
-                        ] * len(batch)
-            except ShardUnassigned:
+                return RequestTimeout(f"shard {self.index} did not answer before the request deadline")
+            except ShardUnassigned as exc:
                 # The actor restarted and lost its assignment: give the shard back, then retry.
                 self.retries += 1
                 if self._reassign is None:
-                    raise
-                try:
-                    await asyncio.wait_for(self._reassign(self.index), timeout=max(0.01, deadline - time.monotonic()))
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the reassignment itself may hit the restart; the loop retries
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.2)
-                continue
-            except Exception as exc:  # api boundary: every Ray failure is mapped, none escapes raw
+                    return exc
+                if not await self._give_back(retry):
+                    return ShardUnavailable(f"shard {self.index} restarted and could not be re-assigned in time")
+            except Exception as exc:  # api boundary: every transport failure is mapped, none escapes raw
                 if not is_retryable_ray_error(exc):
-                    error = map_ray_errors(exc, f"shard {self.index}")
-                    return [(False, error)] * len(batch)
+                    return map_ray_errors(exc, f"shard {self.index}")
                 self.retries += 1
-                if deadline - time.monotonic() <= delay:
-                    error = ShardUnavailable(f"shard {self.index} is unavailable and did not come back in time")
-                    return [(False, error)] * len(batch)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.2)
+                if not await retry.pause():
+                    return ShardUnavailable(f"shard {self.index} is unavailable and did not come back in time")
+
+    async def _give_back(self, retry: Retry) -> bool:
+        """Re-assign the shard; False if the deadline passed (a failed attempt is retried by the caller)."""
+        assert self._reassign is not None
+        try:
+            await asyncio.wait_for(self._reassign(self.index), timeout=max(0.01, retry.remaining()))
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the reassignment itself may hit the restart; the caller's loop retries
+            return await retry.pause()

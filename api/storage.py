@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.errors import EngineError, InvalidInput, SessionNotFound, UserNotFound
+from engine import operations as ops
+from engine.errors import BridgeClosed, EngineError, InvalidInput, SessionNotFound, UserNotFound
 from engine.models import (check_metadata_dict, check_profile, check_session_type, check_title, iso, new_message_id,
                            new_session_id, normalize_message, parse_timestamp, validate_id)
 from engine.text import query_terms
 
 from . import validation
-from .envelope import BridgeClosed
+from .backend import PathBackend
 from .errors import ErrorCode, SearchError, StorageError
 
 _ALL = 10**9
@@ -70,7 +71,8 @@ class StorageFacade:
     def __init__(self, bridge: Any) -> None:
         self._bridge = bridge
 
-    def _backend(self) -> Any:
+    def _backend(self) -> PathBackend:
+        """The path's backend; BridgeClosed once the bridge is closed (checked before any input)."""
         backend = self._bridge.backend
         if self._bridge.is_closed or backend is None:
             raise BridgeClosed("Bridge is closed")
@@ -87,38 +89,42 @@ class StorageFacade:
     # ------------------------------------------------------------------ users
     async def create_user(self, user_id: str, profile: dict[str, Any] | None = None) -> bool:
         async def run() -> bool:
+            backend = self._backend()
             validate_id(user_id, "user")
-            clean = check_profile(profile)
-            return await self._backend().user_call(user_id, "create_user", clean)
+            return bool(await backend.user(ops.CreateUser(user_id, check_profile(profile))))
         return await self._guard("create_user", run)
 
     async def get_user_profile(self, user_id: str) -> dict[str, Any] | None:
         async def run() -> dict[str, Any] | None:
+            backend = self._backend()
             validate_id(user_id, "user")
-            return await self._backend().user_call(user_id, "get_user")
+            profile: dict[str, Any] | None = await backend.user(ops.GetUser(user_id))
+            return profile
         return await self._guard("get_user_profile", run)
 
     async def update_user_profile(self, user_id: str, updates: dict[str, Any]) -> bool:
         async def run() -> bool:
+            backend = self._backend()
             validate_id(user_id, "user")
-            return await self._backend().user_call(user_id, "update_user", check_profile(updates))
+            return bool(await backend.user(ops.UpdateUser(user_id, check_profile(updates))))
         return await self._guard("update_user_profile", run)
 
     async def user_exists(self, user_id: str) -> bool:
         async def run() -> bool:
+            backend = self._backend()
             validate_id(user_id, "user")
-            return await self._backend().user_call(user_id, "user_exists")
+            return bool(await backend.user(ops.UserExists(user_id)))
         return await self._guard("user_exists", run)
 
     async def list_users(self) -> list[str]:
-        return await self._guard("list_users", lambda: self._backend().routed("list_users"))
+        return await self._guard("list_users", lambda: self._backend().fan_out(ops.ListUsersRequest()))
 
     async def delete_user(self, user_id: str) -> bool:
         async def run() -> bool:
-            validate_id(user_id, "user")
             backend = self._backend()
+            validate_id(user_id, "user")
             try:
-                await backend.routed("delete_user", user_id, backend.user_shard(user_id))
+                await backend.fan_out(ops.DeleteUserRequest(user_id, backend.user_shard(user_id)))
             except UserNotFound:
                 return False
             return True
@@ -129,41 +135,44 @@ class StorageFacade:
                              session_id: str | None = None, metadata: dict[str, Any] | None = None) -> str:
         """Create a session (and the user if missing); returns its id, or "" if the id exists."""
         async def run() -> str:
+            backend = self._backend()
+            deadline = backend.deadline()  # one deadline for both steps
             validate_id(user_id, "user")
             target = validate_id(session_id, "session") if session_id is not None else new_session_id()
             clean_title = check_title(title)
             kind = check_session_type(session_type)
             clean = check_metadata_dict(metadata, "session metadata")
-            backend = self._backend()
             # Session first, then the profile: a crash between the two leaves a session whose owner
             # is re-created by the next create_session/import, never a profile pointing at nothing.
-            created = await backend.session_call(user_id, target, "create_session", clean_title, kind, clean)
-            await backend.user_call(user_id, "create_user", {})
+            created = await backend.session(ops.CreateSession(user_id, target, clean_title, kind, clean), deadline)
+            await backend.user(ops.CreateUser(user_id, {}), deadline)
             return target if created else ""
         return await self._guard("create_session", run)
 
     async def get_session(self, user_id: str, session_id: str) -> ChatSession | None:
         async def run() -> ChatSession | None:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
-            record = await self._backend().session_call(user_id, session_id, "get_session")
+            record = await backend.session(ops.GetSession(user_id, session_id))
             return ChatSession.from_dict(record) if record else None
         return await self._guard("get_session", run)
 
     async def list_sessions(self, user_id: str, limit: int | None = None, offset: int = 0) -> list[ChatSession]:
         async def run() -> list[ChatSession]:
+            backend = self._backend()
             validate_id(user_id, "user")
             count = _ALL if limit is None else validation.int_arg(limit, "limit", 0, 1000)
             start = validation.int_arg(offset, "offset", 0)
-            backend = self._backend()
-            result = await backend.routed("list_sessions", user_id, backend.user_shard(user_id))
-            return [ChatSession.from_dict(s) for s in result["sessions"][start:start + count]]
+            result: ops.SessionListing = await backend.fan_out(
+                ops.ListSessionsRequest(user_id, backend.user_shard(user_id)))
+            return [ChatSession.from_dict(s) for s in result.sessions[start:start + count]]
         return await self._guard("list_sessions", run)
 
     async def update_session(self, user_id: str, session_id: str, updates: dict[str, Any]) -> bool:
         async def run() -> bool:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
-            clean = _session_updates(updates)
-            return await self._backend().session_call(user_id, session_id, "update_session", clean)
+            return bool(await backend.session(ops.UpdateSession(user_id, session_id, _session_updates(updates))))
         return await self._guard("update_session", run)
 
     async def update_session_metadata(self, user_id: str, session_id: str, metadata: dict[str, Any]) -> bool:
@@ -171,9 +180,10 @@ class StorageFacade:
 
     async def delete_session(self, user_id: str, session_id: str) -> bool:
         async def run() -> bool:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
             try:
-                await self._backend().session_call(user_id, session_id, "delete_session")
+                await backend.session(ops.DeleteSession(user_id, session_id))
             except SessionNotFound:
                 return False
             return True
@@ -181,19 +191,21 @@ class StorageFacade:
 
     async def get_session_stats(self, user_id: str, session_id: str) -> dict[str, Any]:
         async def run() -> dict[str, Any]:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
-            stats = await self._backend().session_call(user_id, session_id, "session_stats")
+            stats = await backend.session(ops.SessionStats(user_id, session_id))
             return {"session_id": session_id, "user_id": user_id, "created_at": stats["created_at"],
                     "updated_at": stats["updated_at"], "storage_path": f"{user_id}/{session_id}",
                     "message_count": stats["message_count"], "document_count": 0,
                     "total_size_bytes": stats["total_size_bytes"],
-                    "average_message_size": stats["average_message_size"], "vector_count": 0,
+                    "average_message_size": stats["average_message_size"], "vector_count": stats["vector_count"],
                     "has_context": False, "context_snapshots": 0, "last_activity": stats["last_activity"]}
         return await self._guard("get_session_stats", run)
 
     # ------------------------------------------------------------------ messages
     async def add_message(self, user_id: str, session_id: str, message: Any) -> bool:
         async def run() -> bool:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
             raw = message.to_dict() if isinstance(message, ChatMessage) else message
             if isinstance(raw, dict) and not raw.get("message_id"):
@@ -202,7 +214,7 @@ class StorageFacade:
             clean, _ = normalize_message(raw, self._bridge.settings.max_message_bytes)
             clean.setdefault("message_id", new_message_id())
             try:
-                await self._backend().session_call(user_id, session_id, "append", [clean])
+                await backend.session(ops.Append(user_id, session_id, [clean]))
             except SessionNotFound:
                 return False
             return True
@@ -211,13 +223,14 @@ class StorageFacade:
     async def get_messages(self, user_id: str, session_id: str, limit: int | None = None,
                            offset: int = 0) -> list[ChatMessage]:
         async def run() -> list[ChatMessage]:
+            backend = self._backend()
             validation.user_and_session(user_id, session_id)
             count = _ALL if limit is None else validation.int_arg(limit, "limit", 0)
             start = validation.int_arg(offset, "offset", 0)
             if count == 0:
                 return []
             try:
-                result = await self._backend().session_call(user_id, session_id, "read_range", start, count)
+                result = await backend.session(ops.ReadRange(user_id, session_id, start, count))
             except SessionNotFound:
                 return []
             return [ChatMessage.from_dict(m) for m in result["messages"]]
@@ -229,19 +242,19 @@ class StorageFacade:
     async def search_messages(self, user_id: str, query: str, session_id: str | None = None,
                               session_ids: list[str] | None = None, *, limit: int = 100) -> list[ChatMessage]:
         async def run() -> list[ChatMessage]:
+            backend = self._backend()
             validate_id(user_id, "user")
             text = validation.query_text(query)
             count = validation.int_arg(limit, "limit", 0, 1000)
             wanted = list(session_ids or []) + ([session_id] if session_id is not None else [])
             filters = {"session_ids": wanted} if (session_id is not None or session_ids is not None) else {}
-            backend = self._backend()
+            request = ops.SearchRequest(user_id, backend.user_shard(user_id), "text", query_terms(text), 0, count,
+                                        filters)
             try:
-                found = await backend.routed("search", user_id, query_terms(text), backend.user_shard(user_id),
-                                             count, 0, count, filters, "relevance", True,
-                                             fanout_timeout_s=min(5.0, backend.request_timeout_s / 2.5))
+                found: ops.SearchResult = await backend.fan_out(request, backend.search_phase_timeout())
             except UserNotFound:
                 return []
-            return [ChatMessage.from_dict(hit) for hit in found["results"]]
+            return [ChatMessage.from_dict(hit) for hit in found.results]
         return await self._guard("search_messages", run, search=True)
 
 

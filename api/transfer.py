@@ -1,16 +1,24 @@
-"""JSONL import of a session (the export side lives in data_layer): parse, validate, write in batches."""
+"""Export and import of a session as JSONL (contract 4.8): one header line, then one line per message.
+
+Import parses and checks everything before it writes, then writes the session, the user and the
+messages in batches, every step within the call's one deadline.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any, Iterator
 
+from engine import operations as ops
 from engine.errors import InvalidInput
 from engine.models import (check_metadata_dict, check_session_type, check_title, iso, normalize_message,
                            parse_timestamp, validate_id)
 from engine.storable import MAX_BATCH_CONTENT_BYTES
 
+from . import validation
+from .backend import PathBackend
 from .validation import content_bytes
 
 CONFLICT_POLICIES = ("error", "merge", "replace")
@@ -99,8 +107,10 @@ def _read(path: Any) -> str:
         raise InvalidInput(f"Cannot read {name!r}: not valid UTF-8 (byte {exc.start})", "INVALID_ARGUMENT") from None
 
 
-async def import_session_body(data_layer: Any, user_id: Any, path: Any, jsonl: Any, session_id: Any,
-                              on_conflict: Any) -> dict[str, Any]:
+async def import_session(backend: PathBackend, config: Any, user_id: Any, path: Any, jsonl: Any, session_id: Any,
+                         on_conflict: Any) -> dict[str, Any]:
+    """Import one exported session; returns {session_id, imported, skipped, message_count}."""
+    deadline = backend.deadline()
     validate_id(user_id, "user")
     if (path is None) == (jsonl is None):
         raise InvalidInput("Give exactly one of path and jsonl", "INVALID_ARGUMENT")
@@ -110,25 +120,76 @@ async def import_session_body(data_layer: Any, user_id: Any, path: Any, jsonl: A
         jsonl = _read(path)
     if not isinstance(jsonl, str):
         raise InvalidInput("jsonl must be a string", "INVALID_ARGUMENT")
-    config = data_layer.config
     header, messages = parse_jsonl(jsonl, config.max_message_bytes)
     target = validate_id(session_id if session_id is not None else header.get("session_id"), "session")
     fields = header_fields(header)  # before any write: a bad header must not delete a session on "replace"
-    backend = data_layer._backend()
-    await backend.user_call(user_id, "create_user", {})
-    existing = await backend.session_call(user_id, target, "get_session")
+    created = await _prepare_session(backend, user_id, target, fields, on_conflict, deadline)
+    # A session the import created keeps the header's updated_at; a merge into one that existed is an update.
+    updated_at = fields.get("updated_at") if created else None
+    imported = skipped = 0
+    for batch in content_batches(messages, config.message_batch_size):
+        result: ops.AppendReply = await backend.session(ops.Append(user_id, target, batch, updated_at), deadline)
+        imported += result.count
+        skipped += result.duplicates
+    return {"session_id": target, "imported": imported, "skipped": skipped, "message_count": len(messages)}
+
+
+async def _prepare_session(backend: PathBackend, user_id: str, target: str, fields: dict[str, Any],
+                           on_conflict: str, deadline: float) -> bool:
+    """Apply the conflict policy, then create the session (True if created) and its user (session first, as
+    create_session does: a crash between the two leaves a session whose owner the next
+    create_session or import re-creates, never a profile pointing at nothing)."""
+    existing = await backend.session(ops.GetSession(user_id, target), deadline)
     if existing is not None:
         if on_conflict == "error":
             raise InvalidInput(f"Session '{target}' already exists for user '{user_id}'", "INVALID_ARGUMENT")
         if on_conflict == "replace":
-            await backend.session_call(user_id, target, "delete_session")
+            await backend.session(ops.DeleteSession(user_id, target), deadline)
             existing = None
     if existing is None:
-        await backend.session_call(user_id, target, "create_session", fields["title"], fields["session_type"],
-                                   fields["metadata"], fields.get("created_at"), fields.get("updated_at"))
-    imported = skipped = 0
-    for batch in content_batches(messages, config.message_batch_size):
-        result = await backend.session_call(user_id, target, "append", batch)
-        imported += result["count"]
-        skipped += result["duplicates"]
-    return {"session_id": target, "imported": imported, "skipped": skipped, "message_count": len(messages)}
+        await backend.session(ops.CreateSession(user_id, target, fields["title"], fields["session_type"],
+                                                fields["metadata"], fields.get("created_at"),
+                                                fields.get("updated_at")), deadline)
+    await backend.user(ops.CreateUser(user_id, {}), deadline)
+    return existing is None
+
+
+async def export_session(backend: PathBackend, user_id: str, session_id: str, path: Any) -> dict[str, Any]:
+    """The session as JSONL; with `path`, written atomically there (and `jsonl` is None)."""
+    validation.user_and_session(user_id, session_id)
+    exported = await backend.session(ops.ExportSession(user_id, session_id))
+    text = to_jsonl(exported)
+    result = {"session_id": session_id, "message_count": len(exported["messages"]),
+              "bytes": len(text.encode("utf-8")), "path": None, "jsonl": text}
+    if path is not None:
+        result["path"] = os.fspath(path)
+        result["jsonl"] = None
+        _atomic_write(result["path"], text)
+    return result
+
+
+def to_jsonl(exported: dict[str, Any]) -> str:
+    session = exported["session"]
+    header = {"type": "session", "format": "ffchat-session", "version": 1,
+              **{key: session[key] for key in ("session_id", "user_id", "title", "session_type", "created_at",
+                                               "updated_at", "metadata")}}
+    lines = [json.dumps(header, ensure_ascii=False)]
+    for message in exported["messages"]:
+        lines.append(json.dumps({"type": "message", **message}, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(target: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".export-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Durability = Literal["fsync", "flush", "none"]
+MB = 1024 * 1024  # bytes in a mebibyte (the unit of the api's *_mb settings)
 
 
 class EngineConfig(BaseModel):

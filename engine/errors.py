@@ -1,25 +1,56 @@
-"""Engine error hierarchy: one root, codes matching the public contract, all picklable.
+"""The error tree: one root, a class per failure a caller must tell apart, codes as class attributes.
 
-    EngineError
-    ├── InvalidInput (ValueError)           INVALID_ID / INVALID_MESSAGE / MESSAGE_TOO_LARGE / INVALID_ARGUMENT
-    ├── SessionNotFound (LookupError)       SESSION_NOT_FOUND
-    ├── UserNotFound (LookupError)          USER_NOT_FOUND
-    ├── CorruptRecord (OSError-free)        STORAGE_ERROR: mid-log corruption, refuses to open
-    ├── ShardLocked                         STORAGE_ERROR: another process holds the shard/path
-    ├── StaleEpoch                          STORAGE_ERROR: a newer incarnation owns the shard log
-    ├── StorageFailure                      STORAGE_ERROR: unexpected I/O failure
-    ├── ShardClosed                         SHARD_UNAVAILABLE: the shard was closed
-    ├── ShardUnassigned                     SHARD_UNAVAILABLE: a (restarted) host serves no shard yet
-    └── PathNotOpen                         SHARD_UNAVAILABLE: the router does not know the path (restarted)
+    EngineError                              code
+    ├── InvalidInput (ValueError)            INVALID_ARGUMENT (or INVALID_ID / INVALID_MESSAGE /
+    │   │                                    MESSAGE_TOO_LARGE / VECTOR_SEARCH_UNAVAILABLE, given)
+    │   └── ShardCountMismatch               CONFIG_ERROR: shard_count differs from the stored one
+    ├── SessionNotFound (LookupError)        SESSION_NOT_FOUND
+    ├── UserNotFound (LookupError)           USER_NOT_FOUND
+    ├── StorageFailure                       STORAGE_ERROR: an I/O step failed
+    ├── CorruptRecord                        STORAGE_ERROR: damaged durable data, the shard refuses to open
+    ├── ShardLocked                          STORAGE_ERROR: another process holds the shard or path
+    ├── StaleEpoch                           STORAGE_ERROR: a newer instance owns the shard log; this one stops
+    ├── Unavailable                          SHARD_UNAVAILABLE: retry later
+    │   ├── ShardUnavailable                 a shard (or the router) cannot be reached
+    │   ├── ShardClosed                      the shard's log is closed
+    │   ├── ShardUnassigned                  a (restarted) actor serves no shard yet: assign, retry
+    │   └── PathNotOpen                      the router does not know the path (restarted): re-register
+    ├── RequestTimeout (TimeoutError)        TIMEOUT: the call's deadline passed
+    └── BridgeClosed                         BRIDGE_CLOSED: the bridge was closed
+
+The storage errors are siblings, not subclasses of StorageFailure: a handler that retries a failed
+write must never catch a fencing (StaleEpoch) or corruption error by accident.
+Callers tell errors apart by class (`except ShardCountMismatch`), never by comparing codes. Every
+error pickles with its message and code (Ray sends them between processes).
 """
 
 from __future__ import annotations
 
 
+class ErrorCode:
+    """The contract's error codes (`metadata.error_code`, `ChatIntegrationError.error_code`)."""
+
+    INVALID_ID = "INVALID_ID"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    VECTOR_SEARCH_UNAVAILABLE = "VECTOR_SEARCH_UNAVAILABLE"
+    BRIDGE_CLOSED = "BRIDGE_CLOSED"
+    SHARD_UNAVAILABLE = "SHARD_UNAVAILABLE"
+    TIMEOUT = "TIMEOUT"
+    STORAGE_ERROR = "STORAGE_ERROR"
+    SEARCH_ERROR = "SEARCH_ERROR"
+    CONFIG_ERROR = "CONFIG_ERROR"
+    INIT_ERROR = "INIT_ERROR"
+    PERFORMANCE_ERROR = "PERFORMANCE_ERROR"
+
+
 class EngineError(Exception):
     """Root of every engine error; `code` is the contract's error code."""
 
-    default_code = "STORAGE_ERROR"
+    default_code = ErrorCode.STORAGE_ERROR
 
     def __init__(self, message: str, code: str | None = None) -> None:
         super().__init__(message, code)
@@ -36,19 +67,29 @@ class EngineError(Exception):
 class InvalidInput(EngineError, ValueError):
     """The caller's input breaks a rule; nothing was written."""
 
-    default_code = "INVALID_ARGUMENT"
+    default_code = ErrorCode.INVALID_ARGUMENT
+
+
+class ShardCountMismatch(InvalidInput):
+    """An explicit shard_count differs from the number of shards stored at the path."""
+
+    default_code = ErrorCode.CONFIG_ERROR
 
 
 class SessionNotFound(EngineError, LookupError):
-    default_code = "SESSION_NOT_FOUND"
+    default_code = ErrorCode.SESSION_NOT_FOUND
 
 
 class UserNotFound(EngineError, LookupError):
-    default_code = "USER_NOT_FOUND"
+    default_code = ErrorCode.USER_NOT_FOUND
+
+
+class StorageFailure(EngineError):
+    """An I/O step failed."""
 
 
 class CorruptRecord(EngineError):
-    """A record in the middle of a segment failed its checks."""
+    """Durable data is damaged (a record a later one says was on disk fails its checks)."""
 
 
 class ShardLocked(EngineError):
@@ -59,27 +100,42 @@ class StaleEpoch(EngineError):
     """A newer incarnation opened this shard; this one must stop writing."""
 
 
-class StorageFailure(EngineError):
-    """An unexpected I/O failure."""
+class Unavailable(EngineError):
+    """Something the call needs cannot serve right now; a retry later may succeed."""
+
+    default_code = ErrorCode.SHARD_UNAVAILABLE
 
 
-class ShardClosed(EngineError):
-    default_code = "SHARD_UNAVAILABLE"
+class ShardUnavailable(Unavailable):
+    """A shard or the router cannot be reached (actor dead, restarting, or unreachable)."""
 
 
-class ShardUnassigned(EngineError):
+class ShardClosed(Unavailable):
+    """The shard's log is closed."""
+
+
+class ShardUnassigned(Unavailable):
     """The actor holds no shard (fresh from the pool, or restarted by Ray): assign it, then retry."""
 
-    default_code = "SHARD_UNAVAILABLE"
 
-
-class PathNotOpen(EngineError):
+class PathNotOpen(Unavailable):
     """The router has no record of the path (it restarted): re-register the path, then retry."""
 
-    default_code = "SHARD_UNAVAILABLE"
+
+class RequestTimeout(EngineError, TimeoutError):
+    """The call's deadline passed before it finished."""
+
+    default_code = ErrorCode.TIMEOUT
+
+
+class BridgeClosed(EngineError):
+    """The bridge was closed; nothing more is read or written through it."""
+
+    default_code = ErrorCode.BRIDGE_CLOSED
 
 
 ALL_ERRORS = (
-    EngineError, InvalidInput, SessionNotFound, UserNotFound, CorruptRecord,
-    ShardLocked, StaleEpoch, StorageFailure, ShardClosed, ShardUnassigned, PathNotOpen,
+    EngineError, InvalidInput, ShardCountMismatch, SessionNotFound, UserNotFound, StorageFailure, CorruptRecord,
+    ShardLocked, StaleEpoch, Unavailable, ShardUnavailable, ShardClosed, ShardUnassigned, PathNotOpen,
+    RequestTimeout, BridgeClosed,
 )

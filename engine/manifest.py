@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from .errors import CorruptRecord, InvalidInput, ShardLocked, StorageFailure
+from .errors import CorruptRecord, ShardCountMismatch, ShardLocked, StorageFailure
 from .filesystem import FileSystem, atomic_write, make_durable_dir
 
 FORMAT_VERSION = 2
@@ -43,7 +43,7 @@ class PathManifest:
     def open(self, requested_shard_count: int, explicit: bool, lock_wait_s: float = 3.0) -> int:
         """Lock the path and resolve its shard count (stored value wins unless `explicit` differs).
 
-        Raises ShardLocked, InvalidInput CONFIG_ERROR (explicit count differs), CorruptRecord (an
+        Raises ShardLocked, ShardCountMismatch (explicit count differs), CorruptRecord (an
         unreadable manifest that the shard directories cannot replace), StorageFailure (I/O).
         """
         try:
@@ -58,8 +58,8 @@ class PathManifest:
             raise
         if explicit and requested_shard_count != self.shard_count:
             self.close()
-            raise InvalidInput(f"shard_count {requested_shard_count} does not match the {self.shard_count} "
-                               f"shards stored at {self.storage_path}", "CONFIG_ERROR")
+            raise ShardCountMismatch(f"shard_count {requested_shard_count} does not match the {self.shard_count} "
+                                     f"shards stored at {self.storage_path}")
         return self.shard_count
 
     def _resolve(self, requested: int) -> int:

@@ -683,6 +683,10 @@ class MessageLog:
         handle, self._handle = self._handle, None
         self._close_quietly(handle)
 
+    def release(self) -> None:
+        """Drop the locks and close the files without writing anything (a failed open, or a fatal error)."""
+        self._release()
+
     def _release(self) -> None:
         """Close every handle this log holds (drops its locks); never raises an OSError."""
         self._close_active()

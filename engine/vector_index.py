@@ -48,6 +48,7 @@ class _UserVectors:
         self.roles: list[int] = []
         self.alive: list[bool] = []
         self.position: dict[tuple[str, str], int] = {}
+        self.per_session: dict[str, int] = {}  # live vectors of each session
 
     def add(self, rows: np.ndarray, items: list[tuple[str, str, str, float]]) -> None:
         self.matrix = np.vstack([self.matrix, rows]) if len(self.refs) else rows.copy()
@@ -57,6 +58,7 @@ class _UserVectors:
             self.timestamps.append(timestamp)
             self.roles.append(ROLE_CODES[role])
             self.alive.append(True)
+            self.per_session[session_id] = self.per_session.get(session_id, 0) + 1
 
 
 class VectorIndex:
@@ -82,11 +84,17 @@ class VectorIndex:
             position = vectors.position.pop((session_id, message_id), None)
             if position is not None:
                 vectors.alive[position] = False
+                vectors.per_session[session_id] -= 1
 
     def drop_user(self, user_id: str) -> None:
         self._users.pop(user_id, None)
         for key in [k for k in self._pending if k[0] == user_id]:
             del self._pending[key]
+
+    def count(self, user_id: str, session_id: str) -> int:
+        """Embedded (searchable) vectors of one session."""
+        vectors = self._users.get(user_id)
+        return vectors.per_session.get(session_id, 0) if vectors is not None else 0
 
     def pending(self, user_id: str | None = None) -> int:
         if user_id is None:

@@ -90,9 +90,9 @@ def bench_search(root: str, messages: int, sessions: int, seed: int, runs: int =
         for _ in range(runs):
             t0 = time.perf_counter()
             stats = shard.search_stats("u", terms)
-            result, _ = shard.search("u", terms, stats, 20)
+            result = shard.search("u", terms, stats, 20).value
             samples.append((time.perf_counter() - t0) * 1000)
-            total = result["total"]
+            total = result.total
         out[label] = {"query": query, "total_matches": total, **_percentiles(samples)}
     history = []
     for i in range(200):

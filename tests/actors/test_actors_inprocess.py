@@ -4,39 +4,21 @@ import asyncio
 
 import pytest
 
+from actors.local import LocalHandle
 from actors.router_actor import RouterActor
 from actors.shard_actor import ShardActor
+from engine import operations as ops
 from engine.errors import EngineError, PathNotOpen, ShardLocked, ShardUnassigned, UserNotFound
 from tests.factories import engine_config, message
-
-
-class _Method:
-    def __init__(self, function):
-        self.function = function
-
-    def remote(self, *args, **kwargs):
-        async def run():
-            return self.function(*args, **kwargs)
-        return run()
-
-
-class _Handle:
-    """A fake actor handle: `handle.method.remote(...)` returns an awaitable, like Ray's."""
-
-    def __init__(self, actor):
-        self._actor = actor
-
-    def __getattr__(self, name):
-        return _Method(getattr(self._actor, name))
 
 
 def test_shard_actor_assign_execute_release(tmp_path):
     """An actor serves nothing until assigned; assign replays the log; release returns it to the pool."""
     actor = ShardActor(0, tune_gc=False)
     with pytest.raises(ShardUnassigned):
-        actor.execute([("probe", (), {})])
+        actor.execute([ops.ListUsers()])
     assert actor.assign(engine_config(tmp_path), 0)["epoch"] == 1
-    results = actor.execute([("create_session", ("u", "s"), {}), ("append", ("u", "s", [message("hi")]), {})])
+    results = actor.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("hi")])])
     assert [ok for ok, _ in results] == [True, True]
     probe = actor.probe()
     assert probe["log_open"] and probe["writable"] and probe["messages"] == 1 and probe["restarts"] == 0
@@ -63,19 +45,24 @@ def test_router_opens_paths_and_merges_search(tmp_path):
     """The router registers a path on given actors, merges search in BM25 order, and releases on close."""
     async def scenario():
         actors = [ShardActor(0, tune_gc=False), ShardActor(1, tune_gc=False)]
-        router = RouterActor(spawn=None)
+        router = RouterActor(spawn=None, alive_nodes=list)
         config = engine_config(tmp_path, shard_count=1)
-        opened = await router.open_path("ns", config, 2, False, False, [_Handle(a) for a in actors])
-        assert opened["shard_count"] == 2
-        actors[0].execute([("create_user", ("u",), {}), ("create_session", ("u", "a"), {}),
-                           ("append", ("u", "a", [message("apple apple"), message("pear")]), {})])
-        actors[1].execute([("create_session", ("u", "b"), {}), ("append", ("u", "b", [message("apple")]), {})])
-        result = await router.search("ns", "u", ["apple"], 0, 10, 0, 10, {}, "relevance", True, 5.0)
-        assert [h["content"] for h in result["results"]] == ["apple apple", "apple"] and result["total"] == 2
+        opened = await router.open_path(ops.OpenPathRequest("ns", config, 2, False, False,
+                                                            [LocalHandle(a) for a in actors]))
+        assert len(opened.shards) == 2 and opened.config.shard_count == 2 and opened.attached == 1
+        actors[0].execute([ops.CreateUser("u"), ops.CreateSession("u", "a"),
+                           ops.Append("u", "a", [message("apple apple"), message("pear")])])
+        actors[1].execute([ops.CreateSession("u", "b"), ops.Append("u", "b", [message("apple")])])
+        user_shard = 0  # the profile was created on shard 0 above
+
+        def search(user_id):
+            return router.fan_out("ns", ops.SearchRequest(user_id, user_shard, "text", ["apple"], 0, 10), 5.0, 5.0)
+        result = await search("u")
+        assert [h["content"] for h in result.results] == ["apple apple", "apple"] and result.total == 2
         with pytest.raises(UserNotFound):
-            await router.search("ns", "ghost", ["apple"], 0, 10, 0, 10, {}, "relevance", True, 5.0)
+            await search("ghost")
         with pytest.raises(PathNotOpen):
-            await router.list_users("other", 5.0)
+            await router.fan_out("other", ops.ListUsersRequest(), 5.0, 5.0)
         assert await router.close_path("ns") == 0
         assert all(a.probe()["assigned"] is False for a in actors)
     asyncio.run(scenario())
@@ -87,7 +74,7 @@ def test_none_durability_reaches_the_os_within_about_a_second(tmp_path):
     import time
     actor = ShardActor(0, tune_gc=False)
     actor.assign(engine_config(tmp_path, durability="none"), 0)
-    actor.execute([("create_session", ("u", "s"), {}), ("append", ("u", "s", [message("buffered")]), {})])
+    actor.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("buffered")])])
     directory = os.path.join(tmp_path, "shard-0000")
 
     def on_disk() -> int:  # bytes of records (each segment starts with a 20-byte header)

@@ -101,7 +101,7 @@ async def test_async_with_and_resource_warning(ray_runtime, tmp_path):
         del leaked
         gc.collect()
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
-    await backend.router.close_path.remote(backend.namespace)
+    await backend.transport.router.close_path.remote(backend.namespace)
 
 
 async def test_health_check_probes_every_shard(bridge):

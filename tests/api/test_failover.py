@@ -30,7 +30,7 @@ async def test_killed_shard_comes_back_and_keeps_every_acknowledged_message(ray_
         async def killer() -> None:
             while len(acknowledged) < 200:  # mid-stream: some acknowledged, most still to come
                 await asyncio.sleep(0.005)
-            ray.kill(bridge.backend.shards[0], no_restart=False)
+            ray.kill(bridge.backend.transport.shards[0], no_restart=False)
             killed_at.append(len(acknowledged))
         await asyncio.gather(*(writer(w) for w in range(4)), killer())
         history = await data.get_chat_history("fail", session_id, limit=10000)
@@ -52,7 +52,7 @@ async def test_router_restart_is_invisible_to_callers(ray_runtime, tmp_path):
         data = bridge.get_data_layer()
         session_id = await data.storage.create_session("routed", "r")
         await data.store_chat_message("routed", session_id, message("survives the router"))
-        ray.kill(bridge.backend.router, no_restart=False)
+        ray.kill(bridge.backend.transport.router, no_restart=False)
         found = await data.search_conversations("routed", "survives")
         assert found["success"], found
         assert found["data"]["search_metadata"]["total_matches"] == 1

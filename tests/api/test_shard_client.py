@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from ray import exceptions as ray_exceptions  # exception classes only: they are built without ray.init
 
-from api import shard_client
-from api._errors import RequestTimeout, ShardUnavailable
+from api import retry
 from api.shard_client import ShardClient
-from engine.errors import EngineError, InvalidInput, ShardUnassigned
+from engine.operations import Reply
+from engine.errors import EngineError, InvalidInput, RequestTimeout, ShardUnassigned, ShardUnavailable
 
 SLACK_S = 0.05  # how late a deadline may be observed on a busy machine
 
@@ -34,15 +34,13 @@ def _forbid_ray(monkeypatch):
     monkeypatch.setattr(ray, "init", refuse)
 
 
-# The only code that knows the call shape. Today `call(name, args, deadline, kwargs=None)` puts
-# `(name, args, kwargs)` on the wire; when it becomes `call(operation, deadline)`, `_call` passes the
-# operation and `_sent` returns its argument unchanged.
+# The only code that knows the call shape: `call(operation, deadline)` puts the operation on the wire.
 def _call(client: ShardClient, operation: Any, deadline: float) -> Any:
-    return client.call(operation, (), deadline)
+    return client.call(operation, deadline)
 
 
 def _sent(wire: Any) -> Any:
-    return wire[0]
+    return wire
 
 
 def _in(seconds: float) -> float:
@@ -86,7 +84,7 @@ class FakeShard:
             release = asyncio.get_running_loop().create_future()
             self.releases.append(release)
             await release
-        return [(False, self.failing[op]) if op in self.failing else (True, f"done:{op}") for op in batch]
+        return [Reply(False, self.failing[op]) if op in self.failing else Reply(True, f"done:{op}") for op in batch]
 
     async def reassign(self, index: int) -> None:
         self.reassigned.append(index)
@@ -263,7 +261,7 @@ async def test_a_retryable_ray_error_is_retried_until_the_send_succeeds(error):
 
 async def test_a_retryable_ray_error_until_the_deadline_ends_as_shard_unavailable(monkeypatch):
     """A shard that stays down is resent after 20 ms, then 40 ms, and reported ShardUnavailable before the deadline."""
-    monkeypatch.setattr(shard_client, "random", types.SimpleNamespace(random=lambda: 0.5))  # jitter factor 1.0
+    monkeypatch.setattr(retry, "random", types.SimpleNamespace(random=lambda: 0.5))  # jitter factor 1.0
     shard = FakeShard(raise_always=ray_exceptions.ActorUnavailableError("restarting", None))
     client = ShardClient(shard.send, 0)
     started = time.monotonic()
@@ -278,7 +276,7 @@ async def test_a_retryable_ray_error_until_the_deadline_ends_as_shard_unavailabl
 
 async def test_a_retryable_error_whose_backoff_crosses_the_deadline_is_still_shard_unavailable(monkeypatch):
     """BUG: when the jittered pause would pass the deadline, the call ends ShardUnavailable, not RequestTimeout."""
-    monkeypatch.setattr(shard_client, "random", types.SimpleNamespace(random=lambda: 0.999))  # pause = 29.98 ms
+    monkeypatch.setattr(retry, "random", types.SimpleNamespace(random=lambda: 0.999))  # pause = 29.98 ms
     deadline = _in(0.5)
 
     async def send(operations: list[Any]) -> list[tuple[bool, Any]]:

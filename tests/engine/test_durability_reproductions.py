@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from engine import operations as ops
 from engine import codec
 from engine.errors import CorruptRecord, InvalidInput, ShardLocked, StaleEpoch, StorageFailure
 from engine.filesystem import FileSystem
@@ -37,9 +38,9 @@ def test_an_unencodable_message_fails_alone_inside_a_batch_and_changes_nothing(t
     """One bad store among 12 good ones on the same shard: the 12 are acknowledged, the bad one gets
     INVALID_MESSAGE, memory never shows it, and a reopen holds exactly the 12."""
     shard = open_shard(tmp_path)
-    shard.execute([("create_session", (f"user{i}", "s"), {}) for i in range(13)])
-    operations = [("append", (f"user{i}", "s", [message(f"good {i}", message_id=f"g{i}")]), {}) for i in range(12)]
-    operations.insert(6, ("append", ("user12", "s", [bad]), {}))
+    shard.execute([ops.CreateSession(f"user{i}", "s") for i in range(13)])
+    operations = [ops.Append(f"user{i}", "s", [message(f"good {i}", message_id=f"g{i}")]) for i in range(12)]
+    operations.insert(6, ops.Append("user12", "s", [bad]))
     results = shard.execute(operations)
     assert [ok for ok, _ in results] == [True] * 6 + [False] + [True] * 6
     assert isinstance(results[6][1], InvalidInput) and results[6][1].code == "INVALID_MESSAGE"
@@ -54,8 +55,8 @@ def test_a_session_title_that_cannot_be_encoded_never_reaches_memory_and_the_sha
     """A title with a lone surrogate used to be applied, fail to encode, and leave later messages of
     that session in the log without their session: the shard then never opened again."""
     shard = open_shard(tmp_path)
-    results = shard.execute([("create_session", ("u", "s", "bad \ud800"), {}),
-                             ("append", ("u", "s", [message("m", message_id="m1")]), {})])
+    results = shard.execute([ops.CreateSession("u", "s", "bad \ud800"),
+                             ops.Append("u", "s", [message("m", message_id="m1")])])
     assert results[0][0] is False and results[0][1].code == "INVALID_MESSAGE"
     assert results[1][0] is False and results[1][1].code == "SESSION_NOT_FOUND"
     shard.close()
@@ -74,7 +75,7 @@ def test_metadata_nested_deeper_than_32_levels_is_refused_before_memory(tmp_path
     for _ in range(900):
         cursor["a"] = {}
         cursor = cursor["a"]
-    result = shard.execute([("append", ("u", "s", [message("deep", message_id="d", metadata=deep)]), {})])
+    result = shard.execute([ops.Append("u", "s", [message("deep", message_id="d", metadata=deep)])])
     assert result[0][0] is False and result[0][1].code == "INVALID_MESSAGE" and "32 levels" in str(result[0][1])
     assert shard.history("u", "s", 10)[0]["total_count"] == 0
     shard.close()
@@ -101,7 +102,7 @@ def test_a_batch_larger_than_the_record_bound_is_split_and_reads_back_after_reop
     shard = open_shard(tmp_path, max_message_bytes=16 * MB)
     shard.create_session("u", "s")
     big = [message(chr(ord("a") + i) * (16 * MB), message_id=f"big{i}") for i in range(3)]
-    assert shard.execute([("append", ("u", "s", big), {})])[0][0] is True
+    assert shard.execute([ops.Append("u", "s", big)])[0][0] is True
     shard.close()
     reopened = open_shard(tmp_path, max_message_bytes=16 * MB)
     messages = reopened.read_range("u", "s", 0, 10)["messages"]
@@ -183,15 +184,15 @@ def test_a_failed_write_is_cut_back_memory_rebuilt_and_a_retry_is_not_a_false_du
     clock = [0.0]
     shard = Shard(config, 0, fs=fs, monotonic=lambda: clock[0])
     shard.open()
-    shard.execute([("create_session", ("u", "s"), {}), ("append", ("u", "s", [message("a", message_id="a")]), {})])
+    shard.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("a", message_id="a")])])
     failing["on"] = True
-    failed = shard.execute([("append", ("u", "s", [message("b", message_id="b")]), {})])
+    failed = shard.execute([ops.Append("u", "s", [message("b", message_id="b")])])
     assert failed[0][0] is False and failed[0][1].code == "STORAGE_ERROR"
     assert _ids(shard) == ["a"] and shard.probe()["degraded"]
     failing["on"] = False
     clock[0] += 10
-    retry = shard.execute([("append", ("u", "s", [message("b", message_id="b")]), {})])
-    assert retry[0][0] is True and retry[0][1]["duplicates"] == 0
+    retry = shard.execute([ops.Append("u", "s", [message("b", message_id="b")])])
+    assert retry[0][0] is True and retry[0][1].duplicates == 0
     shard.close()
     reopened = Shard(config, 0, fs=fs.after_process_crash())
     reopened.open()
@@ -209,7 +210,7 @@ def test_none_mode_keeps_its_buffer_when_a_background_flush_fails_and_writes_it_
     config = engine_config("/store", durability="none")
     shard = Shard(config, 0, fs=fs, monotonic=lambda: clock[0])
     shard.open()
-    shard.execute([("create_session", ("u", "s"), {}), ("append", ("u", "s", [message("a", message_id="a")]), {})])
+    shard.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("a", message_id="a")])])
     failing["on"] = True
     clock[0] += 2
     shard.maintain()

@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from engine import operations as ops
 from engine.errors import InvalidInput, SessionNotFound
 from tests.factories import message, open_shard
 
@@ -56,7 +57,7 @@ def test_offset_and_latest_paging(shard):
 def test_cursor_paging_walks_both_directions(shard):
     """before/after cursors give the neighbouring pages and has_more in the paging direction."""
     result = shard.append("alice", "s1", [message(f"m{i}") for i in range(7)])
-    ids = result["message_ids"]
+    ids = result.message_ids
     page, _ = shard.history("alice", "s1", 3, before=ids[5])
     assert _ids(page) == ["m2", "m3", "m4"] and page["has_more"]
     page, _ = shard.history("alice", "s1", 3, before=ids[2])
@@ -73,8 +74,8 @@ def test_append_is_idempotent_on_message_id(shard):
     """Re-appending a message_id with the same content is a duplicate; other content is refused."""
     first = shard.append("alice", "s1", [message("hello", message_id="m1")])
     again = shard.append("alice", "s1", [message("hello", message_id="m1")])
-    assert first["count"] == 1 and again["count"] == 0 and again["duplicates"] == 1
-    assert again["records"][0]["duplicate"] and again["records"][0]["timestamp"] == first["records"][0]["timestamp"]
+    assert first.count == 1 and again.count == 0 and again.duplicates == 1
+    assert again.records[0]["duplicate"] and again.records[0]["timestamp"] == first.records[0]["timestamp"]
     with pytest.raises(InvalidInput) as caught:
         shard.append("alice", "s1", [message("other", message_id="m1")])
     assert "already used with different content" in str(caught.value)
@@ -109,7 +110,7 @@ def test_delete_session_removes_messages_and_postings(shard, tmp_path):
     assert shard.delete_session("alice", "s1") == 1
     stats = shard.search_stats("alice", ["findable"])
     assert stats["doc_freq"]["findable"] == 0
-    assert shard.search("alice", ["findable"], stats, 10)[0]["total"] == 0
+    assert shard.search("alice", ["findable"], stats, 10).value.total == 0
     shard.close()
     reopened = open_shard(tmp_path)
     assert reopened.get_session("alice", "s1") is None
@@ -136,8 +137,8 @@ def test_user_profile_create_update_delete(shard):
 def test_execute_runs_a_batch_with_one_commit(shard):
     """execute() runs many operations and commits them as one log write; errors are per operation."""
     commits = shard.log.commits
-    results = shard.execute([("append", ("alice", "s1", [message(f"m{i}")]), {}) for i in range(50)]
-                            + [("append", ("alice", "missing", [message("x")]), {})])
+    results = shard.execute([ops.Append("alice", "s1", [message(f"m{i}")]) for i in range(50)]
+                            + [ops.Append("alice", "missing", [message("x")])])
     assert all(ok for ok, _ in results[:50]) and results[50][0] is False
     assert isinstance(results[50][1], SessionNotFound)
     assert shard.log.commits == commits + 1
@@ -262,7 +263,7 @@ def test_compaction_runs_by_itself_once_deleted_data_dominates(tmp_path):
         shard.append("u", "big", [message(f"m{start + i}") for i in range(1000)])
     shard.append("u", "small", [message("kept")])
     shard.commit()
-    shard.execute([("delete_session", ("u", "big"), {})])
+    shard.execute([ops.DeleteSession("u", "big")])
     assert shard.compactions == 1 and shard.state.dead_messages == 0
     assert shard.stats()["log_bytes"] < 10_000
     shard.close()

@@ -13,6 +13,7 @@ import time
 import pytest
 import pytest_asyncio
 
+from engine import operations as ops
 from api import FFChatAppBridge
 from tests.factories import message
 
@@ -94,8 +95,8 @@ async def test_node_loss_during_stores_loses_and_duplicates_nothing(cluster, clu
     for index in victim_shards:  # until each lost shard answers again from a surviving node
         while True:
             try:
-                await cluster_bridge.backend.shard(index, "probe")  # a real call re-assigns a restarted actor
-                probe = await cluster_bridge.backend.shards[index].probe.remote()
+                await cluster_bridge.backend.clients[index].call(ops.ListUsers(), cluster_bridge.backend.deadline())
+                probe = await cluster_bridge.backend.transport.shards[index].probe.remote()
             except Exception:  # still restarting: try again
                 probe = {}
             if probe.get("log_open") and probe.get("node_id") not in (None, victim.node_id):
@@ -131,9 +132,9 @@ async def test_search_during_failure_is_partial_not_an_error(cluster, cluster_br
     backend = cluster_bridge.backend
     victim = backend.session_shard(user, session_ids[0])
     on_victim = sum(1 for s in session_ids if backend.session_shard(user, s) == victim)
-    lock = os.open(os.path.join(backend.engine_config.storage_path, f"shard-{victim:04d}", "LOCK"), os.O_RDWR)
+    lock = os.open(os.path.join(cluster_bridge.settings.storage_path, f"shard-{victim:04d}", "LOCK"), os.O_RDWR)
     try:
-        ray.kill(backend.shards[victim], no_restart=False)
+        ray.kill(backend.transport.shards[victim], no_restart=False)
         deadline = time.monotonic() + 30
         while True:  # the old incarnation's lock goes away with its process; then we hold it
             try:

@@ -1,0 +1,69 @@
+"""Actors inside this process, without Ray: handles whose `.method.remote()` calls the undecorated
+actor object directly and returns an awaitable, like a Ray actor handle does.
+
+The api's in-process mode (tests of the api layer, tools) runs the real RouterActor and ShardActors
+this way, so everything but Ray itself is exercised: typed operations, batching, fan-out flows,
+fencing and recovery. Sync methods run at once (the caller's event loop waits, as a sync Ray actor
+serialises calls); async methods run as tasks on the caller's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Callable
+
+from .router_actor import RouterActor
+from .shard_actor import ShardActor
+
+
+class _Method:
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self._function = function
+
+    def options(self, **_: Any) -> "_Method":
+        return self  # concurrency groups and the like mean nothing in one process
+
+    def remote(self, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+        if inspect.iscoroutinefunction(self._function):
+            return asyncio.ensure_future(self._function(*args, **kwargs))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self._function(*args, **kwargs))
+        except Exception as exc:  # delivered to the awaiting caller, as Ray delivers an actor's error
+            future.set_exception(exc)
+        return future
+
+
+class LocalHandle:
+    """An in-process stand-in for a Ray actor handle."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def __getattr__(self, name: str) -> _Method:
+        return _Method(getattr(self.actor, name))
+
+
+def _spawn(name: str, node_id: str | None) -> LocalHandle:
+    return LocalHandle(ShardActor(name, tune_gc=False, exit_on_fatal=False))
+
+
+def _release(handle: Any) -> None:
+    handle.actor.release()
+
+
+_ROUTER: LocalHandle | None = None
+
+
+def local_router(spare: int = 0) -> LocalHandle:
+    """This process's in-process router (created on first use, shared by every in-process bridge)."""
+    global _ROUTER
+    if _ROUTER is None:
+        _ROUTER = LocalHandle(RouterActor(_spawn, spare, max(2 * spare, 2), alive_nodes=list, kill=_release))
+    return _ROUTER
+
+
+def wait_all(futures: list["asyncio.Future[Any]"], timeout_s: float) -> list[Any]:
+    """The results of in-process calls (they completed when they were made)."""
+    return [future.result() for future in futures]

@@ -1,0 +1,71 @@
+"""The storage paths a router serves: each path's manifest (lock and shard count), shard actors and config."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engine import operations as ops
+from engine.config import EngineConfig
+from engine.errors import PathNotOpen, ShardCountMismatch, ShardUnassigned
+from engine.manifest import PathManifest
+
+
+def shard_config(template: EngineConfig, shard_count: int) -> EngineConfig:
+    """The config each shard of a path gets: the path's cache budget divided over its shards."""
+    return template.model_copy(update={"shard_count": shard_count,
+                                       "cache_bytes_max": template.cache_bytes_max // shard_count})
+
+
+class OpenPath:
+    """One open storage path: its locked manifest, shard actors and the bridges attached."""
+
+    def __init__(self, manifest: PathManifest, config: EngineConfig, shards: list[Any], compress: bool) -> None:
+        self.manifest = manifest
+        self.config = config
+        self.shards = shards
+        self.compress = compress
+        self.attached = 0
+
+    async def assign(self, index: int, fresh_open: bool = False) -> None:
+        """Give shard `index` to its actor (it replays the log); also heals a restarted actor."""
+        await self.shards[index].assign.remote(self.config, index, self.compress, fresh_open)
+
+    async def call(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
+        """One batch to one shard; a restarted (unassigned) actor gets its shard back first."""
+        handle = self.shards[index]
+        try:
+            replies: list[ops.Reply] = await handle.execute.remote(operations)
+        except ShardUnassigned:
+            await self.assign(index)
+            replies = await handle.execute.remote(operations)
+        return replies
+
+
+class PathRegistry:
+    """Open paths by namespace."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, OpenPath] = {}
+
+    def get(self, namespace: str) -> OpenPath:
+        path = self.paths.get(namespace)
+        if path is None:
+            raise PathNotOpen(f"path {namespace} is not registered with this router")
+        return path
+
+    def check_count(self, request: ops.OpenPathRequest, path: OpenPath) -> None:
+        if request.explicit and request.requested_shards != path.config.shard_count:
+            raise ShardCountMismatch(f"shard_count {request.requested_shards} does not match the "
+                                     f"{path.config.shard_count} shards stored at {request.template.storage_path}")
+
+    @staticmethod
+    async def lock(request: ops.OpenPathRequest) -> tuple[PathManifest, EngineConfig]:
+        """Lock the path's manifest and fix its shard count (off the event loop: it may wait for the lock)."""
+        manifest = PathManifest(request.template.storage_path)
+        count = await asyncio.to_thread(manifest.open, request.requested_shards, request.explicit)
+        return manifest, shard_config(request.template, count)
+
+    def info(self) -> dict[str, Any]:
+        return {namespace: {"attached": path.attached, "shard_count": path.config.shard_count,
+                            "storage_path": path.config.storage_path} for namespace, path in self.paths.items()}

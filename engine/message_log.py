@@ -28,12 +28,11 @@ Failures: a failed write is cut back off the file (truncate to the last good siz
 StorageFailure; if even that fails, the log repairs itself before its next write and a reload
 never replays those bytes. A failed background step (none-mode flush, segment roll, compression,
 finishing a compaction) leaves the live log serving, is recorded in `health()`, and is retried
-with exponential backoff. Every live change to the directory happens under the fence (`_fence`).
+with exponential backoff. Every live change to the directory happens under the fence (engine.fence).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
@@ -43,12 +42,12 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 
 from . import codec, compaction, segment
 from .backoff import Backoff
-from .errors import CorruptRecord, EngineError, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
-from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree, write_all
+from .errors import EngineError, ShardClosed, StorageFailure
+from .fence import Fence
+from .filesystem import FileSystem, atomic_write, close_quietly, make_durable_dir, remove_tree, write_all
 
 WRITE_FAILURE_WINDOW_S = 30.0
 SYNC_INTERVAL_S = 1.0
-_EPOCH_WIDTH = 20
 
 
 @dataclass
@@ -94,9 +93,7 @@ class MessageLog:
         self.fs = fs or FileSystem()
         self._clock = clock
         self._rng = rng or random.SystemRandom()
-        self._lock_handle: int | None = None
-        self._fence_handle: int | None = None
-        self._fence_depth = 0
+        self._fence = Fence(self.fs, directory)
         self._handle: int | None = None
         self._salt = 0
         self._write = 0  # number of the last write in the active segment (codec: frame header)
@@ -118,7 +115,6 @@ class MessageLog:
         self._flush_failing = False
         self._failed_at = 0.0
         self._retry = Backoff(0.05, 5.0, clock)  # failed background steps wait this long to retry
-        self.epoch = 0
         self.report = RecoveryReport()
         self.bytes_written = 0
         self.commits = 0
@@ -137,10 +133,7 @@ class MessageLog:
         started = time.perf_counter()
         try:
             make_durable_dir(self.fs, self.directory)
-            self._take_lock()
-            self._fence_handle = self.fs.open(self._path("FENCE"), "lock")
-            self.fs.fsync_dir(self.directory)  # FENCE (and LOCK) may be new
-            self.epoch = self.report.epoch = self._bump_epoch()
+            self.report.epoch = self._fence.acquire()
             yield from self._replay()
         except OSError as exc:
             self._release()
@@ -153,7 +146,7 @@ class MessageLog:
     def reload(self) -> Iterator[tuple[int, Any]]:
         """Yield every record again, the log's then the none-mode buffer's (after a failed write, so
         memory can match what was acknowledged again)."""
-        with self._write_lock, self._fence():
+        with self._write_lock, self._fence.held():
             limit = self._cut_back_before_reload()
             self._close_active()
             self.report = RecoveryReport(epoch=self.epoch)
@@ -260,67 +253,14 @@ class MessageLog:
             self.report.notes.append(f"removed leftovers: {sorted(leftovers)}")
         return numbers
 
-    # ----------------------------------------------------------------- locking and fencing
-    def _take_lock(self) -> None:
-        handle = self.fs.open(self._path("LOCK"), "lock")
-        try:
-            self.fs.flock(handle, "exclusive", blocking=False)
-        except BlockingIOError:
-            self.fs.close(handle)
-            raise ShardLocked(f"Shard directory {self.directory} is locked by another process") from None
-        self._lock_handle = handle
-
-    def _read_epoch(self) -> int:
-        assert self._fence_handle is not None
-        text = self.fs.pread(self._fence_handle, _EPOCH_WIDTH, 0).strip()
-        return int(text) if text.isdigit() else 0  # never written, or torn by a power loss
-
-    def _bump_epoch(self) -> int:
-        """The epoch lives in FENCE itself, written in place under FENCE's exclusive lock, so a writer
-        checks it with one pread under the shared lock (NFS revalidates a file's cache on locking)."""
-        assert self._fence_handle is not None
-        self.fs.flock(self._fence_handle, "exclusive")
-        try:
-            epoch = self._read_epoch() + 1
-            self.fs.pwrite(self._fence_handle, f"{epoch:0{_EPOCH_WIDTH}d}".encode(), 0)
-            self.fs.fsync(self._fence_handle)
-        finally:
-            self.fs.flock(self._fence_handle, "unlock")
-        return epoch
+    # ----------------------------------------------------------------- fencing
+    @property
+    def epoch(self) -> int:
+        return self._fence.epoch
 
     def check_epoch(self) -> None:
         """Raise StaleEpoch if a newer incarnation opened this log since we did."""
-        current = self._read_epoch()
-        if current != self.epoch:
-            raise StaleEpoch(f"Shard log {self.directory} was reopened (epoch {current}, ours {self.epoch})")
-
-    @contextlib.contextmanager
-    def _fence(self) -> Iterator[None]:
-        """Hold FENCE shared after checking the epoch: no newer incarnation can open the log while
-        this instance changes its files (opening bumps the epoch under FENCE exclusive). Every live
-        change to the shard directory happens inside; re-entrant for nested steps."""
-        if self._fence_depth:
-            yield
-            return
-        if self._fence_handle is None:
-            raise ShardClosed(f"Shard log {self.directory} is closed")
-        try:
-            self.fs.flock(self._fence_handle, "shared")
-        except OSError as exc:
-            raise StorageFailure(f"Cannot lock {self.directory}/FENCE: {exc}") from None
-        self._fence_depth += 1
-        try:
-            try:
-                self.check_epoch()
-            except OSError as exc:
-                raise StorageFailure(f"Cannot read the epoch in {self.directory}/FENCE: {exc}") from None
-            yield
-        finally:
-            self._fence_depth -= 1
-            try:
-                self.fs.flock(self._fence_handle, "unlock")
-            except OSError:
-                pass  # closing the handle drops it at the latest
+        self._fence.check()
 
     # ----------------------------------------------------------------- appends
     def append_batch(self, records: list[codec.Record]) -> None:
@@ -340,7 +280,7 @@ class MessageLog:
             if self._buffer_bytes > self.buffer_bytes_max and self._flush_failing:
                 raise StorageFailure(f"Shard log {self.directory} cannot take more: {self._buffer_bytes} bytes wait "
                                      f"for a flush that keeps failing ({self.failure})")
-            with self._fence():  # a superseded instance must not acknowledge, even from memory
+            with self._fence.held():  # a superseded instance must not acknowledge, even from memory
                 pass
             if self._buffer_since is None:
                 self._buffer_since = self._clock()
@@ -349,7 +289,7 @@ class MessageLog:
         self.flush_if_due()
 
     def _commit(self, records: list[codec.Record], sync: bool) -> None:
-        with self._fence():
+        with self._fence.held():
             self._repair_if_broken()
             assert self._handle is not None
             self._write += 1  # a write number is never used twice, even when the write fails
@@ -388,7 +328,7 @@ class MessageLog:
     def _repair_if_broken(self) -> None:
         """Before a write: settle an unknown compaction outcome, make sure a segment is open, and cut
         off bytes a failed write may have left. Raises StorageFailure if it cannot."""
-        if self._fence_handle is None:
+        if not self._fence.is_open:
             raise ShardClosed(f"Shard log {self.directory} is closed")
         if self._unknown_commit is not None:
             self._resolve_commit()
@@ -462,7 +402,7 @@ class MessageLog:
             self._note_failure("segment roll", exc)
             return
         self._roll_due = False
-        self._close_quietly(old)
+        close_quietly(self.fs, old)
         if self.compress_sealed:
             self._uncompressed.append(sealed)
             self._compress_pending()
@@ -534,12 +474,12 @@ class MessageLog:
         if self._retry.waiting():
             return
         with self._write_lock:
-            if self._fence_handle is None:
+            if not self._fence.is_open:
                 return  # closed
             if not (self._finish_due or self._roll_due or self._uncompressed or self._handle is None
                     or self._unknown_commit is not None or self._broken is not None):
                 return
-            with self._fence():
+            with self._fence.held():
                 if self._finish_due:
                     self._finish_after_commit()
                 if self._handle is None or self._broken is not None or self._unknown_commit is not None:
@@ -587,7 +527,7 @@ class MessageLog:
         Before the commit point a failure leaves the old log serving; after it the compaction
         counts as done and finishing is retried. Raises StorageFailure, StaleEpoch, ShardClosed.
         """
-        with self._write_lock, self._fence():
+        with self._write_lock, self._fence.held():
             if self._finish_due:
                 self._finish_after_commit()
                 if self._finish_due:
@@ -671,25 +611,14 @@ class MessageLog:
     def is_open(self) -> bool:
         return self._handle is not None
 
-    def _close_quietly(self, handle: int | None) -> None:
-        if handle is None:
-            return
-        try:
-            self.fs.close(handle)
-        except OSError:
-            pass
-
     def _close_active(self) -> None:
         handle, self._handle = self._handle, None
-        self._close_quietly(handle)
+        close_quietly(self.fs, handle)
 
     def _release(self) -> None:
         """Close every handle this log holds (drops its locks); never raises an OSError."""
         self._close_active()
-        handles = (self._fence_handle, self._lock_handle)
-        self._fence_handle = self._lock_handle = None
-        for handle in handles:
-            self._close_quietly(handle)
+        self._fence.release()
 
     def close(self) -> None:
         """Flush buffered records (three attempts: a transient EIO must not cost them), fsync, release
@@ -697,7 +626,7 @@ class MessageLog:
         are lost) or the final fsync failed."""
         with self._write_lock:
             try:
-                if self._fence_handle is not None:
+                if self._fence.is_open:
                     for attempt in range(3):
                         try:
                             self.flush()

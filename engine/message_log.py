@@ -37,7 +37,6 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from . import codec, compaction, segment
@@ -45,28 +44,10 @@ from .backoff import Backoff
 from .errors import EngineError, ShardClosed, StorageFailure
 from .fence import Fence
 from .filesystem import FileSystem, atomic_write, close_quietly, make_durable_dir, remove_tree, write_all
+from .recovery import Recovery, RecoveryReport, list_segments
 
 WRITE_FAILURE_WINDOW_S = 30.0
 SYNC_INTERVAL_S = 1.0
-
-
-@dataclass
-class RecoveryReport:
-    """What opening the log found."""
-
-    records: int = 0
-    segments: int = 0
-    torn_tail: bool = False
-    truncated_bytes: int = 0
-    truncated_at_offset: int | None = None
-    truncated_file: str | None = None
-    epoch: int = 0
-    open_ms: float = 0.0
-    compaction_finished: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class MessageLog:
@@ -115,7 +96,7 @@ class MessageLog:
         self._flush_failing = False
         self._failed_at = 0.0
         self._retry = Backoff(0.05, 5.0, clock)  # failed background steps wait this long to retry
-        self.report = RecoveryReport()
+        self._recovery = Recovery(self.fs, directory)
         self.bytes_written = 0
         self.commits = 0
         self.fsyncs = 0
@@ -149,7 +130,7 @@ class MessageLog:
         with self._write_lock, self._fence.held():
             limit = self._cut_back_before_reload()
             self._close_active()
-            self.report = RecoveryReport(epoch=self.epoch)
+            self._recovery.report = RecoveryReport(epoch=self.epoch)
             try:
                 yield from self._replay(limit)
             except OSError as exc:
@@ -170,88 +151,27 @@ class MessageLog:
         return None
 
     def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
-        self._finish_compaction()
-        numbers = self._segment_numbers(clean=True)
-        last_data = self._drop_unborn(numbers)
-        self.report.segments = len(numbers)
-        last = (0, 0)
-        for position, (number, compressed) in enumerate(numbers):
-            is_last = position == len(numbers) - 1
-            end = limit[1] if limit is not None and limit[0] == number else None
-            last = yield from self._replay_segment(number, compressed, is_last, end, last_data if is_last else None)
-        if numbers and not numbers[-1][1]:
-            self._active_number, (self._salt, self._write) = numbers[-1][0], last
+        """Replay the log (engine.recovery), then append where it ends: to its last segment when that
+        is uncompressed, else to a fresh one after it."""
+        numbers, tail = yield from self._recovery.replay(limit)
+        if tail is not None and not tail.compressed:
+            self._active_number, self._salt, self._write = tail.number, tail.salt, tail.write
+            self._active_bytes = tail.size
             self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
             # Everything replayed counts as on disk from here on (frames written next say so).
             self.fs.fsync(self._handle)
             self._synced = self._write
         else:
-            first = numbers[-1][0] + 1 if numbers else max(1, compaction.read_base(self.fs, self.directory))
-            self._start_segment(first)
+            self._start_segment(tail.number + 1 if tail is not None else self._recovery.first_number())
         if limit is None:
             self._broken = None
         self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
                               self.compress_sealed]
 
-    def _drop_unborn(self, numbers: list[tuple[int, bool]]) -> bytes | None:
-        """Remove last segments that were never born (segment.is_unborn); returns the bytes of the
-        (new) last segment when it is uncompressed, so it is read once."""
-        while numbers and not numbers[-1][1]:
-            name = segment.file_name(numbers[-1][0], False)
-            data = self.fs.read(self._path(name))
-            if not segment.is_unborn(data):
-                return data
-            self.fs.unlink(self._path(name))
-            self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed unborn segment {name} ({len(data)} bytes)")
-            numbers.pop()
-        return None
-
-    def _replay_segment(self, number: int, compressed: bool, is_last: bool, end_at: int | None = None,
-                        data: bytes | None = None) -> Generator[tuple[int, Any], None, tuple[int, int]]:
-        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt and
-        last write number. `end_at` ignores bytes from there on (a failed write that could not be cut
-        off yet)."""
-        name = segment.file_name(number, compressed)
-        path = self._path(name)
-        if data is None:
-            data = self.fs.read(path)
-        if end_at is not None:
-            data = data[:end_at]
-        if compressed:
-            data = segment.decompress(data, path)
-        end = yield from segment.scan(data, path, sealed=compressed or not is_last)
-        self.report.records += end.records
-        if end.cut is not None:
-            self._truncate_tail(name, end.cut, end.size)
-        if is_last:
-            self._active_bytes = end.size if end.cut is None else end.cut
-        return end.salt, end.write
-
-    def _truncate_tail(self, name: str, offset: int, size: int) -> None:
-        handle = self.fs.open(self._path(name), "append")
-        try:
-            self.fs.truncate(handle, offset)
-            self.fs.fsync(handle)
-        finally:
-            self.fs.close(handle)
-        self.report.torn_tail = True
-        self.report.truncated_bytes = size - offset
-        self.report.truncated_at_offset = offset
-        self.report.truncated_file = self._path(name)
-        self.report.notes.append(f"truncated torn tail of {name}: {size - offset} bytes at offset {offset}")
-
-    def _segment_numbers(self, clean: bool = False) -> list[tuple[int, bool]]:
-        """Live segments in order; with `clean`, removes leftovers (temporary copies, segments below
-        BASE, a .log whose compressed .zst was completed)."""
-        numbers, leftovers = segment.live_segments(self.fs.listdir(self.directory),
-                                                   compaction.read_base(self.fs, self.directory))
-        if clean and leftovers:
-            for name in leftovers:
-                self.fs.unlink(self._path(name))
-            self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed leftovers: {sorted(leftovers)}")
-        return numbers
+    @property
+    def report(self) -> RecoveryReport:
+        """What the last open (or reload) found."""
+        return self._recovery.report
 
     # ----------------------------------------------------------------- fencing
     @property
@@ -440,7 +360,8 @@ class MessageLog:
             pass  # a leftover is removed by the next open
 
     def segment_files(self) -> list[str]:
-        return [segment.file_name(number, compressed) for number, compressed in self._segment_numbers()]
+        numbers, _ = list_segments(self.fs, self.directory)
+        return [segment.file_name(number, compressed) for number, compressed in numbers]
 
     def disk_bytes(self) -> int:
         total = 0
@@ -588,7 +509,7 @@ class MessageLog:
         """Finish a committed compaction and append to its last segment; on failure append to a fresh
         segment after it (finishing is retried and keeps segments above the plan's first)."""
         try:
-            self._finish_compaction()
+            self._recovery.finish_compaction()
             if self._handle is None:
                 self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
         except OSError as exc:
@@ -601,10 +522,6 @@ class MessageLog:
             return
         self._finish_due = False
         self._note_success("compaction")
-
-    def _finish_compaction(self) -> None:
-        if compaction.finish(self.fs, self.directory):
-            self.report.compaction_finished = True
 
     # ----------------------------------------------------------------- closing
     @property

@@ -42,8 +42,9 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 from . import codec, compaction, segment
 from .backoff import Backoff
 from .errors import EngineError, ShardClosed, StorageFailure
+from .active_segment import ActiveSegment
 from .fence import Fence
-from .filesystem import FileSystem, atomic_write, close_quietly, make_durable_dir, remove_tree, write_all
+from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree
 from .recovery import Recovery, RecoveryReport, list_segments
 
 WRITE_FAILURE_WINDOW_S = 30.0
@@ -75,14 +76,8 @@ class MessageLog:
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self._fence = Fence(self.fs, directory)
-        self._handle: int | None = None
-        self._salt = 0
-        self._write = 0  # number of the last write in the active segment (codec: frame header)
-        self._synced = 0  # highest write of the active segment known to be on disk
+        self._active = ActiveSegment(self.fs, directory, self._rng)
         self._synced_at = 0.0
-        self._active_number = 0
-        self._active_bytes = 0
-        self._broken: str | None = None  # the active file may hold bytes past _active_bytes
         self._buffer: list[codec.Record] = []
         self._buffer_bytes = 0
         self._buffer_since: float | None = None
@@ -128,8 +123,8 @@ class MessageLog:
         """Yield every record again, the log's then the none-mode buffer's (after a failed write, so
         memory can match what was acknowledged again)."""
         with self._write_lock, self._fence.held():
-            limit = self._cut_back_before_reload()
-            self._close_active()
+            limit = self._active.replay_limit()
+            self._active.close()
             self._recovery.report = RecoveryReport(epoch=self.epoch)
             try:
                 yield from self._replay(limit)
@@ -137,34 +132,16 @@ class MessageLog:
                 raise StorageFailure(f"Cannot re-read shard log {self.directory}: {exc}") from None
             yield from codec.decode_records(self._buffer, f"buffered for {self.directory}")
 
-    def _cut_back_before_reload(self) -> tuple[int, int] | None:
-        """Bytes of a failed write still in the active segment must not be replayed: cut them off,
-        or, if that fails again, replay the segment only up to the last good size (writes then stay
-        refused until the cut succeeds)."""
-        if self._broken is None or self._handle is None:
-            return None
-        try:
-            self._cut_active()
-        except OSError:
-            return self._active_number, self._active_bytes
-        self._broken = None
-        return None
-
     def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
         """Replay the log (engine.recovery), then append where it ends: to its last segment when that
         is uncompressed, else to a fresh one after it."""
         numbers, tail = yield from self._recovery.replay(limit)
         if tail is not None and not tail.compressed:
-            self._active_number, self._salt, self._write = tail.number, tail.salt, tail.write
-            self._active_bytes = tail.size
-            self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
-            # Everything replayed counts as on disk from here on (frames written next say so).
-            self.fs.fsync(self._handle)
-            self._synced = self._write
+            self._active.resume(tail)
         else:
-            self._start_segment(tail.number + 1 if tail is not None else self._recovery.first_number())
+            self._active.start(tail.number + 1 if tail is not None else self._recovery.first_number())
         if limit is None:
-            self._broken = None
+            self._active.broken = None
         self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
                               self.compress_sealed]
 
@@ -211,39 +188,19 @@ class MessageLog:
     def _commit(self, records: list[codec.Record], sync: bool) -> None:
         with self._fence.held():
             self._repair_if_broken()
-            assert self._handle is not None
-            self._write += 1  # a write number is never used twice, even when the write fails
-            data = codec.frames(records, self._salt, self._write, self._synced)
             try:
-                write_all(self.fs, self._handle, data)
-                if sync:
-                    self.fs.fdatasync(self._handle)
-                    self.fsyncs += 1
-                    self._synced = self._write
+                size = self._active.append(records, sync)
             except OSError as exc:
-                self._cut_back()
                 self._note_failure("write", exc)
                 raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
             self._note_success("write")
-            self.bytes_written += len(data)
+            if sync:
+                self.fsyncs += 1
+            self.bytes_written += size
             self.commits += 1
-            self._active_bytes += len(data)
-            if self._active_bytes >= self.segment_bytes_max:
+            if self._active.size >= self.segment_bytes_max:
                 self._roll_due = True
                 self._roll()
-
-    def _cut_active(self) -> None:
-        """Truncate the active segment to its last good size, durably (raises OSError)."""
-        assert self._handle is not None
-        self.fs.truncate(self._handle, self._active_bytes)
-        self.fs.fsync(self._handle)
-
-    def _cut_back(self) -> None:
-        """Remove a failed write's bytes; if that fails too, repair before the next write."""
-        try:
-            self._cut_active()
-        except OSError as exc:
-            self._broken = f"could not cut a failed write back off {segment.file_name(self._active_number, False)}: {exc}"
 
     def _repair_if_broken(self) -> None:
         """Before a write: settle an unknown compaction outcome, make sure a segment is open, and cut
@@ -252,20 +209,7 @@ class MessageLog:
             raise ShardClosed(f"Shard log {self.directory} is closed")
         if self._unknown_commit is not None:
             self._resolve_commit()
-        if self._handle is None:  # a compaction committed but its last segment could not be opened
-            try:
-                self._start_segment(self._active_number + 1)
-            except OSError as exc:
-                raise StorageFailure(f"Shard log {self.directory} has no segment to append to: {exc}") from None
-            self._broken = None
-            return
-        if self._broken is None:
-            return
-        try:
-            self._cut_active()
-        except OSError as exc:
-            raise StorageFailure(f"Shard log {self.directory} needs repair ({self._broken}): {exc}") from None
-        self._broken = None
+        self._active.repair()
 
     def flush_if_due(self) -> None:
         """For `none` mode: write buffered records older than flush_interval_s (failures back off)."""
@@ -294,35 +238,15 @@ class MessageLog:
         return self._buffer_bytes
 
     # ----------------------------------------------------------------- segments
-    def _start_segment(self, number: int) -> None:
-        """Create segment `number` with a fresh salt and make it the active one."""
-        salt = self._rng.getrandbits(64)
-        path = self._path(segment.file_name(number, False))
-        handle = self.fs.open(path, "create")
-        try:
-            write_all(self.fs, handle, codec.segment_header(salt))
-            self.fs.fdatasync(handle)
-            self.fs.fsync_dir(self.directory)
-        except BaseException:
-            self.fs.close(handle)
-            raise
-        self._handle, self._salt, self._active_number = handle, salt, number
-        self._active_bytes = codec.SEGMENT_HEADER_SIZE
-        self._write = self._synced = 0
-
     def _roll(self) -> None:
         """Seal the active segment and start the next; on failure keep appending to the current one."""
-        sealed, old = self._active_number, self._handle
         try:
-            self.fs.fsync(old)  # type: ignore[arg-type]
-            self._start_segment(sealed + 1)
+            sealed = self._active.roll()
         except OSError as exc:
-            self._active_number, self._handle = sealed, old
-            self._discard(segment.file_name(sealed + 1, False))
+            self._discard(segment.file_name(self._active.number + 1, False))
             self._note_failure("segment roll", exc)
             return
         self._roll_due = False
-        close_quietly(self.fs, old)
         if self.compress_sealed:
             self._uncompressed.append(sealed)
             self._compress_pending()
@@ -397,13 +321,13 @@ class MessageLog:
         with self._write_lock:
             if not self._fence.is_open:
                 return  # closed
-            if not (self._finish_due or self._roll_due or self._uncompressed or self._handle is None
-                    or self._unknown_commit is not None or self._broken is not None):
+            if not (self._finish_due or self._roll_due or self._uncompressed or self._active.handle is None
+                    or self._unknown_commit is not None or self._active.broken is not None):
                 return
             with self._fence.held():
                 if self._finish_due:
                     self._finish_after_commit()
-                if self._handle is None or self._broken is not None or self._unknown_commit is not None:
+                if self._active.handle is None or self._active.broken is not None or self._unknown_commit is not None:
                     try:
                         self._repair_if_broken()
                     except StorageFailure as exc:
@@ -415,18 +339,17 @@ class MessageLog:
                     self._compress_pending()
 
     def _sync_if_due(self) -> None:
-        if self._write <= self._synced or self._clock() - self._synced_at < SYNC_INTERVAL_S:
+        if self._active.write <= self._active.synced or self._clock() - self._synced_at < SYNC_INTERVAL_S:
             return
         with self._write_lock:
-            if self._handle is None or self._broken is not None:
+            if self._active.handle is None or self._active.broken is not None:
                 return
-            written = self._write
             try:
-                self.fs.fsync(self._handle)
+                self._active.sync()
             except OSError as exc:
                 self._note_failure("sync", exc)
                 return
-            self._synced, self._synced_at = written, self._clock()
+            self._synced_at = self._clock()
 
     def health(self) -> dict[str, Any]:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
@@ -437,8 +360,8 @@ class MessageLog:
                                           ("flush", self._flush_failing)) if due]
         recent_write_failure = (self.failure is not None and self.failure.startswith("write")
                                 and self._clock() - self._failed_at <= WRITE_FAILURE_WINDOW_S)
-        degraded = bool(pending) or recent_write_failure or self._broken is not None
-        return {"degraded": degraded, "reason": (self._broken or self.failure) if degraded else None,
+        degraded = bool(pending) or recent_write_failure or self._active.broken is not None
+        return {"degraded": degraded, "reason": (self._active.broken or self.failure) if degraded else None,
                 "pending_steps": pending, "failures": self.failures, "buffered_bytes": self._buffer_bytes}
 
     # ----------------------------------------------------------------- compaction
@@ -457,7 +380,7 @@ class MessageLog:
             self._repair_if_broken()
             try:
                 last, last_salt, last_size = compaction.stage(
-                    self.fs, self.directory, self._active_number + 1, records, self.segment_bytes_max,
+                    self.fs, self.directory, self._active.number + 1, records, self.segment_bytes_max,
                     self.compress_sealed, self._rng)
             except (OSError, EngineError) as exc:  # I/O, or a record the snapshot could not encode
                 self._abandon_compaction(exc)
@@ -485,12 +408,12 @@ class MessageLog:
         try:
             committed = self.fs.exists(self._path(compaction.READY))
         except OSError as second:
-            self._broken = f"compaction outcome unknown: {second}"
+            self._active.broken = f"compaction outcome unknown: {second}"
             raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: {second}") from None
         last, last_salt, last_size = self._unknown_commit
         self._unknown_commit = None
-        if self._broken is not None and self._broken.startswith("compaction outcome"):
-            self._broken = None
+        if self._active.broken is not None and self._active.broken.startswith("compaction outcome"):
+            self._active.broken = None
         if committed:
             self._after_commit(last, last_salt, last_size)
         else:
@@ -498,10 +421,7 @@ class MessageLog:
 
     def _after_commit(self, last: int, last_salt: int, last_size: int) -> None:
         """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
-        self._close_active()
-        self._active_number, self._salt, self._active_bytes = last, last_salt, last_size
-        # Compaction wrote the segment's records as one fsync'd write number 1, or none at all.
-        self._write = self._synced = 1 if last_size > codec.SEGMENT_HEADER_SIZE else 0
+        self._active.adopt(last, last_salt, last_size)
         self._uncompressed, self._roll_due, self._finish_due = [], False, True
         self._finish_after_commit()
 
@@ -510,15 +430,15 @@ class MessageLog:
         segment after it (finishing is retried and keeps segments above the plan's first)."""
         try:
             self._recovery.finish_compaction()
-            if self._handle is None:
-                self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
+            if self._active.handle is None:
+                self._active.open()
         except OSError as exc:
             self._note_failure("compaction", exc)
-            if self._handle is None:
+            if self._active.handle is None:
                 try:
-                    self._start_segment(self._active_number + 1)
+                    self._active.start(self._active.number + 1)
                 except OSError as second:
-                    self._broken = f"no segment to append to after a compaction: {second}"
+                    self._active.broken = f"no segment to append to after a compaction: {second}"
             return
         self._finish_due = False
         self._note_success("compaction")
@@ -526,15 +446,11 @@ class MessageLog:
     # ----------------------------------------------------------------- closing
     @property
     def is_open(self) -> bool:
-        return self._handle is not None
-
-    def _close_active(self) -> None:
-        handle, self._handle = self._handle, None
-        close_quietly(self.fs, handle)
+        return self._active.handle is not None
 
     def _release(self) -> None:
         """Close every handle this log holds (drops its locks); never raises an OSError."""
-        self._close_active()
+        self._active.close()
         self._fence.release()
 
     def close(self) -> None:
@@ -551,8 +467,8 @@ class MessageLog:
                         except StorageFailure:
                             if attempt == 2:
                                 raise
-                if self._handle is not None and self._broken is None:
-                    self.fs.fsync(self._handle)
+                if self._active.handle is not None and self._active.broken is None:
+                    self._active.sync()
             except OSError as exc:
                 raise StorageFailure(f"Closing shard log {self.directory} failed: {exc}") from None
             finally:

@@ -40,15 +40,12 @@ import time
 from typing import Any, Callable, Generator, Iterable, Iterator
 
 from . import codec, compaction, segment
-from .backoff import Backoff
 from .errors import EngineError, ShardClosed, StorageFailure
 from .active_segment import ActiveSegment
 from .fence import Fence
-from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree
+from .filesystem import FileSystem, make_durable_dir, remove_tree
 from .recovery import Recovery, RecoveryReport, list_segments
-
-WRITE_FAILURE_WINDOW_S = 30.0
-SYNC_INTERVAL_S = 1.0
+from .upkeep import Upkeep
 
 
 class MessageLog:
@@ -77,20 +74,14 @@ class MessageLog:
         self._rng = rng or random.SystemRandom()
         self._fence = Fence(self.fs, directory)
         self._active = ActiveSegment(self.fs, directory, self._rng)
-        self._synced_at = 0.0
+        self._upkeep = Upkeep(self.fs, directory, clock, self._active, segment_bytes_max, compress_sealed)
         self._buffer: list[codec.Record] = []
         self._buffer_bytes = 0
         self._buffer_since: float | None = None
         self._write_lock = threading.RLock()  # the none-mode flusher thread writes too
-        self._uncompressed: list[int] = []  # sealed segments still to compress (retried after a failure)
-        self._roll_due = False
         self._finish_due = False  # a committed compaction is not finished yet (retried)
         self._unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
-        self.failure: str | None = None
-        self.failures = 0
         self._flush_failing = False
-        self._failed_at = 0.0
-        self._retry = Backoff(0.05, 5.0, clock)  # failed background steps wait this long to retry
         self._recovery = Recovery(self.fs, directory)
         self.bytes_written = 0
         self.commits = 0
@@ -142,8 +133,7 @@ class MessageLog:
             self._active.start(tail.number + 1 if tail is not None else self._recovery.first_number())
         if limit is None:
             self._active.broken = None
-        self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
-                              self.compress_sealed]
+        self._upkeep.queue_compression(numbers)
 
     @property
     def report(self) -> RecoveryReport:
@@ -191,16 +181,14 @@ class MessageLog:
             try:
                 size = self._active.append(records, sync)
             except OSError as exc:
-                self._note_failure("write", exc)
+                self._upkeep.failed("write", exc)
                 raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
-            self._note_success("write")
+            self._upkeep.succeeded("write")
             if sync:
                 self.fsyncs += 1
             self.bytes_written += size
             self.commits += 1
-            if self._active.size >= self.segment_bytes_max:
-                self._roll_due = True
-                self._roll()
+            self._upkeep.roll_if_full()
 
     def _repair_if_broken(self) -> None:
         """Before a write: settle an unknown compaction outcome, make sure a segment is open, and cut
@@ -215,12 +203,12 @@ class MessageLog:
         """For `none` mode: write buffered records older than flush_interval_s (failures back off)."""
         since = self._buffer_since
         now = self._clock()
-        if since is not None and now - since >= self.flush_interval_s and not self._retry.waiting():
+        if since is not None and now - since >= self.flush_interval_s and not self._upkeep.retry.waiting():
             try:
                 self.flush()
             except StorageFailure as exc:
                 self._flush_failing = True
-                self._note_failure("flush", exc)
+                self._upkeep.failed("flush", exc)
 
     def flush(self) -> None:
         """Write every buffered record to the OS (none mode). The buffer is kept if the write fails.
@@ -231,58 +219,13 @@ class MessageLog:
             self._commit(self._buffer, sync=False)
             self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
             self._flush_failing = False
-            self._note_success("flush")
+            self._upkeep.succeeded("flush")
 
     @property
     def pending_bytes(self) -> int:
         return self._buffer_bytes
 
-    # ----------------------------------------------------------------- segments
-    def _roll(self) -> None:
-        """Seal the active segment and start the next; on failure keep appending to the current one."""
-        try:
-            sealed = self._active.roll()
-        except OSError as exc:
-            self._discard(segment.file_name(self._active.number + 1, False))
-            self._note_failure("segment roll", exc)
-            return
-        self._roll_due = False
-        if self.compress_sealed:
-            self._uncompressed.append(sealed)
-            self._compress_pending()
-        self._note_success("segment roll")
-
-    def _compress_pending(self) -> None:
-        while self._uncompressed:
-            number = self._uncompressed[0]
-            try:
-                self._compress_segment(number)
-            except OSError as exc:
-                self._discard(segment.file_name(number, True) + ".tmp")
-                self._note_failure("segment compression", exc)
-                return
-            self._uncompressed.pop(0)
-        self._note_success("segment compression")
-
-    def _compress_segment(self, number: int) -> None:
-        """Replace sealed segment `number` by its compressed copy (idempotent: a .zst appears only
-        complete, so once it exists only the .log is left to remove)."""
-        source = self._path(segment.file_name(number, False))
-        target = self._path(segment.file_name(number, True))
-        if not self.fs.exists(target):
-            atomic_write(self.fs, target, codec.compress_segment(self.fs.read(source)))
-        if self.fs.exists(source):
-            self.fs.unlink(source)
-        self.fs.fsync_dir(self.directory)
-
-    def _discard(self, name: str) -> None:
-        try:
-            if self.fs.exists(self._path(name)):
-                self.fs.unlink(self._path(name))
-                self.fs.fsync_dir(self.directory)
-        except OSError:
-            pass  # a leftover is removed by the next open
-
+    # ----------------------------------------------------------------- background steps
     def segment_files(self) -> list[str]:
         numbers, _ = list_segments(self.fs, self.directory)
         return [segment.file_name(number, compressed) for number, compressed in numbers]
@@ -296,19 +239,6 @@ class MessageLog:
                 pass
         return total
 
-    # ----------------------------------------------------------------- background steps
-    def _note_failure(self, step: str, exc: BaseException) -> None:
-        self.failure = f"{step} failed: {exc}"
-        self.failures += 1
-        self._failed_at = self._clock()
-        self._retry.failed()
-
-    def _note_success(self, step: str) -> None:
-        if self.failure is not None and self.failure.startswith(step):
-            self.failure = None
-            self._retry.succeeded()
-
-
     def maintain(self) -> None:
         """Retry failed background steps whose backoff has passed (none-mode flush included), and
         in flush and none modes fsync the active segment about once a second, so a damaged record
@@ -316,12 +246,12 @@ class MessageLog:
         if self.durability == "none":
             self.flush_if_due()
         self._sync_if_due()
-        if self._retry.waiting():
+        if self._upkeep.retry.waiting():
             return
         with self._write_lock:
             if not self._fence.is_open:
                 return  # closed
-            if not (self._finish_due or self._roll_due or self._uncompressed or self._active.handle is None
+            if not (self._finish_due or self._upkeep.roll_due or self._upkeep.uncompressed or self._active.handle is None
                     or self._unknown_commit is not None or self._active.broken is not None):
                 return
             with self._fence.held():
@@ -331,38 +261,37 @@ class MessageLog:
                     try:
                         self._repair_if_broken()
                     except StorageFailure as exc:
-                        self._note_failure("repair", exc)
+                        self._upkeep.failed("repair", exc)
                         return
-                if self._roll_due:
-                    self._roll()
-                if self._uncompressed:
-                    self._compress_pending()
+                if self._upkeep.roll_due:
+                    self._upkeep.roll()
+                if self._upkeep.uncompressed:
+                    self._upkeep.compress_pending()
 
     def _sync_if_due(self) -> None:
-        if self._active.write <= self._active.synced or self._clock() - self._synced_at < SYNC_INTERVAL_S:
-            return
-        with self._write_lock:
-            if self._active.handle is None or self._active.broken is not None:
-                return
-            try:
-                self._active.sync()
-            except OSError as exc:
-                self._note_failure("sync", exc)
-                return
-            self._synced_at = self._clock()
+        if self._upkeep.sync_due():
+            with self._write_lock:
+                self._upkeep.sync()
+
+    @property
+    def failure(self) -> str | None:
+        """The last failure of a step that has not succeeded since (None when all is well)."""
+        return self._upkeep.failure
+
+    @property
+    def failures(self) -> int:
+        return self._upkeep.failures
 
     def health(self) -> dict[str, Any]:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
         none-mode flush), the log needs repair, or a write failed in the last WRITE_FAILURE_WINDOW_S
         seconds with none succeeding since; `reason` is the last failure then."""
-        pending = [name for name, due in (("compaction", self._finish_due), ("segment roll", self._roll_due),
-                                          ("segment compression", bool(self._uncompressed)),
+        pending = [name for name, due in (("compaction", self._finish_due), ("segment roll", self._upkeep.roll_due),
+                                          ("segment compression", bool(self._upkeep.uncompressed)),
                                           ("flush", self._flush_failing)) if due]
-        recent_write_failure = (self.failure is not None and self.failure.startswith("write")
-                                and self._clock() - self._failed_at <= WRITE_FAILURE_WINDOW_S)
-        degraded = bool(pending) or recent_write_failure or self._active.broken is not None
+        degraded = bool(pending) or self._upkeep.write_failed_recently() or self._active.broken is not None
         return {"degraded": degraded, "reason": (self._active.broken or self.failure) if degraded else None,
-                "pending_steps": pending, "failures": self.failures, "buffered_bytes": self._buffer_bytes}
+                "pending_steps": pending, "failures": self._upkeep.failures, "buffered_bytes": self._buffer_bytes}
 
     # ----------------------------------------------------------------- compaction
     def rewrite(self, records: Iterable[codec.Record]) -> None:
@@ -398,7 +327,7 @@ class MessageLog:
             remove_tree(self.fs, self._path(compaction.STAGING))
         except OSError:
             pass  # discarded by the next open or compaction
-        self._note_failure("compaction", exc)
+        self._upkeep.failed("compaction", exc)
         raise StorageFailure(f"Compaction of {self.directory} failed before its commit point: {exc}") from None
 
     def _resolve_commit(self, exc: BaseException | None = None) -> None:
@@ -422,7 +351,8 @@ class MessageLog:
     def _after_commit(self, last: int, last_salt: int, last_size: int) -> None:
         """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
         self._active.adopt(last, last_salt, last_size)
-        self._uncompressed, self._roll_due, self._finish_due = [], False, True
+        self._upkeep.forget_segments()
+        self._finish_due = True
         self._finish_after_commit()
 
     def _finish_after_commit(self) -> None:
@@ -433,7 +363,7 @@ class MessageLog:
             if self._active.handle is None:
                 self._active.open()
         except OSError as exc:
-            self._note_failure("compaction", exc)
+            self._upkeep.failed("compaction", exc)
             if self._active.handle is None:
                 try:
                     self._active.start(self._active.number + 1)
@@ -441,7 +371,7 @@ class MessageLog:
                     self._active.broken = f"no segment to append to after a compaction: {second}"
             return
         self._finish_due = False
-        self._note_success("compaction")
+        self._upkeep.succeeded("compaction")
 
     # ----------------------------------------------------------------- closing
     @property

@@ -39,11 +39,12 @@ import threading
 import time
 from typing import Any, Callable, Generator, Iterable, Iterator
 
-from . import codec, compaction, segment
-from .errors import EngineError, ShardClosed, StorageFailure
+from . import codec, segment
 from .active_segment import ActiveSegment
+from .compactor import Compactor
+from .errors import ShardClosed, StorageFailure
 from .fence import Fence
-from .filesystem import FileSystem, make_durable_dir, remove_tree
+from .filesystem import FileSystem, make_durable_dir
 from .recovery import Recovery, RecoveryReport, list_segments
 from .upkeep import Upkeep
 
@@ -79,10 +80,10 @@ class MessageLog:
         self._buffer_bytes = 0
         self._buffer_since: float | None = None
         self._write_lock = threading.RLock()  # the none-mode flusher thread writes too
-        self._finish_due = False  # a committed compaction is not finished yet (retried)
-        self._unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
         self._flush_failing = False
         self._recovery = Recovery(self.fs, directory)
+        self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng,
+                                    segment_bytes_max, compress_sealed)
         self.bytes_written = 0
         self.commits = 0
         self.fsyncs = 0
@@ -195,8 +196,8 @@ class MessageLog:
         off bytes a failed write may have left. Raises StorageFailure if it cannot."""
         if not self._fence.is_open:
             raise ShardClosed(f"Shard log {self.directory} is closed")
-        if self._unknown_commit is not None:
-            self._resolve_commit()
+        if self._compactor.unknown_commit is not None:
+            self._compactor.resolve()
         self._active.repair()
 
     def flush_if_due(self) -> None:
@@ -251,13 +252,13 @@ class MessageLog:
         with self._write_lock:
             if not self._fence.is_open:
                 return  # closed
-            if not (self._finish_due or self._upkeep.roll_due or self._upkeep.uncompressed or self._active.handle is None
-                    or self._unknown_commit is not None or self._active.broken is not None):
+            if not (self._compactor.finish_due or self._upkeep.roll_due or self._upkeep.uncompressed
+                    or self._needs_repair()):
                 return
             with self._fence.held():
-                if self._finish_due:
-                    self._finish_after_commit()
-                if self._active.handle is None or self._active.broken is not None or self._unknown_commit is not None:
+                if self._compactor.finish_due:
+                    self._compactor.finish()
+                if self._needs_repair():
                     try:
                         self._repair_if_broken()
                     except StorageFailure as exc:
@@ -267,6 +268,10 @@ class MessageLog:
                     self._upkeep.roll()
                 if self._upkeep.uncompressed:
                     self._upkeep.compress_pending()
+
+    def _needs_repair(self) -> bool:
+        return (self._active.handle is None or self._active.broken is not None
+                or self._compactor.unknown_commit is not None)
 
     def _sync_if_due(self) -> None:
         if self._upkeep.sync_due():
@@ -286,7 +291,7 @@ class MessageLog:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
         none-mode flush), the log needs repair, or a write failed in the last WRITE_FAILURE_WINDOW_S
         seconds with none succeeding since; `reason` is the last failure then."""
-        pending = [name for name, due in (("compaction", self._finish_due), ("segment roll", self._upkeep.roll_due),
+        pending = [name for name, due in (("compaction", self._compactor.finish_due), ("segment roll", self._upkeep.roll_due),
                                           ("segment compression", bool(self._upkeep.uncompressed)),
                                           ("flush", self._flush_failing)) if due]
         degraded = bool(pending) or self._upkeep.write_failed_recently() or self._active.broken is not None
@@ -301,77 +306,10 @@ class MessageLog:
         counts as done and finishing is retried. Raises StorageFailure, StaleEpoch, ShardClosed.
         """
         with self._write_lock, self._fence.held():
-            if self._finish_due:
-                self._finish_after_commit()
-                if self._finish_due:
-                    raise StorageFailure(f"Previous compaction of {self.directory} is not finished: {self.failure}")
+            self._compactor.finish_previous()
             self.flush()
             self._repair_if_broken()
-            try:
-                last, last_salt, last_size = compaction.stage(
-                    self.fs, self.directory, self._active.number + 1, records, self.segment_bytes_max,
-                    self.compress_sealed, self._rng)
-            except (OSError, EngineError) as exc:  # I/O, or a record the snapshot could not encode
-                self._abandon_compaction(exc)
-            try:
-                compaction.commit(self.fs, self.directory)
-            except OSError as exc:
-                # The rename is the commit point: whether it happened decides where appends go next.
-                self._unknown_commit = (last, last_salt, last_size)
-                self._resolve_commit(exc)
-                return
-            self._after_commit(last, last_salt, last_size)
-
-    def _abandon_compaction(self, exc: BaseException) -> None:
-        try:
-            remove_tree(self.fs, self._path(compaction.STAGING))
-        except OSError:
-            pass  # discarded by the next open or compaction
-        self._upkeep.failed("compaction", exc)
-        raise StorageFailure(f"Compaction of {self.directory} failed before its commit point: {exc}") from None
-
-    def _resolve_commit(self, exc: BaseException | None = None) -> None:
-        """After a failed commit call: committed if compact.ready exists, else abandoned; if even
-        that cannot be told, writes stay refused (broken) and the next write asks again."""
-        assert self._unknown_commit is not None
-        try:
-            committed = self.fs.exists(self._path(compaction.READY))
-        except OSError as second:
-            self._active.broken = f"compaction outcome unknown: {second}"
-            raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: {second}") from None
-        last, last_salt, last_size = self._unknown_commit
-        self._unknown_commit = None
-        if self._active.broken is not None and self._active.broken.startswith("compaction outcome"):
-            self._active.broken = None
-        if committed:
-            self._after_commit(last, last_salt, last_size)
-        else:
-            self._abandon_compaction(exc or StorageFailure("commit did not happen"))
-
-    def _after_commit(self, last: int, last_salt: int, last_size: int) -> None:
-        """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
-        self._active.adopt(last, last_salt, last_size)
-        self._upkeep.forget_segments()
-        self._finish_due = True
-        self._finish_after_commit()
-
-    def _finish_after_commit(self) -> None:
-        """Finish a committed compaction and append to its last segment; on failure append to a fresh
-        segment after it (finishing is retried and keeps segments above the plan's first)."""
-        try:
-            self._recovery.finish_compaction()
-            if self._active.handle is None:
-                self._active.open()
-        except OSError as exc:
-            self._upkeep.failed("compaction", exc)
-            if self._active.handle is None:
-                try:
-                    self._active.start(self._active.number + 1)
-                except OSError as second:
-                    self._active.broken = f"no segment to append to after a compaction: {second}"
-            return
-        self._finish_due = False
-        self._upkeep.succeeded("compaction")
+            self._compactor.run(records)
 
     # ----------------------------------------------------------------- closing
     @property

@@ -104,10 +104,10 @@ class MessageLog:
             self.report.epoch = self._fence.acquire()
             yield from self._replay()
         except OSError as exc:
-            self._release()
+            self.release()
             raise StorageFailure(f"Cannot open shard log {self.directory}: {exc}") from None
         except BaseException:
-            self._release()
+            self.release()
             raise
         self.report.open_ms = (time.perf_counter() - started) * 1000
 
@@ -316,10 +316,14 @@ class MessageLog:
     def is_open(self) -> bool:
         return self._active.handle is not None
 
-    def _release(self) -> None:
-        """Close every handle this log holds (drops its locks); never raises an OSError."""
+    def release(self) -> None:
+        """Close every handle this log holds and drop its locks, without flushing or fsyncing (after
+        a failed open, or for a process that is gone); never raises an OSError. `close` is the
+        orderly way."""
         self._active.close()
         self._fence.release()
+
+    _release = release  # the old name, still called by engine/shard.py
 
     def close(self) -> None:
         """Flush buffered records (three attempts: a transient EIO must not cost them), fsync, release
@@ -341,4 +345,4 @@ class MessageLog:
                 raise StorageFailure(f"Closing shard log {self.directory} failed: {exc}") from None
             finally:
                 self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
-                self._release()
+                self.release()

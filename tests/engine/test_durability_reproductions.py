@@ -216,7 +216,7 @@ def test_none_mode_keeps_its_buffer_when_a_background_flush_fails_and_writes_it_
     assert shard.log.pending_bytes > 0 and shard.probe()["degraded"]
     crashed = Shard(config, 0, fs=fs.after_process_crash())
     crashed.open()  # the half frame was cut off: the shard opens
-    crashed.log._release()
+    crashed.log.release()
     failing["on"] = False
     clock[0] += 10
     shard.maintain()

@@ -83,7 +83,8 @@ class Compactor:
             committed = self.fs.exists(os.path.join(self.directory, compaction.READY))
         except OSError as second:
             self._active.broken = f"compaction outcome unknown: {second}"
-            raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: {second}") from None
+            raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: "
+                                 f"{second}") from None
         last, last_salt, last_size = self.unknown_commit
         self.unknown_commit = None
         if self._active.broken is not None and self._active.broken.startswith("compaction outcome"):

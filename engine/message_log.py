@@ -19,6 +19,14 @@ its header, or holding only zeros, was never born: it is removed.
 Compaction (`rewrite`) replaces the log with a snapshot, crash-safely; the protocol is in
 engine.compaction.
 
+Parts (MessageLog ties them together and owns the public calls, the write lock and the none-mode
+buffer):
+    engine.fence           LOCK, FENCE and the epoch: one writer, and a superseded one is refused
+    engine.recovery        open and reload: replay every segment, settle what a crash left behind
+    engine.active_segment  the segment appends go to: write numbers, fdatasync, cut-back, repair
+    engine.upkeep          background steps: segment roll, compression, periodic fsync, failures
+    engine.compactor       compaction while live: stage, commit, finish, settle an unknown commit
+
 Durability (acknowledgement rule of `append_batch`):
     fsync  one write + one fdatasync per batch: survives process and OS crashes
     flush  one write per batch: survives a process crash; fsync'd about once a second (`maintain`)
@@ -79,7 +87,7 @@ class MessageLog:
         self._buffer: list[codec.Record] = []
         self._buffer_bytes = 0
         self._buffer_since: float | None = None
-        self._write_lock = threading.RLock()  # the none-mode flusher thread writes too
+        self._write_lock = threading.RLock()  # maintain() may run on an upkeep thread beside the serving one
         self._flush_failing = False
         self._recovery = Recovery(self.fs, directory)
         self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng,
@@ -177,6 +185,7 @@ class MessageLog:
         self.flush_if_due()
 
     def _commit(self, records: list[codec.Record], sync: bool) -> None:
+        """Write `records` as one write under the fence (fdatasync'd when `sync`), then roll a full segment."""
         with self._fence.held():
             self._repair_if_broken()
             try:
@@ -212,8 +221,9 @@ class MessageLog:
                 self._upkeep.failed("flush", exc)
 
     def flush(self) -> None:
-        """Write every buffered record to the OS (none mode). The buffer is kept if the write fails.
-        Raises StorageFailure, StaleEpoch."""
+        """Write the none-mode buffer to the OS as one write, without an fsync (the periodic one in
+        `maintain`, or `close`, makes it durable). In flush and fsync modes nothing is buffered, so
+        this does nothing. The buffer is kept if the write fails. Raises StorageFailure, StaleEpoch."""
         with self._write_lock:
             if not self._buffer:
                 return
@@ -226,7 +236,7 @@ class MessageLog:
     def pending_bytes(self) -> int:
         return self._buffer_bytes
 
-    # ----------------------------------------------------------------- background steps
+    # ----------------------------------------------------------------- files
     def segment_files(self) -> list[str]:
         numbers, _ = list_segments(self.fs, self.directory)
         return [segment.file_name(number, compressed) for number, compressed in numbers]
@@ -240,6 +250,7 @@ class MessageLog:
                 pass
         return total
 
+    # ----------------------------------------------------------------- background steps
     def maintain(self) -> None:
         """Retry failed background steps whose backoff has passed (none-mode flush included), and
         in flush and none modes fsync the active segment about once a second, so a damaged record
@@ -291,7 +302,8 @@ class MessageLog:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
         none-mode flush), the log needs repair, or a write failed in the last WRITE_FAILURE_WINDOW_S
         seconds with none succeeding since; `reason` is the last failure then."""
-        pending = [name for name, due in (("compaction", self._compactor.finish_due), ("segment roll", self._upkeep.roll_due),
+        pending = [name for name, due in (("compaction", self._compactor.finish_due),
+                                          ("segment roll", self._upkeep.roll_due),
                                           ("segment compression", bool(self._upkeep.uncompressed)),
                                           ("flush", self._flush_failing)) if due]
         degraded = bool(pending) or self._upkeep.write_failed_recently() or self._active.broken is not None

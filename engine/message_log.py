@@ -300,7 +300,7 @@ class MessageLog:
 
     def health(self) -> dict[str, Any]:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
-        none-mode flush), the log needs repair, or a write failed in the last WRITE_FAILURE_WINDOW_S
+        none-mode flush), the log needs repair, or a write failed in the last upkeep.WRITE_FAILURE_WINDOW_S
         seconds with none succeeding since; `reason` is the last failure then."""
         pending = [name for name, due in (("compaction", self._compactor.finish_due),
                                           ("segment roll", self._upkeep.roll_due),

@@ -3,9 +3,10 @@
 from .config import EngineConfig
 from .errors import (CorruptRecord, EngineError, InvalidInput, SessionNotFound, ShardClosed, ShardLocked,
                      StaleEpoch, StorageFailure, UserNotFound)
-from .message_log import MessageLog, RecoveryReport
+from .message_log import MessageLog
 from .metrics import LatencyRecorder, nearest_rank
 from .models import Message, Session, UserProfile, normalize_message, validate_id
+from .recovery import RecoveryReport
 from .routing import shard_index_for, user_shard_index
 from .search_index import SearchIndex, merge_ranked, merge_stats, tokenize
 from .session_store import merge_analytics

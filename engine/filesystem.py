@@ -138,6 +138,16 @@ def make_durable_dir(fs: FileSystem, path: str) -> None:
         fs.fsync_dir(os.path.dirname(created))
 
 
+def close_quietly(fs: FileSystem, handle: int | None) -> None:
+    """Close `handle` if there is one, ignoring an OSError (the descriptor is gone either way)."""
+    if handle is None:
+        return
+    try:
+        fs.close(handle)
+    except OSError:
+        pass
+
+
 def remove_tree(fs: FileSystem, path: str) -> None:
     """Delete a directory of plain files (staging folders), then the directory itself."""
     if not fs.exists(path):

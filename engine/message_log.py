@@ -19,6 +19,14 @@ its header, or holding only zeros, was never born: it is removed.
 Compaction (`rewrite`) replaces the log with a snapshot, crash-safely; the protocol is in
 engine.compaction.
 
+Parts (MessageLog ties them together and owns the public calls, the write lock and the none-mode
+buffer):
+    engine.fence           LOCK, FENCE and the epoch: one writer, and a superseded one is refused
+    engine.recovery        open and reload: replay every segment, settle what a crash left behind
+    engine.active_segment  the segment appends go to: write numbers, fdatasync, cut-back, repair
+    engine.upkeep          background steps: segment roll, compression, periodic fsync, failures
+    engine.compactor       compaction while live: stage, commit, finish, settle an unknown commit
+
 Durability (acknowledgement rule of `append_batch`):
     fsync  one write + one fdatasync per batch: survives process and OS crashes
     flush  one write per batch: survives a process crash; fsync'd about once a second (`maintain`)
@@ -28,46 +36,25 @@ Failures: a failed write is cut back off the file (truncate to the last good siz
 StorageFailure; if even that fails, the log repairs itself before its next write and a reload
 never replays those bytes. A failed background step (none-mode flush, segment roll, compression,
 finishing a compaction) leaves the live log serving, is recorded in `health()`, and is retried
-with exponential backoff. Every live change to the directory happens under the fence (`_fence`).
+with exponential backoff. Every live change to the directory happens under the fence (engine.fence).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Iterator
 
-from . import codec, compaction, segment
-from .backoff import Backoff
-from .errors import CorruptRecord, EngineError, ShardClosed, ShardLocked, StaleEpoch, StorageFailure
-from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree, write_all
-
-WRITE_FAILURE_WINDOW_S = 30.0
-SYNC_INTERVAL_S = 1.0
-_EPOCH_WIDTH = 20
-
-
-@dataclass
-class RecoveryReport:
-    """What opening the log found."""
-
-    records: int = 0
-    segments: int = 0
-    torn_tail: bool = False
-    truncated_bytes: int = 0
-    truncated_at_offset: int | None = None
-    truncated_file: str | None = None
-    epoch: int = 0
-    open_ms: float = 0.0
-    compaction_finished: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+from . import codec, segment
+from .active_segment import ActiveSegment
+from .compactor import Compactor
+from .errors import ShardClosed, StorageFailure
+from .fence import Fence
+from .filesystem import FileSystem, make_durable_dir
+from .recovery import Recovery, RecoveryReport, list_segments
+from .upkeep import Upkeep
 
 
 class MessageLog:
@@ -94,32 +81,17 @@ class MessageLog:
         self.fs = fs or FileSystem()
         self._clock = clock
         self._rng = rng or random.SystemRandom()
-        self._lock_handle: int | None = None
-        self._fence_handle: int | None = None
-        self._fence_depth = 0
-        self._handle: int | None = None
-        self._salt = 0
-        self._write = 0  # number of the last write in the active segment (codec: frame header)
-        self._synced = 0  # highest write of the active segment known to be on disk
-        self._synced_at = 0.0
-        self._active_number = 0
-        self._active_bytes = 0
-        self._broken: str | None = None  # the active file may hold bytes past _active_bytes
+        self._fence = Fence(self.fs, directory)
+        self._active = ActiveSegment(self.fs, directory, self._rng)
+        self._upkeep = Upkeep(self.fs, directory, clock, self._active, segment_bytes_max, compress_sealed)
         self._buffer: list[codec.Record] = []
         self._buffer_bytes = 0
         self._buffer_since: float | None = None
-        self._write_lock = threading.RLock()  # the none-mode flusher thread writes too
-        self._uncompressed: list[int] = []  # sealed segments still to compress (retried after a failure)
-        self._roll_due = False
-        self._finish_due = False  # a committed compaction is not finished yet (retried)
-        self._unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
-        self.failure: str | None = None
-        self.failures = 0
+        self._write_lock = threading.RLock()  # maintain() may run on an upkeep thread beside the serving one
         self._flush_failing = False
-        self._failed_at = 0.0
-        self._retry = Backoff(0.05, 5.0, clock)  # failed background steps wait this long to retry
-        self.epoch = 0
-        self.report = RecoveryReport()
+        self._recovery = Recovery(self.fs, directory)
+        self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng,
+                                    segment_bytes_max, compress_sealed)
         self.bytes_written = 0
         self.commits = 0
         self.fsyncs = 0
@@ -137,190 +109,54 @@ class MessageLog:
         started = time.perf_counter()
         try:
             make_durable_dir(self.fs, self.directory)
-            self._take_lock()
-            self._fence_handle = self.fs.open(self._path("FENCE"), "lock")
-            self.fs.fsync_dir(self.directory)  # FENCE (and LOCK) may be new
-            self.epoch = self.report.epoch = self._bump_epoch()
+            self.report.epoch = self._fence.acquire()
             yield from self._replay()
         except OSError as exc:
-            self._release()
+            self.release()
             raise StorageFailure(f"Cannot open shard log {self.directory}: {exc}") from None
         except BaseException:
-            self._release()
+            self.release()
             raise
         self.report.open_ms = (time.perf_counter() - started) * 1000
 
     def reload(self) -> Iterator[tuple[int, Any]]:
         """Yield every record again, the log's then the none-mode buffer's (after a failed write, so
         memory can match what was acknowledged again)."""
-        with self._write_lock, self._fence():
-            limit = self._cut_back_before_reload()
-            self._close_active()
-            self.report = RecoveryReport(epoch=self.epoch)
+        with self._write_lock, self._fence.held():
+            limit = self._active.replay_limit()
+            self._active.close()
+            self._recovery.report = RecoveryReport(epoch=self.epoch)
             try:
                 yield from self._replay(limit)
             except OSError as exc:
                 raise StorageFailure(f"Cannot re-read shard log {self.directory}: {exc}") from None
             yield from codec.decode_records(self._buffer, f"buffered for {self.directory}")
 
-    def _cut_back_before_reload(self) -> tuple[int, int] | None:
-        """Bytes of a failed write still in the active segment must not be replayed: cut them off,
-        or, if that fails again, replay the segment only up to the last good size (writes then stay
-        refused until the cut succeeds)."""
-        if self._broken is None or self._handle is None:
-            return None
-        try:
-            self._cut_active()
-        except OSError:
-            return self._active_number, self._active_bytes
-        self._broken = None
-        return None
-
     def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
-        self._finish_compaction()
-        numbers = self._segment_numbers(clean=True)
-        last_data = self._drop_unborn(numbers)
-        self.report.segments = len(numbers)
-        last = (0, 0)
-        for position, (number, compressed) in enumerate(numbers):
-            is_last = position == len(numbers) - 1
-            end = limit[1] if limit is not None and limit[0] == number else None
-            last = yield from self._replay_segment(number, compressed, is_last, end, last_data if is_last else None)
-        if numbers and not numbers[-1][1]:
-            self._active_number, (self._salt, self._write) = numbers[-1][0], last
-            self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
-            # Everything replayed counts as on disk from here on (frames written next say so).
-            self.fs.fsync(self._handle)
-            self._synced = self._write
+        """Replay the log (engine.recovery), then append where it ends: to its last segment when that
+        is uncompressed, else to a fresh one after it."""
+        numbers, tail = yield from self._recovery.replay(limit)
+        if tail is not None and not tail.compressed:
+            self._active.resume(tail)
         else:
-            first = numbers[-1][0] + 1 if numbers else max(1, compaction.read_base(self.fs, self.directory))
-            self._start_segment(first)
+            self._active.start(tail.number + 1 if tail is not None else self._recovery.first_number())
         if limit is None:
-            self._broken = None
-        self._uncompressed = [number for number, compressed in numbers[:-1] if not compressed and
-                              self.compress_sealed]
+            self._active.broken = None
+        self._upkeep.queue_compression(numbers)
 
-    def _drop_unborn(self, numbers: list[tuple[int, bool]]) -> bytes | None:
-        """Remove last segments that were never born (segment.is_unborn); returns the bytes of the
-        (new) last segment when it is uncompressed, so it is read once."""
-        while numbers and not numbers[-1][1]:
-            name = segment.file_name(numbers[-1][0], False)
-            data = self.fs.read(self._path(name))
-            if not segment.is_unborn(data):
-                return data
-            self.fs.unlink(self._path(name))
-            self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed unborn segment {name} ({len(data)} bytes)")
-            numbers.pop()
-        return None
+    @property
+    def report(self) -> RecoveryReport:
+        """What the last open (or reload) found."""
+        return self._recovery.report
 
-    def _replay_segment(self, number: int, compressed: bool, is_last: bool, end_at: int | None = None,
-                        data: bytes | None = None) -> Generator[tuple[int, Any], None, tuple[int, int]]:
-        """Yield the records of one segment, truncate a torn tail (last segment); returns its salt and
-        last write number. `end_at` ignores bytes from there on (a failed write that could not be cut
-        off yet)."""
-        name = segment.file_name(number, compressed)
-        path = self._path(name)
-        if data is None:
-            data = self.fs.read(path)
-        if end_at is not None:
-            data = data[:end_at]
-        if compressed:
-            data = segment.decompress(data, path)
-        end = yield from segment.scan(data, path, sealed=compressed or not is_last)
-        self.report.records += end.records
-        if end.cut is not None:
-            self._truncate_tail(name, end.cut, end.size)
-        if is_last:
-            self._active_bytes = end.size if end.cut is None else end.cut
-        return end.salt, end.write
-
-    def _truncate_tail(self, name: str, offset: int, size: int) -> None:
-        handle = self.fs.open(self._path(name), "append")
-        try:
-            self.fs.truncate(handle, offset)
-            self.fs.fsync(handle)
-        finally:
-            self.fs.close(handle)
-        self.report.torn_tail = True
-        self.report.truncated_bytes = size - offset
-        self.report.truncated_at_offset = offset
-        self.report.truncated_file = self._path(name)
-        self.report.notes.append(f"truncated torn tail of {name}: {size - offset} bytes at offset {offset}")
-
-    def _segment_numbers(self, clean: bool = False) -> list[tuple[int, bool]]:
-        """Live segments in order; with `clean`, removes leftovers (temporary copies, segments below
-        BASE, a .log whose compressed .zst was completed)."""
-        numbers, leftovers = segment.live_segments(self.fs.listdir(self.directory),
-                                                   compaction.read_base(self.fs, self.directory))
-        if clean and leftovers:
-            for name in leftovers:
-                self.fs.unlink(self._path(name))
-            self.fs.fsync_dir(self.directory)
-            self.report.notes.append(f"removed leftovers: {sorted(leftovers)}")
-        return numbers
-
-    # ----------------------------------------------------------------- locking and fencing
-    def _take_lock(self) -> None:
-        handle = self.fs.open(self._path("LOCK"), "lock")
-        try:
-            self.fs.flock(handle, "exclusive", blocking=False)
-        except BlockingIOError:
-            self.fs.close(handle)
-            raise ShardLocked(f"Shard directory {self.directory} is locked by another process") from None
-        self._lock_handle = handle
-
-    def _read_epoch(self) -> int:
-        assert self._fence_handle is not None
-        text = self.fs.pread(self._fence_handle, _EPOCH_WIDTH, 0).strip()
-        return int(text) if text.isdigit() else 0  # never written, or torn by a power loss
-
-    def _bump_epoch(self) -> int:
-        """The epoch lives in FENCE itself, written in place under FENCE's exclusive lock, so a writer
-        checks it with one pread under the shared lock (NFS revalidates a file's cache on locking)."""
-        assert self._fence_handle is not None
-        self.fs.flock(self._fence_handle, "exclusive")
-        try:
-            epoch = self._read_epoch() + 1
-            self.fs.pwrite(self._fence_handle, f"{epoch:0{_EPOCH_WIDTH}d}".encode(), 0)
-            self.fs.fsync(self._fence_handle)
-        finally:
-            self.fs.flock(self._fence_handle, "unlock")
-        return epoch
+    # ----------------------------------------------------------------- fencing
+    @property
+    def epoch(self) -> int:
+        return self._fence.epoch
 
     def check_epoch(self) -> None:
         """Raise StaleEpoch if a newer incarnation opened this log since we did."""
-        current = self._read_epoch()
-        if current != self.epoch:
-            raise StaleEpoch(f"Shard log {self.directory} was reopened (epoch {current}, ours {self.epoch})")
-
-    @contextlib.contextmanager
-    def _fence(self) -> Iterator[None]:
-        """Hold FENCE shared after checking the epoch: no newer incarnation can open the log while
-        this instance changes its files (opening bumps the epoch under FENCE exclusive). Every live
-        change to the shard directory happens inside; re-entrant for nested steps."""
-        if self._fence_depth:
-            yield
-            return
-        if self._fence_handle is None:
-            raise ShardClosed(f"Shard log {self.directory} is closed")
-        try:
-            self.fs.flock(self._fence_handle, "shared")
-        except OSError as exc:
-            raise StorageFailure(f"Cannot lock {self.directory}/FENCE: {exc}") from None
-        self._fence_depth += 1
-        try:
-            try:
-                self.check_epoch()
-            except OSError as exc:
-                raise StorageFailure(f"Cannot read the epoch in {self.directory}/FENCE: {exc}") from None
-            yield
-        finally:
-            self._fence_depth -= 1
-            try:
-                self.fs.flock(self._fence_handle, "unlock")
-            except OSError:
-                pass  # closing the handle drops it at the latest
+        self._fence.check()
 
     # ----------------------------------------------------------------- appends
     def append_batch(self, records: list[codec.Record]) -> None:
@@ -340,7 +176,7 @@ class MessageLog:
             if self._buffer_bytes > self.buffer_bytes_max and self._flush_failing:
                 raise StorageFailure(f"Shard log {self.directory} cannot take more: {self._buffer_bytes} bytes wait "
                                      f"for a flush that keeps failing ({self.failure})")
-            with self._fence():  # a superseded instance must not acknowledge, even from memory
+            with self._fence.held():  # a superseded instance must not acknowledge, even from memory
                 pass
             if self._buffer_since is None:
                 self._buffer_since = self._clock()
@@ -349,158 +185,61 @@ class MessageLog:
         self.flush_if_due()
 
     def _commit(self, records: list[codec.Record], sync: bool) -> None:
-        with self._fence():
+        """Write `records` as one write under the fence (fdatasync'd when `sync`), then roll a full segment."""
+        with self._fence.held():
             self._repair_if_broken()
-            assert self._handle is not None
-            self._write += 1  # a write number is never used twice, even when the write fails
-            data = codec.frames(records, self._salt, self._write, self._synced)
             try:
-                write_all(self.fs, self._handle, data)
-                if sync:
-                    self.fs.fdatasync(self._handle)
-                    self.fsyncs += 1
-                    self._synced = self._write
+                size = self._active.append(records, sync)
             except OSError as exc:
-                self._cut_back()
-                self._note_failure("write", exc)
+                self._upkeep.failed("write", exc)
                 raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
-            self._note_success("write")
-            self.bytes_written += len(data)
+            self._upkeep.succeeded("write")
+            if sync:
+                self.fsyncs += 1
+            self.bytes_written += size
             self.commits += 1
-            self._active_bytes += len(data)
-            if self._active_bytes >= self.segment_bytes_max:
-                self._roll_due = True
-                self._roll()
-
-    def _cut_active(self) -> None:
-        """Truncate the active segment to its last good size, durably (raises OSError)."""
-        assert self._handle is not None
-        self.fs.truncate(self._handle, self._active_bytes)
-        self.fs.fsync(self._handle)
-
-    def _cut_back(self) -> None:
-        """Remove a failed write's bytes; if that fails too, repair before the next write."""
-        try:
-            self._cut_active()
-        except OSError as exc:
-            self._broken = f"could not cut a failed write back off {segment.file_name(self._active_number, False)}: {exc}"
+            self._upkeep.roll_if_full()
 
     def _repair_if_broken(self) -> None:
         """Before a write: settle an unknown compaction outcome, make sure a segment is open, and cut
         off bytes a failed write may have left. Raises StorageFailure if it cannot."""
-        if self._fence_handle is None:
+        if not self._fence.is_open:
             raise ShardClosed(f"Shard log {self.directory} is closed")
-        if self._unknown_commit is not None:
-            self._resolve_commit()
-        if self._handle is None:  # a compaction committed but its last segment could not be opened
-            try:
-                self._start_segment(self._active_number + 1)
-            except OSError as exc:
-                raise StorageFailure(f"Shard log {self.directory} has no segment to append to: {exc}") from None
-            self._broken = None
-            return
-        if self._broken is None:
-            return
-        try:
-            self._cut_active()
-        except OSError as exc:
-            raise StorageFailure(f"Shard log {self.directory} needs repair ({self._broken}): {exc}") from None
-        self._broken = None
+        if self._compactor.unknown_commit is not None:
+            self._compactor.resolve()
+        self._active.repair()
 
     def flush_if_due(self) -> None:
         """For `none` mode: write buffered records older than flush_interval_s (failures back off)."""
         since = self._buffer_since
         now = self._clock()
-        if since is not None and now - since >= self.flush_interval_s and not self._retry.waiting():
+        if since is not None and now - since >= self.flush_interval_s and not self._upkeep.retry.waiting():
             try:
                 self.flush()
             except StorageFailure as exc:
                 self._flush_failing = True
-                self._note_failure("flush", exc)
+                self._upkeep.failed("flush", exc)
 
     def flush(self) -> None:
-        """Write every buffered record to the OS (none mode). The buffer is kept if the write fails.
-        Raises StorageFailure, StaleEpoch."""
+        """Write the none-mode buffer to the OS as one write, without an fsync (the periodic one in
+        `maintain`, or `close`, makes it durable). In flush and fsync modes nothing is buffered, so
+        this does nothing. The buffer is kept if the write fails. Raises StorageFailure, StaleEpoch."""
         with self._write_lock:
             if not self._buffer:
                 return
             self._commit(self._buffer, sync=False)
             self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
             self._flush_failing = False
-            self._note_success("flush")
+            self._upkeep.succeeded("flush")
 
     @property
     def pending_bytes(self) -> int:
         return self._buffer_bytes
 
-    # ----------------------------------------------------------------- segments
-    def _start_segment(self, number: int) -> None:
-        """Create segment `number` with a fresh salt and make it the active one."""
-        salt = self._rng.getrandbits(64)
-        path = self._path(segment.file_name(number, False))
-        handle = self.fs.open(path, "create")
-        try:
-            write_all(self.fs, handle, codec.segment_header(salt))
-            self.fs.fdatasync(handle)
-            self.fs.fsync_dir(self.directory)
-        except BaseException:
-            self.fs.close(handle)
-            raise
-        self._handle, self._salt, self._active_number = handle, salt, number
-        self._active_bytes = codec.SEGMENT_HEADER_SIZE
-        self._write = self._synced = 0
-
-    def _roll(self) -> None:
-        """Seal the active segment and start the next; on failure keep appending to the current one."""
-        sealed, old = self._active_number, self._handle
-        try:
-            self.fs.fsync(old)  # type: ignore[arg-type]
-            self._start_segment(sealed + 1)
-        except OSError as exc:
-            self._active_number, self._handle = sealed, old
-            self._discard(segment.file_name(sealed + 1, False))
-            self._note_failure("segment roll", exc)
-            return
-        self._roll_due = False
-        self._close_quietly(old)
-        if self.compress_sealed:
-            self._uncompressed.append(sealed)
-            self._compress_pending()
-        self._note_success("segment roll")
-
-    def _compress_pending(self) -> None:
-        while self._uncompressed:
-            number = self._uncompressed[0]
-            try:
-                self._compress_segment(number)
-            except OSError as exc:
-                self._discard(segment.file_name(number, True) + ".tmp")
-                self._note_failure("segment compression", exc)
-                return
-            self._uncompressed.pop(0)
-        self._note_success("segment compression")
-
-    def _compress_segment(self, number: int) -> None:
-        """Replace sealed segment `number` by its compressed copy (idempotent: a .zst appears only
-        complete, so once it exists only the .log is left to remove)."""
-        source = self._path(segment.file_name(number, False))
-        target = self._path(segment.file_name(number, True))
-        if not self.fs.exists(target):
-            atomic_write(self.fs, target, codec.compress_segment(self.fs.read(source)))
-        if self.fs.exists(source):
-            self.fs.unlink(source)
-        self.fs.fsync_dir(self.directory)
-
-    def _discard(self, name: str) -> None:
-        try:
-            if self.fs.exists(self._path(name)):
-                self.fs.unlink(self._path(name))
-                self.fs.fsync_dir(self.directory)
-        except OSError:
-            pass  # a leftover is removed by the next open
-
+    # ----------------------------------------------------------------- files
     def segment_files(self) -> list[str]:
-        return [segment.file_name(number, compressed) for number, compressed in self._segment_numbers()]
+        numbers, _ = list_segments(self.fs, self.directory)
+        return [segment.file_name(number, compressed) for number, compressed in numbers]
 
     def disk_bytes(self) -> int:
         total = 0
@@ -512,18 +251,6 @@ class MessageLog:
         return total
 
     # ----------------------------------------------------------------- background steps
-    def _note_failure(self, step: str, exc: BaseException) -> None:
-        self.failure = f"{step} failed: {exc}"
-        self.failures += 1
-        self._failed_at = self._clock()
-        self._retry.failed()
-
-    def _note_success(self, step: str) -> None:
-        if self.failure is not None and self.failure.startswith(step):
-            self.failure = None
-            self._retry.succeeded()
-
-
     def maintain(self) -> None:
         """Retry failed background steps whose backoff has passed (none-mode flush included), and
         in flush and none modes fsync the active segment about once a second, so a damaged record
@@ -531,54 +258,57 @@ class MessageLog:
         if self.durability == "none":
             self.flush_if_due()
         self._sync_if_due()
-        if self._retry.waiting():
+        if self._upkeep.retry.waiting():
             return
         with self._write_lock:
-            if self._fence_handle is None:
+            if not self._fence.is_open:
                 return  # closed
-            if not (self._finish_due or self._roll_due or self._uncompressed or self._handle is None
-                    or self._unknown_commit is not None or self._broken is not None):
+            if not (self._compactor.finish_due or self._upkeep.roll_due or self._upkeep.uncompressed
+                    or self._needs_repair()):
                 return
-            with self._fence():
-                if self._finish_due:
-                    self._finish_after_commit()
-                if self._handle is None or self._broken is not None or self._unknown_commit is not None:
+            with self._fence.held():
+                if self._compactor.finish_due:
+                    self._compactor.finish()
+                if self._needs_repair():
                     try:
                         self._repair_if_broken()
                     except StorageFailure as exc:
-                        self._note_failure("repair", exc)
+                        self._upkeep.failed("repair", exc)
                         return
-                if self._roll_due:
-                    self._roll()
-                if self._uncompressed:
-                    self._compress_pending()
+                if self._upkeep.roll_due:
+                    self._upkeep.roll()
+                if self._upkeep.uncompressed:
+                    self._upkeep.compress_pending()
+
+    def _needs_repair(self) -> bool:
+        return (self._active.handle is None or self._active.broken is not None
+                or self._compactor.unknown_commit is not None)
 
     def _sync_if_due(self) -> None:
-        if self._write <= self._synced or self._clock() - self._synced_at < SYNC_INTERVAL_S:
-            return
-        with self._write_lock:
-            if self._handle is None or self._broken is not None:
-                return
-            written = self._write
-            try:
-                self.fs.fsync(self._handle)
-            except OSError as exc:
-                self._note_failure("sync", exc)
-                return
-            self._synced, self._synced_at = written, self._clock()
+        if self._upkeep.sync_due():
+            with self._write_lock:
+                self._upkeep.sync()
+
+    @property
+    def failure(self) -> str | None:
+        """The last failure of a step that has not succeeded since (None when all is well)."""
+        return self._upkeep.failure
+
+    @property
+    def failures(self) -> int:
+        return self._upkeep.failures
 
     def health(self) -> dict[str, Any]:
         """Degraded while a failed step is still pending (compaction to finish, roll, compression,
-        none-mode flush), the log needs repair, or a write failed in the last WRITE_FAILURE_WINDOW_S
+        none-mode flush), the log needs repair, or a write failed in the last upkeep.WRITE_FAILURE_WINDOW_S
         seconds with none succeeding since; `reason` is the last failure then."""
-        pending = [name for name, due in (("compaction", self._finish_due), ("segment roll", self._roll_due),
-                                          ("segment compression", bool(self._uncompressed)),
+        pending = [name for name, due in (("compaction", self._compactor.finish_due),
+                                          ("segment roll", self._upkeep.roll_due),
+                                          ("segment compression", bool(self._upkeep.uncompressed)),
                                           ("flush", self._flush_failing)) if due]
-        recent_write_failure = (self.failure is not None and self.failure.startswith("write")
-                                and self._clock() - self._failed_at <= WRITE_FAILURE_WINDOW_S)
-        degraded = bool(pending) or recent_write_failure or self._broken is not None
-        return {"degraded": degraded, "reason": (self._broken or self.failure) if degraded else None,
-                "pending_steps": pending, "failures": self.failures, "buffered_bytes": self._buffer_bytes}
+        degraded = bool(pending) or self._upkeep.write_failed_recently() or self._active.broken is not None
+        return {"degraded": degraded, "reason": (self._active.broken or self.failure) if degraded else None,
+                "pending_steps": pending, "failures": self._upkeep.failures, "buffered_bytes": self._buffer_bytes}
 
     # ----------------------------------------------------------------- compaction
     def rewrite(self, records: Iterable[codec.Record]) -> None:
@@ -587,113 +317,24 @@ class MessageLog:
         Before the commit point a failure leaves the old log serving; after it the compaction
         counts as done and finishing is retried. Raises StorageFailure, StaleEpoch, ShardClosed.
         """
-        with self._write_lock, self._fence():
-            if self._finish_due:
-                self._finish_after_commit()
-                if self._finish_due:
-                    raise StorageFailure(f"Previous compaction of {self.directory} is not finished: {self.failure}")
+        with self._write_lock, self._fence.held():
+            self._compactor.finish_previous()
             self.flush()
             self._repair_if_broken()
-            try:
-                last, last_salt, last_size = compaction.stage(
-                    self.fs, self.directory, self._active_number + 1, records, self.segment_bytes_max,
-                    self.compress_sealed, self._rng)
-            except (OSError, EngineError) as exc:  # I/O, or a record the snapshot could not encode
-                self._abandon_compaction(exc)
-            try:
-                compaction.commit(self.fs, self.directory)
-            except OSError as exc:
-                # The rename is the commit point: whether it happened decides where appends go next.
-                self._unknown_commit = (last, last_salt, last_size)
-                self._resolve_commit(exc)
-                return
-            self._after_commit(last, last_salt, last_size)
-
-    def _abandon_compaction(self, exc: BaseException) -> None:
-        try:
-            remove_tree(self.fs, self._path(compaction.STAGING))
-        except OSError:
-            pass  # discarded by the next open or compaction
-        self._note_failure("compaction", exc)
-        raise StorageFailure(f"Compaction of {self.directory} failed before its commit point: {exc}") from None
-
-    def _resolve_commit(self, exc: BaseException | None = None) -> None:
-        """After a failed commit call: committed if compact.ready exists, else abandoned; if even
-        that cannot be told, writes stay refused (broken) and the next write asks again."""
-        assert self._unknown_commit is not None
-        try:
-            committed = self.fs.exists(self._path(compaction.READY))
-        except OSError as second:
-            self._broken = f"compaction outcome unknown: {second}"
-            raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: {second}") from None
-        last, last_salt, last_size = self._unknown_commit
-        self._unknown_commit = None
-        if self._broken is not None and self._broken.startswith("compaction outcome"):
-            self._broken = None
-        if committed:
-            self._after_commit(last, last_salt, last_size)
-        else:
-            self._abandon_compaction(exc or StorageFailure("commit did not happen"))
-
-    def _after_commit(self, last: int, last_salt: int, last_size: int) -> None:
-        """The compaction committed: stop appending to the old log; finish (or retry finishing)."""
-        self._close_active()
-        self._active_number, self._salt, self._active_bytes = last, last_salt, last_size
-        # Compaction wrote the segment's records as one fsync'd write number 1, or none at all.
-        self._write = self._synced = 1 if last_size > codec.SEGMENT_HEADER_SIZE else 0
-        self._uncompressed, self._roll_due, self._finish_due = [], False, True
-        self._finish_after_commit()
-
-    def _finish_after_commit(self) -> None:
-        """Finish a committed compaction and append to its last segment; on failure append to a fresh
-        segment after it (finishing is retried and keeps segments above the plan's first)."""
-        try:
-            self._finish_compaction()
-            if self._handle is None:
-                self._handle = self.fs.open(self._path(segment.file_name(self._active_number, False)), "append")
-        except OSError as exc:
-            self._note_failure("compaction", exc)
-            if self._handle is None:
-                try:
-                    self._start_segment(self._active_number + 1)
-                except OSError as second:
-                    self._broken = f"no segment to append to after a compaction: {second}"
-            return
-        self._finish_due = False
-        self._note_success("compaction")
-
-    def _finish_compaction(self) -> None:
-        if compaction.finish(self.fs, self.directory):
-            self.report.compaction_finished = True
+            self._compactor.run(records)
 
     # ----------------------------------------------------------------- closing
     @property
     def is_open(self) -> bool:
-        return self._handle is not None
-
-    def _close_quietly(self, handle: int | None) -> None:
-        if handle is None:
-            return
-        try:
-            self.fs.close(handle)
-        except OSError:
-            pass
-
-    def _close_active(self) -> None:
-        handle, self._handle = self._handle, None
-        self._close_quietly(handle)
+        return self._active.handle is not None
 
     def release(self) -> None:
-        """Drop the locks and close the files without writing anything (a failed open, or a fatal error)."""
-        self._release()
+        """Close every handle this log holds and drop its locks, without flushing or fsyncing (after
+        a failed open, or for a process that is gone); never raises an OSError. `close` is the
+        orderly way."""
+        self._active.close()
+        self._fence.release()
 
-    def _release(self) -> None:
-        """Close every handle this log holds (drops its locks); never raises an OSError."""
-        self._close_active()
-        handles = (self._fence_handle, self._lock_handle)
-        self._fence_handle = self._lock_handle = None
-        for handle in handles:
-            self._close_quietly(handle)
 
     def close(self) -> None:
         """Flush buffered records (three attempts: a transient EIO must not cost them), fsync, release
@@ -701,7 +342,7 @@ class MessageLog:
         are lost) or the final fsync failed."""
         with self._write_lock:
             try:
-                if self._fence_handle is not None:
+                if self._fence.is_open:
                     for attempt in range(3):
                         try:
                             self.flush()
@@ -709,10 +350,10 @@ class MessageLog:
                         except StorageFailure:
                             if attempt == 2:
                                 raise
-                if self._handle is not None and self._broken is None:
-                    self.fs.fsync(self._handle)
+                if self._active.handle is not None and self._active.broken is None:
+                    self._active.sync()
             except OSError as exc:
                 raise StorageFailure(f"Closing shard log {self.directory} failed: {exc}") from None
             finally:
                 self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
-                self._release()
+                self.release()

@@ -1,6 +1,6 @@
 """Reading one log segment: its records in order, and the recovery verdict on its end.
 
-Shared by replay (`MessageLog.open`) and the read-only `verify` check, so both judge a segment by
+Shared by replay (`engine.recovery`) and the read-only `verify` check, so both judge a segment by
 the same rule (see `engine.message_log` for the rule, `engine.codec` for the format).
 """
 

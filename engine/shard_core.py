@@ -88,10 +88,10 @@ class ShardCore:
                 self.state.apply(record_type, body)
             self._check_identity()
         except OSError as exc:
-            self.log._release()
+            self.log.release()
             raise StorageFailure(f"Cannot open shard {self.index} at {self.directory}: {exc}") from None
         except BaseException:
-            self.log._release()
+            self.log.release()
             raise
         self.opened = True
         report = self.log.report.as_dict()

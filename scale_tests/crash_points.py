@@ -344,7 +344,7 @@ def _faulty_run(workload: Workload, fail_step: int, code: int, partial: int, lab
             if canon(crashed.state) != canon(reference.state):
                 tally.lost += 1
                 raise AssertionError("a crash after the fault lost or resurrected data")
-            crashed.log._release()
+            crashed.log.release()
         for _ in range(80):  # let backoffs pass so failed background steps are retried
             clock.now += 1.0
             shard.maintain()

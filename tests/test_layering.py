@@ -9,7 +9,8 @@ FORBIDDEN = {
     "actors": {"api"},
     "api": {"scale_tests", "engine.filesystem", "engine.simulated_filesystem", "engine.segment", "engine.compaction",
             "engine.shard_state", "engine.verify",
-            "engine.message_log", "engine.shard_cache", "engine.search_index", "engine.shard",
+            "engine.message_log", "engine.fence", "engine.recovery", "engine.active_segment", "engine.upkeep",
+            "engine.compactor", "engine.shard_cache", "engine.search_index", "engine.shard",
             "engine.session_store", "engine.codec"},
 }
 

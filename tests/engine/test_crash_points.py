@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine.message_log as message_log
+import engine.recovery as recovery
+from engine.errors import CorruptRecord
 from scale_tests import crash_points
 from scale_tests.crash_points import Tally, Workload, enumerate_crashes, inject_faults, message, workloads
 
@@ -54,8 +56,8 @@ def test_the_enumeration_catches_a_log_that_acknowledges_before_fdatasync(monkey
 def test_the_enumeration_catches_a_recovery_that_refuses_torn_tails(monkeypatch):
     """The harness is not vacuous: refusing to open on a torn tail is reported as unopenable."""
     def refuse(self, *args):
-        raise message_log.CorruptRecord("refusing a torn tail")
-    monkeypatch.setattr(message_log.MessageLog, "_truncate_tail", refuse)
+        raise CorruptRecord("refusing a torn tail")
+    monkeypatch.setattr(recovery.Recovery, "_truncate_tail", refuse)
     tally = Tally()
     enumerate_crashes(WORKLOADS[0], tally)
     assert tally.unopenable > 0

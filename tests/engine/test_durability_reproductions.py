@@ -217,7 +217,7 @@ def test_none_mode_keeps_its_buffer_when_a_background_flush_fails_and_writes_it_
     assert shard.log.pending_bytes > 0 and shard.probe()["degraded"]
     crashed = Shard(config, 0, fs=fs.after_process_crash())
     crashed.open()  # the half frame was cut off: the shard opens
-    crashed.log._release()
+    crashed.log.release()
     failing["on"] = False
     clock[0] += 10
     shard.maintain()
@@ -270,8 +270,8 @@ def test_a_successor_cannot_open_between_the_epoch_check_and_the_write(tmp_path)
     writer = threading.Thread(target=old.append_batch, args=(codec.pack(codec.USER_PUT, {"u": "old", "p": {}}),))
     writer.start()
     started.wait(5)
-    os.close(old._lock_handle)  # the old node's lock lease is gone (as across NFS clients)
-    old._lock_handle = None
+    os.close(old._fence.lock_handle)  # the old node's lock lease is gone (as across NFS clients)
+    old._fence.lock_handle = None
     successor = MessageLog(directory, durability="fsync")
     bodies = [body["u"] for _, body in successor.open()]
     writer.join()
@@ -287,8 +287,8 @@ def test_a_superseded_none_mode_instance_cannot_acknowledge(tmp_path):
     directory = str(tmp_path / "shard-0000")
     old = MessageLog(directory, durability="none")
     list(old.open())
-    os.close(old._lock_handle)
-    old._lock_handle = None
+    os.close(old._fence.lock_handle)
+    old._fence.lock_handle = None
     successor = MessageLog(directory, durability="none")
     list(successor.open())
     with pytest.raises(StaleEpoch):

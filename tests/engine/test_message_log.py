@@ -76,7 +76,7 @@ def test_torn_tail_is_truncated_and_complete_records_kept(tmp_path):
     segment = os.path.join(tmp_path, log.segment_files()[-1])
     size = os.path.getsize(segment)
     with open(segment, "ab") as handle:
-        handle.write(codec.frame(_records(1, start=10)[0], log._salt)[:-7])
+        handle.write(codec.frame(_records(1, start=10)[0], log._active.salt)[:-7])
     log, bodies = _replay(str(tmp_path))
     assert len(bodies) == 10
     assert log.report.torn_tail and log.report.truncated_at_offset == size
@@ -111,8 +111,8 @@ def test_damage_in_a_write_nothing_says_was_on_disk_is_cut_as_a_torn_tail(tmp_pa
     log.append_batch(_records(10))
     segment = os.path.join(tmp_path, log.segment_files()[-1])
     _flip_byte(segment, 40)
-    os.close(log._lock_handle)  # the process dies without closing
-    log._lock_handle = None
+    os.close(log._fence.lock_handle)  # the process dies without closing
+    log._fence.lock_handle = None
     log, bodies = _replay(str(tmp_path))
     assert bodies == [] and log.report.torn_tail
     log.close()

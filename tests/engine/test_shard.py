@@ -161,8 +161,8 @@ def test_superseded_shard_cannot_commit_after_successor_opened(tmp_path):
     old.commit()
     # Across nodes the flock does not protect a shared filesystem; only the epoch does. Drop the
     # old holder's flock to model that, then let the successor open.
-    os.close(old.log._lock_handle)
-    old.log._lock_handle = None
+    os.close(old.log._fence.lock_handle)
+    old.log._fence.lock_handle = None
     successor = open_shard(tmp_path)
     old.append("u", "s", [message("from the stale incarnation")])
     with pytest.raises(StaleEpoch):
@@ -243,8 +243,8 @@ def test_compaction_that_fails_after_its_commit_point_keeps_serving_and_finishes
     assert shard.probe()["degraded"] and shard.probe()["pending_steps"] == ["compaction"]
     shard.append("u", "s", [message("after the failed finish")])
     shard.commit()
-    os.close(shard.log._lock_handle)  # the process dies: its lock dies with it
-    shard.log._lock_handle = None
+    os.close(shard.log._fence.lock_handle)  # the process dies: its lock dies with it
+    shard.log._fence.lock_handle = None
     monkeypatch.setattr(compaction, "finish", real)
     assert os.path.isdir(os.path.join(tmp_path, "shard-0000", "compact.ready"))
     reopened = open_shard(tmp_path)

@@ -17,11 +17,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine.config import MB
+
 _lock = threading.Lock()
 _owned = False
 
 # The local default caps the object store: messages travel in small batches, never as huge objects.
-LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+LOCAL_OBJECT_STORE_BYTES = 256 * MB
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
 LOOPBACK = "127.0.0.1"
 

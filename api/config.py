@@ -1,195 +1,77 @@
-"""`ChatAppStorageConfig`: the typed, validated bridge configuration (contract §2)."""
+"""`ChatAppStorageConfig`: the typed, validated bridge configuration (contract §2).
+
+The model is the one declaration of every field: type, default, bounds, description and `to_dict()`
+group. Field order, defaults, ranges, groups and the contract's error texts are read off
+`model_fields`, so a field is added or changed in one place.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
-from typing import Any
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from engine.config import MB, Durability
 
 from .errors import ConfigurationError
 
-MODES = ["speed", "balanced", "quality"]
-ENVIRONMENTS = ["development", "production", "test", "staging"]
-DURABILITIES = ["fsync", "flush", "none"]
-_NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_EMBEDDER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
+PerformanceMode = Literal["speed", "balanced", "quality"]
+Environment = Literal["development", "production", "test", "staging"]
 _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9_.\-\[\]:]+):(?P<port>\d{1,5})")
-
-FIELD_ORDER = ["storage_path", "enable_vector_search", "enable_streaming", "enable_analytics", "enable_compression",
-               "backup_enabled", "cache_size_mb", "performance_mode", "max_session_size_mb", "message_batch_size",
-               "history_page_size", "search_result_limit", "environment", "shard_count", "durability",
-               "ray_address", "namespace", "embedder", "max_message_bytes", "request_timeout_s"]
-RUNTIME_FIELDS = ["shard_count", "durability", "ray_address", "namespace", "embedder", "max_message_bytes",
-                  "request_timeout_s"]
-BOOL_FIELDS = ["enable_vector_search", "enable_streaming", "enable_analytics", "enable_compression", "backup_enabled"]
-DEFAULTS: dict[str, Any] = {
-    "enable_vector_search": True, "enable_streaming": True, "enable_analytics": True, "enable_compression": False,
-    "backup_enabled": False, "cache_size_mb": 100, "performance_mode": "balanced", "max_session_size_mb": 50,
-    "message_batch_size": 100, "history_page_size": 50, "search_result_limit": 20, "environment": "development",
-    "shard_count": None, "durability": None, "ray_address": None, "namespace": None, "embedder": None,
-    "max_message_bytes": 1_048_576, "request_timeout_s": 30.0,
-}
-# (field, low, high, low message, high message)
-_INT_RANGES = {
-    "cache_size_mb": (10, 2000, "Cache size should be at least 10MB", "Cache size should not exceed 2000MB"),
-    "max_session_size_mb": (1, 500, "Max session size should be at least 1MB", "Max session size should not exceed 500MB"),
-    "message_batch_size": (1, 1000, "Message batch size must be at least 1", "Message batch size should not exceed 1000"),
-    "history_page_size": (1, 500, "History page size must be at least 1", "History page size should not exceed 500"),
-    "search_result_limit": (1, 1000, "Search result limit must be at least 1", "Search result limit should not exceed 1000"),
-    "shard_count": (1, 256, "Shard count must be at least 1", "Shard count should not exceed 256"),
-    "max_message_bytes": (1024, 16_777_216, "Max message bytes must be at least 1024",
-                          "Max message bytes should not exceed 16777216"),
-}
-# Nested groups of to_dict(): group -> {sub-key: field}
-GROUPS: dict[str, dict[str, str]] = {
-    "features": {"vector_search": "enable_vector_search", "streaming": "enable_streaming",
-                 "analytics": "enable_analytics", "compression": "enable_compression", "backup": "backup_enabled"},
-    "performance": {"mode": "performance_mode", "cache_size_mb": "cache_size_mb",
-                    "max_session_size_mb": "max_session_size_mb"},
-    "chat_settings": {"message_batch_size": "message_batch_size", "history_page_size": "history_page_size",
-                      "search_result_limit": "search_result_limit"},
-    "runtime": {name: name for name in RUNTIME_FIELDS},
-}
+# A bound's message names the field without its unit suffix and puts the unit after the number:
+# cache_size_mb -> "Cache size should not exceed 2000MB".
+_UNIT_SUFFIXES = {"_mb": "MB", "_s": " seconds"}
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _check_int(errors: list[str], values: dict[str, Any], name: str, optional: bool = False) -> None:
-    value = values[name]
-    if value is None and optional:
-        return
-    if type(value) is not int:
-        errors.append(f"{name} must be int, got {_type_name(value)}")
-        return
-    low, high, low_text, high_text = _INT_RANGES[name]
-    if value < low:
-        errors.append(low_text)
-    elif value > high:
-        errors.append(high_text)
-
-
-def _check_choice(errors: list[str], values: dict[str, Any], name: str, choices: list[str], text: str,
-                  optional: bool = False) -> None:
-    value = values[name]
-    if value is None and optional:
-        return
-    if not isinstance(value, str):
-        errors.append(f"{name} must be str, got {_type_name(value)}")
-    elif value not in choices:
-        errors.append(text)
-
-
-def _check_path(errors: list[str], values: dict[str, Any]) -> None:
-    path = values["storage_path"]
-    if not isinstance(path, str):
-        errors.append(f"storage_path must be str, got {_type_name(path)}")
-        return
+# --------------------------------------------------------------------------- value rules
+# Each raises ValueError with the contract's text; pydantic reports it as a `value_error`.
+def _path_format(path: str) -> str:
     if not path.strip():
-        errors.append("Storage path must not be empty")
-        return
-    try:
-        if "\x00" in path:
-            raise ValueError("embedded null byte")
-        normalised = os.path.normpath(path)
-    except (TypeError, ValueError) as exc:
-        errors.append(f"Invalid storage path format: {exc}")
-        return
-    if values.get("environment") == "production" and os.path.isabs(normalised):
-        parent = os.path.dirname(normalised.rstrip(os.sep)) or os.sep
-        if not os.path.isdir(parent):
-            errors.append(f"Storage path parent directory does not exist: {parent}")
+        raise ValueError("Storage path must not be empty")
+    if "\x00" in path:
+        raise ValueError("Invalid storage path format: embedded null byte")
+    return path
 
 
-def _check_runtime(errors: list[str], values: dict[str, Any]) -> None:
-    _check_int(errors, values, "shard_count", optional=True)
-    _check_choice(errors, values, "durability", DURABILITIES, "Durability must be one of: ['fsync', 'flush', 'none']",
-                  optional=True)
-    address = values["ray_address"]
-    if address is not None:
-        match = _HOST_PORT.fullmatch(address) if isinstance(address, str) else None
-        if not isinstance(address, str):
-            errors.append(f"ray_address must be str, got {_type_name(address)}")
-        elif address != "auto" and (match is None or not 1 <= int(match["port"]) <= 65535):
-            errors.append("Ray address must be None, 'auto' or 'host:port'")
-    namespace = values["namespace"]
-    if namespace is not None and (not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace)):
-        errors.append("Namespace must be 1-64 characters of [A-Za-z0-9_.-]")
-    embedder = values["embedder"]
-    if embedder is not None and (not isinstance(embedder, str) or not _EMBEDDER.fullmatch(embedder)):
-        errors.append("Embedder must be None or an importable 'module:callable' path")
-    _check_int(errors, values, "max_message_bytes")
-    timeout = values["request_timeout_s"]
-    if type(timeout) not in (int, float):
-        errors.append(f"request_timeout_s must be float, got {_type_name(timeout)}")
-    elif not timeout >= 0.1:
-        errors.append("Request timeout must be at least 0.1 seconds")
-    elif timeout > 600:
-        errors.append("Request timeout should not exceed 600 seconds")
+def _ray_address(address: str | None) -> str | None:
+    match = _HOST_PORT.fullmatch(address) if address not in (None, "auto") else None
+    if address not in (None, "auto") and (match is None or not 1 <= int(match["port"]) <= 65535):
+        raise ValueError("Ray address must be None, 'auto' or 'host:port'")
+    return address
 
 
-def validate_values(values: dict[str, Any]) -> list[str]:
-    """Every rule of §2, errors in the contract's order."""
-    errors: list[str] = []
-    _check_path(errors, values)
-    _check_choice(errors, values, "performance_mode", MODES,
-                  "Performance mode must be one of: ['speed', 'balanced', 'quality']")
-    for name in ("cache_size_mb", "max_session_size_mb", "message_batch_size", "history_page_size",
-                 "search_result_limit"):
-        _check_int(errors, values, name)
-    _check_choice(errors, values, "environment", ENVIRONMENTS,
-                  "Environment must be one of: ['development', 'production', 'test', 'staging']")
-    for name in BOOL_FIELDS:
-        if type(values[name]) is not bool:
-            errors.append(f"{name} must be bool, got {_type_name(values[name])}")
-    _check_runtime(errors, values)
-    return errors
+def _matching(pattern: str, text: str) -> AfterValidator:
+    """A rule for an optional str: None, or a full match of `pattern`; otherwise ValueError(text)."""
+    regex = re.compile(pattern)
+
+    def check(value: str | None) -> str | None:
+        if value is not None and not regex.fullmatch(value):
+            raise ValueError(text)
+        return value
+    return AfterValidator(check)
 
 
-def _unknown_option(name: str) -> ConfigurationError:
-    return ConfigurationError(f"Unknown configuration option '{name}'. Valid options: {FIELD_ORDER}",
-                              config_field=name, context={"unknown_options": [name], "valid_options": FIELD_ORDER})
+_NAMESPACE_RULE = _matching(r"[A-Za-z0-9_.-]{1,64}", "Namespace must be 1-64 characters of [A-Za-z0-9_.-]")
+_EMBEDDER_RULE = _matching(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*",
+                           "Embedder must be None or an importable 'module:callable' path")
 
 
-def flatten_options(options: dict[str, Any] | None, allow_storage_path: bool = True) -> dict[str, Any]:
-    """Flat or nested (to_dict) options to flat field names; raises ConfigurationError on conflicts."""
-    if options is None:
-        return {}
-    if not isinstance(options, dict):
-        raise ConfigurationError(f"Options must be a dict, got {_type_name(options)}")
-    flat: dict[str, Any] = {}
-
-    def put(field: str, value: Any) -> None:
-        if field in flat and flat[field] != value:
-            raise ConfigurationError(f"Configuration field '{field}' given twice with different values",
-                                     config_field=field)
-        flat[field] = value
-
-    for key, value in options.items():
-        if key in GROUPS:
-            if not isinstance(value, dict):
-                raise ConfigurationError(f"Configuration group '{key}' must be a dict", config_field=key)
-            for sub_key, sub_value in value.items():
-                if sub_key not in GROUPS[key]:
-                    raise ConfigurationError(f"Unknown configuration option '{key}.{sub_key}'. "
-                                             f"Valid options: {sorted(GROUPS[key])}", config_field=f"{key}.{sub_key}")
-                put(GROUPS[key][sub_key], sub_value)
-        elif key == "storage_path":
-            if allow_storage_path:
-                put(key, value)
-        elif key in DEFAULTS:
-            put(key, value)
-        else:
-            raise _unknown_option(key)
-    return flat
+def _group(name: str, key: str | None = None, **extra: str) -> dict[str, Any]:
+    """Field(json_schema_extra=...) placing the field in `to_dict()[name][key or field name]`."""
+    return {"group": name, **({"key": key} if key else {}), **extra}
 
 
 class ChatAppStorageConfig(BaseModel):
     """Bridge configuration; invalid values raise ConfigurationError (never pydantic's ValidationError).
+
+    Fields are declared in `to_dict()` order, which is also the order validation errors are
+    reported in (contract §2: path, mode, cache, max session, batch, page, search limit,
+    environment, then the runtime fields).
 
     Example:
         >>> config = ChatAppStorageConfig("./chat_data", cache_size_mb=200)
@@ -197,28 +79,48 @@ class ChatAppStorageConfig(BaseModel):
         200
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=True)
+    # strict: ints take only int (not bool, float or str), bools only bool; a float field takes int.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
-    storage_path: Any
-    enable_vector_search: Any = True
-    enable_streaming: Any = True
-    enable_analytics: Any = True
-    enable_compression: Any = False
-    backup_enabled: Any = False
-    cache_size_mb: Any = 100
-    performance_mode: Any = "balanced"
-    max_session_size_mb: Any = 50
-    message_batch_size: Any = 100
-    history_page_size: Any = 50
-    search_result_limit: Any = 20
-    environment: Any = "development"
-    shard_count: Any = None
-    durability: Any = None
-    ray_address: Any = None
-    namespace: Any = None
-    embedder: Any = None
-    max_message_bytes: Any = 1_048_576
-    request_timeout_s: Any = 30.0
+    storage_path: Annotated[str, AfterValidator(_path_format)] = Field(
+        description="root of the durable data; one Ray runtime serves a path at a time")
+    enable_vector_search: bool = Field(True, description="with `embedder` set, enables vector and hybrid search",
+                                       json_schema_extra=_group("features", "vector_search"))
+    enable_streaming: bool = Field(True, description="reported only", json_schema_extra=_group("features", "streaming"))
+    enable_analytics: bool = Field(True, description="reported only", json_schema_extra=_group("features", "analytics"))
+    enable_compression: bool = Field(False, description="shard logs compress their records",
+                                     json_schema_extra=_group("features", "compression"))
+    backup_enabled: bool = Field(False, description="take scheduled online backups",
+                                 json_schema_extra=_group("features", "backup"))
+    performance_mode: PerformanceMode = Field("balanced", description="default durability; scoring",
+                                              json_schema_extra=_group("performance", "mode"))
+    # "should be at least": upstream's wording for its two size limits (the others say "must").
+    cache_size_mb: int = Field(100, ge=10, le=2000, description="byte budget of all shard result caches, split evenly",
+                               json_schema_extra=_group("performance", low_verb="should"))
+    max_session_size_mb: int = Field(50, ge=1, le=500, description="soft limit: a store beyond it warns",
+                                     json_schema_extra=_group("performance", low_verb="should"))
+    message_batch_size: int = Field(100, ge=1, le=1000, description="most messages per batch store or import batch",
+                                    json_schema_extra=_group("chat_settings"))
+    history_page_size: int = Field(50, ge=1, le=500, description="default limit of history and list_sessions",
+                                   json_schema_extra=_group("chat_settings"))
+    search_result_limit: int = Field(20, ge=1, le=1000, description="default search limit",
+                                     json_schema_extra=_group("chat_settings"))
+    environment: Environment = Field("development", description="production path rule; scoring")
+    shard_count: int | None = Field(None, ge=1, le=256, json_schema_extra=_group("runtime"),
+                                    description="shards of a new path (None: the CPUs Ray reports); fixed once stored")
+    durability: Durability | None = Field(None, json_schema_extra=_group("runtime"),
+                                          description="acknowledgement rule (None: fsync in quality mode, else flush)")
+    ray_address: Annotated[str | None, AfterValidator(_ray_address)] = Field(
+        None, description="None: reuse or start a local runtime; 'auto' or 'host:port': join a cluster",
+        json_schema_extra=_group("runtime"))
+    namespace: Annotated[str | None, _NAMESPACE_RULE] = Field(
+        None, description="Ray namespace (None: derived from the absolute path)", json_schema_extra=_group("runtime"))
+    embedder: Annotated[str | None, _EMBEDDER_RULE] = Field(
+        None, description="'pkg.module:callable' that embeds texts", json_schema_extra=_group("runtime"))
+    max_message_bytes: int = Field(MB, ge=1024, le=16 * MB, description="content limit in UTF-8 bytes",
+                                   json_schema_extra=_group("runtime"))
+    request_timeout_s: float = Field(30.0, ge=0.1, le=600, description="deadline of every call, retries included",
+                                     json_schema_extra=_group("runtime"))
 
     def __init__(self, storage_path: Any = None, /, **fields: Any) -> None:
         if "storage_path" in fields:
@@ -226,24 +128,21 @@ class ChatAppStorageConfig(BaseModel):
                 raise ConfigurationError("storage_path given twice", config_field="storage_path")
             storage_path = fields.pop("storage_path")
         for name in fields:
-            if name not in DEFAULTS:
-                raise _unknown_option(name)
-        if isinstance(storage_path, os.PathLike):
-            storage_path = os.fspath(storage_path)
-        values = {**DEFAULTS, **fields, "storage_path": "" if storage_path is None else storage_path}
-        errors = validate_values(values)
+            if name not in type(self).model_fields:
+                raise _unknown_option(type(self), name)
+        values = {**defaults_of(type(self)), **fields, "storage_path": _path_value(storage_path)}
+        errors = validate_values(values, type(self))
         if errors:
             raise ConfigurationError("Configuration validation failed: " + "; ".join(errors),
                                      context={"validation_errors": errors})
         super().__init__(**values)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name not in DEFAULTS and name != "storage_path":
-            raise _unknown_option(name)
-        if name == "storage_path" and isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        values = {**self.model_dump(), name: value}
-        errors = validate_values(values)
+        if name not in type(self).model_fields:
+            raise _unknown_option(type(self), name)
+        if name == "storage_path":
+            value = _path_value(value)
+        errors = validate_values({**self.model_dump(), name: value}, type(self))
         if errors:
             raise ConfigurationError("Configuration validation failed: " + "; ".join(errors),
                                      context={"validation_errors": errors}, config_field=name)
@@ -251,19 +150,19 @@ class ChatAppStorageConfig(BaseModel):
 
     def validate(self) -> list[str]:  # type: ignore[override]
         """Re-run every rule; [] when valid."""
-        return validate_values(self.model_dump())
+        return validate_values(self.model_dump(), type(self))
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"storage_path": self.storage_path}
-        for group, mapping in GROUPS.items():
-            out[group] = {sub_key: getattr(self, field) for sub_key, field in mapping.items()}
-        out["environment"] = self.environment
-        return {key: out[key] for key in ("storage_path", "features", "performance", "chat_settings", "environment",
-                                          "runtime")}
+        """The nested form: grouped fields under their group, the others at the top, in field order."""
+        out: dict[str, Any] = {}
+        for name, group, key in _layout(type(self)):
+            target = out.setdefault(group, {}) if group else out
+            target[key] = getattr(self, name)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ChatAppStorageConfig":
-        flat = flatten_options(data)
+        flat = flatten_options(data, model=cls)
         path = flat.pop("storage_path", None)
         return cls(path, **flat)
 
@@ -278,3 +177,181 @@ class ChatAppStorageConfig(BaseModel):
         if self.durability:
             return self.durability
         return "fsync" if self.performance_mode == "quality" else "flush"
+
+
+# --------------------------------------------------------------------------- read off the model
+Model = type[ChatAppStorageConfig]
+
+
+@functools.cache
+def _layout(model: Model) -> tuple[tuple[str, str | None, str], ...]:
+    """(field, to_dict group or None, key in the group) for every field, in declaration order."""
+    rows = []
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        group = extra.get("group")
+        rows.append((name, str(group) if group else None, str(extra.get("key", name))))
+    return tuple(rows)
+
+
+@functools.cache
+def defaults_of(model: Model) -> dict[str, Any]:
+    """{field: default} for every field that has one (all but storage_path)."""
+    return {name: info.default for name, info in model.model_fields.items() if not info.is_required()}
+
+
+@functools.cache
+def ranges_of(model: Model) -> dict[str, tuple[Any, Any]]:
+    """{field: (low, high)} for every field declared with Field(ge=..., le=...)."""
+    ranges = {}
+    for name, info in model.model_fields.items():
+        low = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
+        high = next((m.le for m in info.metadata if hasattr(m, "le")), None)
+        if low is not None or high is not None:
+            ranges[name] = (low, high)
+    return ranges
+
+
+@functools.cache
+def groups_of(model: Model) -> dict[str, dict[str, str]]:
+    """The nested groups of to_dict(): {group: {sub-key: field}}."""
+    groups: dict[str, dict[str, str]] = {}
+    for name, group, key in _layout(model):
+        if group:
+            groups.setdefault(group, {})[key] = name
+    return groups
+
+
+FIELD_ORDER = list(ChatAppStorageConfig.model_fields)
+DEFAULTS = defaults_of(ChatAppStorageConfig)
+RANGES = ranges_of(ChatAppStorageConfig)
+GROUPS = groups_of(ChatAppStorageConfig)
+RUNTIME_FIELDS = list(GROUPS["runtime"].values())
+# Fields 1-13 of the contract: the ones upstream's config has (the runtime group is new).
+UPSTREAM_FIELDS = [name for name in FIELD_ORDER if name not in RUNTIME_FIELDS]
+
+
+# --------------------------------------------------------------------------- validation
+@functools.cache
+def _validators(model: Model) -> dict[str, TypeAdapter[Any]]:
+    """One strict validator per field, built from its declaration (type, bounds, rules).
+
+    Fields are checked one by one rather than through `model_validate`: the model's own __init__
+    (positional path, ConfigurationError) is what pydantic would call, and it calls this.
+    """
+    strict = ConfigDict(strict=True)
+    return {name: TypeAdapter(info.rebuild_annotation(), config=strict) for name, info in model.model_fields.items()}
+
+
+def validate_values(values: dict[str, Any], model: Model = ChatAppStorageConfig) -> list[str]:
+    """Every rule of §2 over flat `values`, at most one error per field, in field order."""
+    found: dict[str, str] = {}
+    for name, adapter in _validators(model).items():
+        try:
+            adapter.validate_python(values[name])
+        except ValidationError as exc:
+            found[name] = _message(model, name, exc.errors()[0])
+    if "storage_path" not in found and values.get("environment") == "production":
+        problem = _missing_parent(values["storage_path"])
+        if problem:
+            found["storage_path"] = problem
+    return [found[name] for name in model.model_fields if name in found]
+
+
+def _missing_parent(path: str) -> str | None:
+    """In production an absolute path's parent must exist (a cross-field rule, so not a field rule)."""
+    normalised = os.path.normpath(path)
+    if not os.path.isabs(normalised):
+        return None
+    parent = os.path.dirname(normalised.rstrip(os.sep)) or os.sep
+    return None if os.path.isdir(parent) else f"Storage path parent directory does not exist: {parent}"
+
+
+def _message(model: Model, name: str, error: Any) -> str:
+    """The contract's text for one pydantic error of field `name`."""
+    value = error["input"]
+    kind = error["type"]
+    base = _base_type(model.model_fields[name].annotation)
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind in ("greater_than_equal", "less_than_equal"):
+        return _range_message(model, name, value)
+    if kind == "literal_error" and isinstance(value, str):
+        return f"{_label(name)[0]} must be one of: {list(get_args(base))}"
+    if kind.endswith("_type") or kind == "literal_error":
+        expected = type(get_args(base)[0]).__name__ if get_origin(base) is Literal else base.__name__
+        return f"{name} must be {expected}, got {type(value).__name__}"
+    return f"{name}: {error['msg']}"
+
+
+def _range_message(model: Model, name: str, value: Any) -> str:
+    low, high = ranges_of(model)[name]
+    label, unit = _label(name)
+    if not value >= low:  # NaN is not at least the minimum either
+        extra = model.model_fields[name].json_schema_extra
+        verb = extra.get("low_verb", "must") if isinstance(extra, dict) else "must"
+        return f"{label} {verb} be at least {low}{unit}"
+    return f"{label} should not exceed {high}{unit}"
+
+
+def _label(name: str) -> tuple[str, str]:
+    """("Cache size", "MB") for cache_size_mb: the field in words, and its unit."""
+    for suffix, unit in _UNIT_SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[:-len(suffix)].replace("_", " ").capitalize(), unit
+    return name.replace("_", " ").capitalize(), ""
+
+
+def _base_type(annotation: Any) -> Any:
+    """`int` for `int | None`; the annotation itself otherwise."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [arg for arg in get_args(annotation) if arg is not type(None)]
+    return annotation
+
+
+def _path_value(path: Any) -> Any:
+    """A path-like storage path becomes its str; None (not given) becomes "" (the empty-path error)."""
+    if isinstance(path, os.PathLike):
+        return os.fspath(path)
+    return "" if path is None else path
+
+
+def _unknown_option(model: Model, name: str) -> ConfigurationError:
+    valid = list(model.model_fields)
+    return ConfigurationError(f"Unknown configuration option '{name}'. Valid options: {valid}",
+                              config_field=name, context={"unknown_options": [name], "valid_options": valid})
+
+
+def flatten_options(options: dict[str, Any] | None, allow_storage_path: bool = True,
+                    model: Model = ChatAppStorageConfig) -> dict[str, Any]:
+    """Flat or nested (to_dict) options to flat field names; raises ConfigurationError on conflicts."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigurationError(f"Options must be a dict, got {type(options).__name__}")
+    groups = groups_of(model)
+    flat: dict[str, Any] = {}
+
+    def put(field: str, value: Any) -> None:
+        if field in flat and flat[field] != value:
+            raise ConfigurationError(f"Configuration field '{field}' given twice with different values",
+                                     config_field=field)
+        flat[field] = value
+
+    for key, value in options.items():
+        if key in groups:
+            if not isinstance(value, dict):
+                raise ConfigurationError(f"Configuration group '{key}' must be a dict", config_field=key)
+            for sub_key, sub_value in value.items():
+                if sub_key not in groups[key]:
+                    raise ConfigurationError(f"Unknown configuration option '{key}.{sub_key}'. "
+                                             f"Valid options: {sorted(groups[key])}", config_field=f"{key}.{sub_key}")
+                put(groups[key][sub_key], sub_value)
+        elif key == "storage_path":
+            if allow_storage_path:
+                put(key, value)
+        elif key in model.model_fields:
+            put(key, value)
+        else:
+            raise _unknown_option(model, key)
+    return flat

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULTS, ChatAppStorageConfig, flatten_options
+from .config import DEFAULTS, UPSTREAM_FIELDS, ChatAppStorageConfig, flatten_options
 from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -30,21 +30,22 @@ _ENVIRONMENT_SETTINGS: dict[str, dict[str, Any]] = {
                    "max_session_size_mb": 100},
     "test": {"cache_size_mb": 30, "enable_compression": False, "backup_enabled": False, "max_session_size_mb": 5},
 }
-_WRAPPER_FIELDS = ["enable_vector_search", "enable_streaming", "enable_analytics", "enable_compression",
-                   "backup_enabled", "performance_mode", "max_session_size_mb", "environment", "message_batch_size",
-                   "history_page_size", "search_result_limit"]
+# Upstream's wrapper config names two fields differently and the other 11 upstream fields alike.
+_WRAPPER_RENAMES = {"base_path": "storage_path", "cache_size_limit": "cache_size_mb"}
+_WRAPPER_FIELDS = [name for name in UPSTREAM_FIELDS if name not in _WRAPPER_RENAMES.values()]
+_WRAPPER_MAPPING = {**_WRAPPER_RENAMES, **{name: name for name in _WRAPPER_FIELDS}}
 
 
 @dataclass
 class ChatConfigTemplate:
-    """A named configuration with its informational lists."""
+    """A named configuration with its informational lists; all six are required, as upstream."""
 
     name: str
     description: str
     base_config: ChatAppStorageConfig
-    performance_optimizations: dict[str, Any] = field(default_factory=dict)
-    use_cases: list[str] = field(default_factory=list)
-    recommended_for: list[str] = field(default_factory=list)
+    performance_optimizations: dict[str, Any]
+    use_cases: list[str]
+    recommended_for: list[str]
 
 
 def _builtin_templates() -> dict[str, ChatConfigTemplate]:
@@ -121,11 +122,12 @@ class FFChatConfigFactory:
         self._templates = _builtin_templates()
 
     def list_templates(self) -> dict[str, dict[str, Any]]:
+        def features(config: ChatAppStorageConfig) -> dict[str, bool]:
+            shown = config.to_dict()["features"]
+            shown.pop("backup")  # upstream lists the four search and storage features only
+            return shown
         return {name: {"description": t.description, "performance_mode": t.base_config.performance_mode,
-                       "features": {"vector_search": t.base_config.enable_vector_search,
-                                    "streaming": t.base_config.enable_streaming,
-                                    "analytics": t.base_config.enable_analytics,
-                                    "compression": t.base_config.enable_compression},
+                       "features": features(t.base_config),
                        "use_cases": list(t.use_cases), "recommended_for": list(t.recommended_for),
                        "performance_optimizations": dict(t.performance_optimizations)}
                 for name, t in self._templates.items()}
@@ -198,7 +200,8 @@ class FFChatConfigFactory:
         try:
             values = {name: wrapper_config.get(name, DEFAULTS[name]) for name in _WRAPPER_FIELDS}
             return ChatAppStorageConfig(wrapper_config.get("base_path", "./data"),
-                                        cache_size_mb=wrapper_config.get("cache_size_limit", 100), **values)
+                                        cache_size_mb=wrapper_config.get("cache_size_limit", DEFAULTS["cache_size_mb"]),
+                                        **values)
         except Exception as exc:
             message = exc.message if isinstance(exc, ConfigurationError) else str(exc)
             raise ConfigurationError(f"Failed to migrate wrapper configuration: {message}") from None
@@ -211,10 +214,8 @@ class FFChatConfigFactory:
             old.pop("cache_size_mb")
         else:
             old = dict(old_config or {})
-        mapping = {"base_path": "storage_path", "cache_size_limit": "cache_size_mb",
-                   **{name: name for name in _WRAPPER_FIELDS}}
-        mapped = {key: mapping[key] for key in old if key in mapping}
-        ignored = [key for key in old if key not in mapping]
+        mapped = {key: _WRAPPER_MAPPING[key] for key in old if key in _WRAPPER_MAPPING}
+        ignored = [key for key in old if key not in _WRAPPER_MAPPING]
         warnings = [f"Ignored key '{key}'" for key in ignored]
         carried = 0
         for key, field_name in mapped.items():

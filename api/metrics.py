@@ -7,7 +7,7 @@ from typing import Any
 
 import psutil
 
-MB = 1024 * 1024
+from engine.config import MB
 
 
 def _rss_mb(pid: int) -> float:

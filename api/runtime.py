@@ -17,12 +17,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from engine.config import MB
+
 _lock = threading.Lock()
 _owned = False
-_address: str | None = None
 
 # The local default caps the object store: messages travel in small batches, never as huge objects.
-LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+LOCAL_OBJECT_STORE_BYTES = 256 * MB
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
 LOOPBACK = "127.0.0.1"
 
@@ -152,7 +153,7 @@ def _start_loopback_only(ray: Any, options: dict[str, Any]) -> None:
 
 
 def _start_or_join(address: str | None) -> None:
-    global _owned, _address
+    global _owned
     import ray
     with _lock:
         if ray.is_initialized():
@@ -170,7 +171,6 @@ def _start_or_join(address: str | None) -> None:
             atexit.register(_shutdown_owned)
         else:
             ray.init(address=address, **common)
-        _address = address
 
 
 def _shutdown_owned() -> None:

@@ -33,6 +33,7 @@ from typing import Any, Iterator, NamedTuple
 import msgpack
 import zstandard
 
+from .config import MB
 from .errors import CorruptRecord, InvalidInput
 
 SEGMENT_MAGIC = b"FFCHSEG2"
@@ -42,8 +43,8 @@ FRAME_MAGIC = b"FC"
 FRAME_HEADER = struct.Struct("<2sBIQIII")
 FRAME_HEADER_SIZE = FRAME_HEADER.size
 _CRC_AT = FRAME_HEADER_SIZE - 4
-MAX_RECORD_BYTES = 32 * 1024 * 1024
-PART_TARGET_BYTES = 8 * 1024 * 1024
+MAX_RECORD_BYTES = 32 * MB
+PART_TARGET_BYTES = 8 * MB
 ROW_SLACK_BYTES = 4096  # room for a MESSAGES body's user, session and time around its rows
 COMPRESSED = 0x80
 CONTINUED = 0x40

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Durability = Literal["fsync", "flush", "none"]
-MB = 1024 * 1024  # bytes in a mebibyte (the unit of the api's *_mb settings)
+MB = 1024 * 1024  # the "MB" of every *_mb setting and report: a mebibyte
 
 
 class EngineConfig(BaseModel):
@@ -25,13 +25,13 @@ class EngineConfig(BaseModel):
     storage_path: str = Field(min_length=1, max_length=4096, description="root directory of the data")
     shard_count: int = Field(default=2, ge=1, le=256, description="number of shards of the path")
     durability: Durability = Field(default="flush", description="acknowledgement rule")
-    max_message_bytes: int = Field(default=1_048_576, ge=1024, le=16_777_216, description="content limit, UTF-8 bytes")
+    max_message_bytes: int = Field(default=MB, ge=1024, le=16 * MB, description="content limit, UTF-8 bytes")
     max_metadata_bytes: int = Field(default=65_536, ge=1024, le=1_048_576, description="metadata limit, JSON bytes")
-    cache_bytes_max: int = Field(default=50 * 1024 * 1024, ge=0, le=4 * 1024**3, description="cache budget per shard")
-    segment_bytes_max: int = Field(default=64 * 1024 * 1024, ge=4096, le=1024**3, description="segment roll size")
+    cache_bytes_max: int = Field(default=50 * MB, ge=0, le=4096 * MB, description="cache budget per shard")
+    segment_bytes_max: int = Field(default=64 * MB, ge=4096, le=1024 * MB, description="segment roll size")
     compress_sealed_segments: bool = Field(default=True, description="zstd-compress sealed segments")
     flush_interval_s: float = Field(default=1.0, gt=0, le=60, description="max delay before `none` mode writes")
-    max_session_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=500 * 1024 * 1024, description="soft size warning")
+    max_session_bytes: int = Field(default=50 * MB, ge=1024, le=500 * MB, description="soft size warning")
     max_batch_messages: int = Field(default=1000, ge=1, le=10_000, description="messages per store batch")
     embedder: str | None = Field(default=None, max_length=256, description="'module:callable' for vector search")
 

@@ -1,8 +1,8 @@
-"""Value models and input validation: ids, messages, timestamps, session and user records.
+"""Input validation of values: ids, messages, timestamps, session and user records.
 
 Validation is hand-written rather than a pydantic model per message: the contract fixes the exact
-texts and the order of checks, and this runs on the hot path of every store (a few microseconds).
-Read shapes are pydantic models (`Message`, `Session`, `UserProfile`) for callers that want types.
+texts and the order of checks, and this runs on the hot path of every store. The typed read shapes
+are api's (`ChatMessage`, `ChatSession`); the engine hands out plain dicts.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import random
 import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidInput
 from .storable import check_json, text_bytes
@@ -32,46 +30,8 @@ MAX_METADATA_BYTES = 64 * 1024
 # record and one list_sessions entry: 64 KiB like metadata, and a type is a short name ("chat").
 MAX_TITLE_BYTES = 64 * 1024
 MAX_SESSION_TYPE_CHARS = 64
-# One compact encoder, built once: json.dumps with separators builds a new encoder per call (~1 us).
+# One compact encoder, built once: json.dumps with separators builds a new encoder per call.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class Message(BaseModel):
-    """A stored message as reads return it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    role: str
-    content: str
-    message_id: str
-    timestamp: str
-    attachments: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class Session(BaseModel):
-    """A session record."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    session_id: str
-    user_id: str
-    title: str
-    session_type: str = "chat"
-    created_at: str
-    updated_at: str
-    message_count: int = 0
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-class UserProfile(BaseModel):
-    """A user profile; unknown keys are kept."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-    user_id: str
-    username: str = ""
-    created_at: str
-    updated_at: str
-    preferences: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- ids

@@ -1,7 +1,7 @@
 """Incremental inverted index with BM25 ranking, one slice per shard, scoped per user.
 
-Postings are append-only `array` buffers viewed as numpy arrays at query time (zero copy), so an
-all-matching query over 100k messages scores in a few milliseconds. Corpus statistics are per
+Postings are append-only `array` buffers viewed as numpy arrays at query time (zero copy), so a
+query scores whole posting lists in vectorised numpy, not in a Python loop. Corpus statistics are per
 user; a multi-shard search first sums `stats()` over shards, then calls `search()` on each with
 the global figures, so scores do not depend on the shard count. `merge_ranked` merges shard top-k.
 """

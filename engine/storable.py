@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import MB
 from .errors import InvalidInput
 
 MAX_NESTING = 32
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
-MAX_BATCH_CONTENT_BYTES = 64 * 1024 * 1024
+MAX_BATCH_CONTENT_BYTES = 64 * MB
 _CODE = "INVALID_MESSAGE"
 
 

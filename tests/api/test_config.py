@@ -1,14 +1,19 @@
 """ChatAppStorageConfig, option flattening, templates, scoring and migration (no Ray needed)."""
 
+import ast
 import os
+import pathlib
 import pickle
 
 import pytest
+from pydantic import Field
 
+import api.config as config_module
 from api import (ChatAppStorageConfig, ConfigurationError, FFChatConfigFactory, create_chat_config_for_development,
                  create_chat_config_for_production, create_chat_config_for_testing, get_chat_app_presets,
                  get_recommended_config_for_use_case, optimize_chat_config, validate_chat_app_config)
-from api.config import flatten_options
+from api.config import (DEFAULTS, FIELD_ORDER, RANGES, defaults_of, flatten_options, groups_of,
+                        ranges_of)
 
 
 def test_defaults_and_positional_path():
@@ -165,3 +170,53 @@ def test_migration_and_validation_of_migration():
     with pytest.raises(ConfigurationError) as caught:
         factory.migrate_from_wrapper_config({"cache_size_limit": 1})
     assert caught.value.message.startswith("Failed to migrate wrapper configuration: ")
+
+
+def test_ranges_defaults_and_messages_come_from_the_field_declarations():
+    """Each bound is declared once, in Field(ge=, le=): the ranges, the JSON schema and the error texts read it."""
+    schema = ChatAppStorageConfig.model_json_schema()["properties"]
+    for name, info in ChatAppStorageConfig.model_fields.items():
+        bounds = [getattr(m, "ge", None) for m in info.metadata] + [getattr(m, "le", None) for m in info.metadata]
+        if name in RANGES:
+            low, high = RANGES[name]
+            assert low in bounds and high in bounds
+            shown = schema[name]["anyOf"][0] if "anyOf" in schema[name] else schema[name]
+            assert (shown["minimum"], shown["maximum"]) == (low, high)
+        else:
+            assert bounds == [None] * len(bounds), name
+        assert DEFAULTS.get(name) == (None if info.is_required() else info.default)
+    assert RANGES["cache_size_mb"] == (10, 2000) and RANGES["request_timeout_s"] == (0.1, 600)
+    assert FIELD_ORDER == list(ChatAppStorageConfig.model_fields) and "storage_path" not in DEFAULTS
+
+
+def test_config_module_names_no_field_outside_its_declaration():
+    """api/config.py never re-lists fields by name (only the path and the production rule name theirs)."""
+    source = pathlib.Path(config_module.__file__).read_text()
+    strings = {node.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Constant)}
+    assert strings & set(FIELD_ORDER) == {"storage_path", "environment"}
+
+
+class _Extended(ChatAppStorageConfig):
+    """The config with one more field and a narrower cache bound (upstream's "should" wording dropped)."""
+
+    cache_size_mb: int = Field(100, ge=20, le=300, description="narrower", json_schema_extra={"group": "performance"})
+    reply_limit: int = Field(5, ge=2, le=9, description="new", json_schema_extra={"group": "chat_settings"})
+
+
+def test_a_field_declared_once_reaches_every_derived_list():
+    """A new or changed field needs only its declaration: ranges, groups, to_dict, flattening and texts follow."""
+    assert ranges_of(_Extended)["reply_limit"] == (2, 9) and ranges_of(_Extended)["cache_size_mb"] == (20, 300)
+    assert groups_of(_Extended)["chat_settings"]["reply_limit"] == "reply_limit"
+    assert defaults_of(_Extended)["reply_limit"] == 5
+    config = _Extended("./d", reply_limit=7)
+    assert config.to_dict()["chat_settings"] == {"message_batch_size": 100, "history_page_size": 50,
+                                                 "search_result_limit": 20, "reply_limit": 7}
+    assert flatten_options({"chat_settings": {"reply_limit": 3}}, model=_Extended) == {"reply_limit": 3}
+    assert _Extended.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigurationError) as caught:
+        _Extended("./d", reply_limit=1, cache_size_mb=15)
+    assert caught.value.context["validation_errors"] == ["Cache size must be at least 20MB",
+                                                         "Reply limit must be at least 2"]
+    with pytest.raises(ConfigurationError) as caught:
+        _Extended("./d", reply_limit="9")
+    assert caught.value.context["validation_errors"] == ["reply_limit must be int, got str"]

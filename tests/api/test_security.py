@@ -269,7 +269,6 @@ def test_ray_address_in_the_environment_decides_between_start_and_join(monkeypat
     monkeypatch.setattr(runtime, "_start_local", lambda _ray, options: calls.append(("start", options["address"])))
     monkeypatch.setattr(runtime.atexit, "register", lambda *_: None)
     monkeypatch.setattr(runtime, "_owned", runtime._owned)
-    monkeypatch.setattr(runtime, "_address", runtime._address)
     if ray_address is None:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
     else:

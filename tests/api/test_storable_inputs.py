@@ -10,10 +10,10 @@ import pytest
 from api import StorageError
 from api.transfer import content_batches
 from api.validation import check_batch_content
+from engine.config import MB
 from engine.errors import InvalidInput
 from engine.storable import MAX_BATCH_CONTENT_BYTES
 
-MIB = 1024 * 1024
 OUT_OF_RANGE = "Message metadata.n: integer 18446744073709551616 is out of range (-2**63..2**64-1)"
 
 
@@ -147,7 +147,7 @@ async def test_batch_names_the_index_of_the_unstorable_message(data, session):
 async def test_batch_over_64_mib_of_content_is_invalid_argument(data, session):
     """65 messages of 1 MiB (max_message_bytes) exceed 64 MiB of batch content: INVALID_ARGUMENT, nothing written."""
     user_id, session_id = session
-    content = "x" * MIB  # one shared string: the test holds 1 MiB, not 65
+    content = "x" * MB  # one shared string: the test holds 1 MiB, not 65
     result = await data.store_chat_messages(user_id, session_id, [{"role": "user", "content": content}] * 65)
     _assert_rejected(result, "INVALID_ARGUMENT",
                      "Batch content is 68157440 bytes in 65 messages, above the limit of 67108864 bytes (64 MiB) "
@@ -157,14 +157,14 @@ async def test_batch_over_64_mib_of_content_is_invalid_argument(data, session):
 
 def test_batch_content_limit_is_inclusive_and_counts_utf8_bytes():
     """Exactly 64 MiB of content passes and one byte more fails; non-ASCII counts its UTF-8 bytes."""
-    check_batch_content([{"content": "x" * (16 * MIB)}] * 4)
+    check_batch_content([{"content": "x" * (16 * MB)}] * 4)
     with pytest.raises(InvalidInput) as caught:
-        check_batch_content([{"content": "x" * (16 * MIB)}] * 4 + [{"content": "y"}])
+        check_batch_content([{"content": "x" * (16 * MB)}] * 4 + [{"content": "y"}])
     assert caught.value.code == "INVALID_ARGUMENT"
     assert str(caught.value).startswith("Batch content is 67108865 bytes in 5 messages")
     with pytest.raises(InvalidInput):
-        check_batch_content([{"content": "é" * (8 * MIB)}] * 4 + [{"content": "é"}])
-    check_batch_content([{"content": "é" * (8 * MIB)}] * 4)
+        check_batch_content([{"content": "é" * (8 * MB)}] * 4 + [{"content": "é"}])
+    check_batch_content([{"content": "é" * (8 * MB)}] * 4)
 
 
 async def test_one_bad_store_among_concurrent_good_ones_fails_alone(bridge, data):
@@ -378,7 +378,7 @@ async def test_export_import_round_trips_unicode_line_separators(data, session):
 
 def test_import_batches_are_bounded_by_count_and_64_mib_of_content():
     """Import batches hold at most message_batch_size messages and 64 MiB of content, in order."""
-    big = "x" * (16 * MIB)  # one shared string: the test holds 16 MiB
+    big = "x" * (16 * MB)  # one shared string: the test holds 16 MiB
     messages = [{"content": big, "message_id": f"m{i}"} for i in range(10)]
     batches = list(content_batches(messages, 100))
     assert [len(batch) for batch in batches] == [4, 4, 2]

@@ -11,6 +11,7 @@ import pytest
 
 from engine import operations as ops
 from engine import codec
+from engine.config import MB
 from engine.errors import CorruptRecord, InvalidInput, ShardLocked, StaleEpoch, StorageFailure
 from engine.filesystem import FileSystem
 from engine.manifest import PathManifest
@@ -18,8 +19,6 @@ from engine.message_log import MessageLog
 from engine.simulated_filesystem import SimulatedFileSystem
 from tests.factories import engine_config, message, open_shard
 from engine.shard import Shard
-
-MB = 1024 * 1024
 
 
 def _ids(shard, user="u", session="s"):

@@ -1,5 +1,5 @@
 """Durability as a property proved by enumeration: every I/O step of every workload is a crash point
-and a fault point (scale_tests/crash_points.py holds the harness; these runs are its CI share)."""
+and a fault point (scale_tests/crash_points/ holds the harness; these runs are its CI share)."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def test_random_operation_sequences_survive_random_crashes_and_faults(workload, 
     tally = Tally()
     enumerate_crashes(workload, tally, step_filter=lambda step: step == crash_step)
     tally.fault_points += 1
-    crash_points._faulty_run(workload, fault_step, code, 0, "hypothesis", tally)
+    crash_points.faulty_run(workload, fault_step, code, 0, tally)
     assert tally.failures == []
 
 

@@ -17,7 +17,8 @@ import tempfile
 import time
 from typing import Any
 
-from .sections import Context, _throughput_one
+from .sections import Context
+from .sections.throughput import throughput_of
 from .targets import OursTarget
 
 
@@ -28,7 +29,7 @@ async def _measure(root: str, shards: int) -> dict[str, Any]:
         health = await target.bridge.health_check()
         nodes = len({s["node_id"] for s in health["shards"]})
         ctx = Context(root=root, quick=True, seed=1, factors=[1])
-        result = await _throughput_one(ctx, target)
+        result = await throughput_of(ctx, target)
         result["nodes_holding_shards"] = nodes
         return result
     finally:

@@ -23,7 +23,7 @@ class OursTarget:
         bridge = await FFChatAppBridge.create_for_chat_app(path, options or {"performance_mode": "speed"})
         # Let the router finish starting its spare actors before we measure: otherwise process
         # start-ups from the previous section's bridges compete with the workload for the 2 cores.
-        await bridge.backend.router.warm.remote()
+        await bridge.backend.transport.router.warm.remote()
         return cls(bridge)
 
     async def create_session(self, user_id: str, title: str) -> str:

@@ -1,5 +1,5 @@
 """Durability as a property proved by enumeration: every I/O step of every workload is a crash point
-and a fault point (scale_tests/crash_points.py holds the harness; these runs are its CI share)."""
+and a fault point (scale_tests/crash_points/ holds the harness; these runs are its CI share)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import engine.message_log as message_log
 import engine.recovery as recovery
+from engine import operations as ops
 from engine.errors import CorruptRecord
 from scale_tests import crash_points
 from scale_tests.crash_points import Tally, Workload, enumerate_crashes, inject_faults, message, workloads
@@ -69,28 +70,28 @@ _SIZES = st.sampled_from([5, 300, 1500])
 
 
 @st.composite
-def _operation(draw: st.DrawFn, number: int) -> tuple:
+def _operation(draw: st.DrawFn, number: int) -> ops.ShardOperation:
     user, session = draw(_KEYS)
     kind = draw(st.sampled_from(["append", "append", "append", "create", "delete", "compact", "rename", "flush",
                                  "purge"]))
     if kind == "append":
         count = draw(st.integers(1, 3))
-        return ("append", (user, session, [message(f"m{number}-{i}", "y" * draw(_SIZES)) for i in range(count)]), {})
+        return ops.Append(user, session, [message(f"m{number}-{i}", "y" * draw(_SIZES)) for i in range(count)])
     if kind == "create":
-        return ("create_session", (user, session), {})
+        return ops.CreateSession(user, session)
     if kind == "delete":
-        return ("delete_session", (user, session), {})
+        return ops.DeleteSession(user, session)
     if kind == "rename":
-        return ("update_session", (user, session, {"title": f"t{number}"}), {})
+        return ops.UpdateSession(user, session, {"title": f"t{number}"})
     if kind == "purge":
-        return ("purge", (crash_points.WALL_CLOCK + 1, user), {})
-    return (kind, (), {})
+        return ops.Purge(crash_points.WALL_CLOCK + 1, user)
+    return ops.Compact() if kind == "compact" else ops.Flush()
 
 
 @st.composite
 def _workload(draw: st.DrawFn) -> Workload:
     durability = draw(st.sampled_from(["fsync", "flush", "none"]))
-    units = [[("create_session", ("alice", "s1"), {}), ("create_session", ("bob", "s1"), {})]]
+    units = [[ops.CreateSession("alice", "s1"), ops.CreateSession("bob", "s1")]]
     for number in range(draw(st.integers(1, 5))):
         units.append([draw(_operation(number * 10 + i)) for i in range(draw(st.integers(1, 3)))])
     return Workload(f"hypothesis ({durability})", durability, units, segment_bytes_max=4096,
@@ -110,7 +111,7 @@ def test_random_operation_sequences_survive_random_crashes_and_faults(workload, 
     tally = Tally()
     enumerate_crashes(workload, tally, step_filter=lambda step: step == crash_step)
     tally.fault_points += 1
-    crash_points._faulty_run(workload, fault_step, code, 0, "hypothesis", tally)
+    crash_points.faulty_run(workload, fault_step, code, 0, tally)
     assert tally.failures == []
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass, field
 
 import pytest
 import pytest_asyncio
@@ -61,6 +62,54 @@ async def test_shards_spread_over_several_nodes(cluster_bridge):
     assert health["status"] == "healthy" and len(nodes) >= 2, health["shards"]
 
 
+@dataclass
+class _NodeLoss:
+    """What the writers saw while a node was removed under them."""
+
+    acknowledged: dict[int, list[str]] = field(default_factory=lambda: {w: [] for w in range(8)})
+    failures: list[str] = field(default_factory=list)
+    removed_at: float = 0.0
+    search_results: list[dict] = field(default_factory=list)
+
+
+async def _store_while_removing_node(cluster_handle, victim, data, sessions: list[str]) -> _NodeLoss:
+    """8 writers store 120 messages each; meanwhile the victim node is removed and a search runs."""
+    seen = _NodeLoss()
+
+    async def writer(worker: int) -> None:
+        for i in range(120):
+            result = await data.store_chat_message(f"writer{worker}", sessions[worker], message(f"w{worker}-{i}"))
+            if result["success"]:
+                seen.acknowledged[worker].append(result["data"]["message_id"])
+            else:
+                seen.failures.append(result["metadata"]["error_code"])
+
+    async def kill_node() -> None:
+        await asyncio.sleep(0.4)
+        seen.removed_at = time.monotonic()
+        cluster_handle.remove_node(victim, allow_graceful=False)
+        await asyncio.sleep(0.2)
+        seen.search_results.append(await data.search_conversations("writer0", "w0"))
+
+    await asyncio.gather(*(writer(w) for w in range(8)), kill_node())
+    return seen
+
+
+async def _wait_until_served_elsewhere(bridge, shard_indexes: list[int], lost_node_id: str) -> None:
+    """Until each lost shard answers again, with its log open, from a surviving node."""
+    for index in shard_indexes:
+        while True:
+            try:
+                # A real call re-assigns a restarted actor.
+                await bridge.backend.clients[index].call(ops.ListUsers(), bridge.backend.deadline())
+                probe = await bridge.backend.transport.shards[index].probe.remote()
+            except Exception:  # still restarting: try again
+                probe = {}
+            if probe.get("log_open") and probe.get("node_id") not in (None, lost_node_id):
+                break
+            await asyncio.sleep(0.05)
+
+
 async def test_node_loss_during_stores_loses_and_duplicates_nothing(cluster, cluster_bridge):
     """Remove a node that holds shards while 8 writers store: every acknowledged message survives once,
     in acknowledgement order; the shards serve again and the time until they do is reported."""
@@ -70,49 +119,20 @@ async def test_node_loss_during_stores_loses_and_duplicates_nothing(cluster, clu
     health = await cluster_bridge.health_check()
     victim = next(w for w in workers if any(s["node_id"] == w.node_id for s in health["shards"]))
     victim_shards = [s["shard"] for s in health["shards"] if s["node_id"] == victim.node_id]
-    acknowledged: dict[int, list[str]] = {w: [] for w in range(8)}
-    failures: list[str] = []
-    removed_at: list[float] = []
-    search_results: list[dict] = []
-
-    async def writer(worker: int) -> None:
-        for i in range(120):
-            result = await data.store_chat_message(f"writer{worker}", sessions[worker], message(f"w{worker}-{i}"))
-            if result["success"]:
-                acknowledged[worker].append(result["data"]["message_id"])
-            else:
-                failures.append(result["metadata"]["error_code"])
-
-    async def kill_node() -> None:
-        await asyncio.sleep(0.4)
-        removed_at.append(time.monotonic())
-        cluster_handle.remove_node(victim, allow_graceful=False)
-        await asyncio.sleep(0.2)
-        search_results.append(await data.search_conversations("writer0", "w0"))
-
-    await asyncio.gather(*(writer(w) for w in range(8)), kill_node())
+    seen = await _store_while_removing_node(cluster_handle, victim, data, sessions)
     recovered_at = time.monotonic()
-    for index in victim_shards:  # until each lost shard answers again from a surviving node
-        while True:
-            try:
-                await cluster_bridge.backend.clients[index].call(ops.ListUsers(), cluster_bridge.backend.deadline())
-                probe = await cluster_bridge.backend.transport.shards[index].probe.remote()
-            except Exception:  # still restarting: try again
-                probe = {}
-            if probe.get("log_open") and probe.get("node_id") not in (None, victim.node_id):
-                break
-            await asyncio.sleep(0.05)
-    recovery_s = time.monotonic() - removed_at[0]
+    await _wait_until_served_elsewhere(cluster_bridge, victim_shards, victim.node_id)
+    recovery_s = time.monotonic() - seen.removed_at
     for worker in range(8):
         history = await data.get_chat_history(f"writer{worker}", sessions[worker], limit=10000)
         stored = [m["message_id"] for m in history["data"]["messages"]]
-        assert stored == acknowledged[worker], f"writer {worker}: lost or reordered messages"
+        assert stored == seen.acknowledged[worker], f"writer {worker}: lost or reordered messages"
         assert len(stored) == len(set(stored))
     print(f"\nnode removed: shards {victim_shards} served again after {recovery_s:.2f} s; "
-          f"acknowledged {sum(len(v) for v in acknowledged.values())}, failed calls {len(failures)}, "
-          f"all writers finished {recovered_at - removed_at[0]:.2f} s after the removal")
-    assert not failures, failures
-    assert search_results and search_results[0]["success"], search_results
+          f"acknowledged {sum(len(v) for v in seen.acknowledged.values())}, failed calls {len(seen.failures)}, "
+          f"all writers finished {recovered_at - seen.removed_at:.2f} s after the removal")
+    assert not seen.failures, seen.failures
+    assert seen.search_results and seen.search_results[0]["success"], seen.search_results
 
 
 async def test_search_during_failure_is_partial_not_an_error(cluster, cluster_bridge):

@@ -1,0 +1,15 @@
+"""The requirements document's sections, run on ours and on the SQLite baseline with the same workload.
+
+SECTIONS maps each section's name (as --sections takes it) to its coroutine, in the order they run.
+"""
+
+from .context import Context, WrongResult
+from .memory import memory
+from .operations import cache, initialization, message_operations
+from .search import search_at_scale
+from .throughput import scalability, throughput
+
+SECTIONS = {"initialization": initialization, "operations": message_operations, "throughput": throughput,
+            "memory": memory, "cache": cache, "scalability": scalability, "search": search_at_scale}
+
+__all__ = ["Context", "SECTIONS", "WrongResult"]

@@ -1,4 +1,5 @@
-"""Health monitor (contract §7): component checks, system resources, trends, diagnosis, background runs."""
+"""Health (contract §3, §7): the bridge's cheap shard check, and the monitor's component checks, system
+resources, trends, diagnosis and background runs."""
 
 from __future__ import annotations
 
@@ -13,10 +14,98 @@ import psutil
 
 from .config_factory import score_config
 
+MB = 1024 * 1024
+MIN_FREE_DISK_BYTES = 100 * MB
+PROBE_TIMEOUT_S = 0.5
+SLOW_SHARD_MS = 100.0      # health_check(): a shard slower than this is degraded
 _LIMITS = {"store_chat_message": (100, 300), "get_chat_history": (150, 400), "search_conversations": (200, 600)}
 _DEFAULT_LIMITS = (200, 500)
 
 
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+# ---------------------------------------------------------------------- the bridge's health_check()
+def shard_health(probe: dict[str, Any]) -> dict[str, Any]:
+    """One entry of health_check()["shards"]: unavailable, degraded (slow, or a failed write or
+    background step not yet recovered, with the reason in `error`) or healthy."""
+    unavailable = probe.get("unavailable") or not probe.get("log_open")
+    slow = probe.get("response_time_ms", 0.0) > SLOW_SHARD_MS
+    failing = bool(probe.get("degraded"))
+    status = "unavailable" if unavailable else "degraded" if slow or failing else "healthy"
+    error = probe.get("error")
+    if failing and not unavailable:
+        pending = probe.get("pending_steps") or []
+        error = "; ".join(part for part in (probe.get("degraded_reason"),
+                                            f"pending: {', '.join(pending)}" if pending else None,
+                                            "writes paused after a failed write" if probe.get("writes_paused")
+                                            else None) if part)
+    return {"shard": probe.get("shard"), "status": status,
+            "response_time_ms": probe.get("response_time_ms", 0.0), "sessions": probe.get("sessions", 0),
+            "messages": probe.get("messages", 0), "cache_bytes": probe.get("cache_bytes", 0),
+            "restarts": probe.get("restarts", 0), "node_id": probe.get("node_id"), "error": error}
+
+
+async def bridge_health_check(bridge: Any) -> dict[str, Any]:
+    """`bridge.health_check()`: probe every shard in parallel; never raises, writes nothing."""
+    started = time.perf_counter()
+    uptime_s = time.time() - bridge.start_time
+    result: dict[str, Any] = {
+        "status": "healthy", "timestamp": _now_iso(), "bridge_initialized": bridge.is_ready,
+        "uptime_seconds": uptime_s, "storage_accessible": False, "write_permissions": False,
+        "disk_space_sufficient": False, "configuration_valid": False, "errors": [], "warnings": [],
+        "performance_metrics": {"uptime_seconds": uptime_s, "memory_usage": 0.0, "cache_utilization": 0.0,
+                                "response_time_ms": 0.0},
+        "check_duration_ms": 0.0, "shards": []}
+    try:
+        result["configuration_valid"] = bridge.config.validate() == []
+        result["performance_metrics"]["memory_usage"] = psutil.Process().memory_info().rss / MB
+        if bridge.is_closed:
+            result["errors"].append("Bridge is closed")
+        elif not bridge.is_ready:
+            result["errors"].append("Bridge not initialized")
+        else:
+            await _probe_shards(bridge, result)
+    except Exception as exc:  # health_check never raises
+        result["errors"].append(f"Health check failed: {exc}")
+    result["status"] = "error" if result["errors"] else "degraded" if result["warnings"] else "healthy"
+    result["check_duration_ms"] = result["performance_metrics"]["response_time_ms"] = \
+        (time.perf_counter() - started) * 1000
+    return result
+
+
+async def _probe_shards(bridge: Any, result: dict[str, Any]) -> None:
+    backend = bridge.backend
+    probes = await backend.probe_all(min(PROBE_TIMEOUT_S, backend.request_timeout_s))
+    bridge.shard_snapshot.merge_probes(probes)
+    result["shards"] = shards = [shard_health(p) for p in probes]
+    answering = [p for p in probes if not p.get("unavailable") and p.get("log_open")]
+    result["storage_accessible"] = bool(answering) and all(p.get("readable") for p in answering)
+    result["write_permissions"] = bool(answering) and all(p.get("writable") for p in answering)
+    result["disk_space_sufficient"] = bool(answering) and all(
+        p.get("disk_free_bytes", 0) >= MIN_FREE_DISK_BYTES for p in answering)
+    capacity = sum(p.get("cache_capacity_bytes", 0) for p in answering)
+    result["performance_metrics"]["cache_utilization"] = (
+        sum(p.get("cache_bytes", 0) for p in answering) / capacity if capacity else 0.0)
+    if not answering:
+        result["errors"].append("No shard answered the health probe")
+    elif not result["storage_accessible"] or not result["write_permissions"]:
+        result["errors"].append("Storage path is not readable and writable")
+    for shard in shards:
+        if shard["status"] == "unavailable":
+            result["warnings"].append(f"Shard {shard['shard']} unavailable: {shard['error']}")
+        elif shard["status"] == "degraded" and shard["error"]:
+            result["warnings"].append(f"Shard {shard['shard']} degraded: {shard['error']}")
+        elif shard["status"] == "degraded":
+            result["warnings"].append(f"Shard {shard['shard']} slow: {shard['response_time_ms']:.1f}ms")
+    if answering and not result["disk_space_sufficient"]:
+        result["warnings"].append("Less than 100 MiB free on a shard volume")
+    if not result["configuration_valid"]:
+        result["warnings"].append("Configuration is not valid")
+
+
+# ---------------------------------------------------------------------- the monitor (§7)
 @dataclass
 class HealthCheckResult:
     component: str
@@ -65,7 +154,7 @@ class FFIntegrationHealthMonitor:
     # ------------------------------------------------------------------ components
     async def _bridge_component(self) -> HealthCheckResult:
         bridge = self.bridge
-        if not bridge._initialized or bridge.is_closed:
+        if not bridge.is_ready:
             return HealthCheckResult("bridge", "error", "Bridge not initialized", {"uptime_seconds": 0.0,
                                      "capabilities_count": 0, "initialized": False},
                                      ["Initialize the bridge before use"], "critical")
@@ -78,7 +167,7 @@ class FFIntegrationHealthMonitor:
         return HealthCheckResult("bridge", "healthy", "Bridge operating normally", details)
 
     async def _storage_component(self) -> tuple[HealthCheckResult, dict[str, Any] | None]:
-        if not self.bridge._initialized or self.bridge.is_closed:
+        if not self.bridge.is_ready:
             return HealthCheckResult("storage", "error", "Storage not available: bridge not initialized",
                                      {"response_time_ms": 0.0, "shards_total": 0, "shards_healthy": 0, "shards": []},
                                      ["Initialize the bridge"], "critical"), None
@@ -99,7 +188,7 @@ class FFIntegrationHealthMonitor:
 
     def _data_layer_component(self) -> HealthCheckResult:
         bridge = self.bridge
-        if not bridge._initialized or bridge.is_closed:
+        if not bridge.is_ready:
             return HealthCheckResult("data_layer", "error", "Data layer not available", {
                 "max_response_time_ms": 0.0, "operations_tracked": 0, "cache_size": 0}, [], "error")
         metrics = bridge.get_data_layer().get_performance_metrics()
@@ -155,9 +244,8 @@ class FFIntegrationHealthMonitor:
             disk = psutil.disk_usage(self.bridge.settings.storage_path)
         except OSError:
             disk = psutil.disk_usage("/")
-        process_mb = psutil.Process().memory_info().rss / 1024 / 1024
-        snapshot = self.bridge._shard_snapshot
-        breakdown = self.bridge._memory_breakdown
+        process_mb = psutil.Process().memory_info().rss / MB
+        snapshot = self.bridge.shard_snapshot
         return {
             "cpu": {"usage_percent": cpu, "status": _resource_status(cpu)},
             "memory": {"usage_percent": memory.percent, "available_gb": memory.available / 1024**3,
@@ -165,15 +253,15 @@ class FFIntegrationHealthMonitor:
             "disk": {"usage_percent": disk.percent, "free_gb": disk.free / 1024**3, "status": _resource_status(disk.percent)},
             "process": {"memory_mb": process_mb,
                         "status": "healthy" if process_mb < 500 else "degraded" if process_mb < 1000 else "error"},
-            "ray": {"cluster_memory_mb": breakdown["actors"] + breakdown["ray_system"],
-                    "shard_count": len(snapshot), "restarts_total": sum((s or {}).get("restarts", 0) for s in snapshot)},
+            "ray": {"cluster_memory_mb": snapshot.cluster_memory_mb, "shard_count": len(snapshot.shards),
+                    "restarts_total": snapshot.restarts_total},
         }
 
     def _performance_health(self) -> dict[str, Any]:
         operations: dict[str, Any] = {}
         trends: dict[str, str] = {}
         worst = "healthy"
-        if self.bridge._initialized and not self.bridge.is_closed:
+        if self.bridge.is_ready:
             metrics = self.bridge.get_data_layer().get_performance_metrics()["operation_metrics"]
         else:
             metrics = {}
@@ -272,7 +360,7 @@ class FFIntegrationHealthMonitor:
             cutoff = time.time() - time_range_hours * 3600
             history = [(t, s) for t, s in self.optimization_history if t >= cutoff]
             trends: dict[str, Any] = {}
-            if self.bridge._initialized and not self.bridge.is_closed:
+            if self.bridge.is_ready:
                 operations = self.bridge.get_data_layer().get_performance_metrics()["operation_metrics"]
                 for name, op in operations.items():
                     recent, overall = op["recent_avg_ms"], op["average_ms"]
@@ -309,7 +397,7 @@ class FFIntegrationHealthMonitor:
     def start_background_monitoring(self, interval_minutes: float = 5) -> None:
         if self._background_monitoring:
             return
-        loop = self.bridge._loop
+        loop = self.bridge.event_loop
         stop = threading.Event()
         interval_s = max(0.01, float(interval_minutes) * 60)
 

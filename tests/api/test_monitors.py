@@ -1,6 +1,7 @@
 """Health monitor and performance monitor over a live bridge."""
 
 import time
+from datetime import datetime, timedelta
 
 from api import (FFIntegrationHealthMonitor, PerformanceMonitor, create_health_monitor, diagnose_bridge_issues,
                  quick_health_check)
@@ -71,3 +72,12 @@ async def test_performance_monitor_collects_and_alerts(bridge, session):
     assert any(a.startswith("High avg_response_time_ms: ") for a in summary["alerts"])
     assert any(a.startswith("Low cache hit rate: ") for a in summary["alerts"])
     assert summary["current_metrics"]["memory_usage_mb"]["latest"] > 0
+
+
+async def test_system_metrics_sampled_at_is_an_iso_utc_string(bridge):
+    """system_metrics.sampled_at is an aware UTC ISO string (§1); a fetch takes a newer sample."""
+    data = bridge.get_data_layer()
+    sampled_at = data.get_performance_metrics()["system_metrics"]["sampled_at"]
+    assert isinstance(sampled_at, str) and datetime.fromisoformat(sampled_at).utcoffset() == timedelta(0)
+    fetched = (await data.fetch_performance_metrics())["system_metrics"]["sampled_at"]
+    assert datetime.fromisoformat(fetched) >= datetime.fromisoformat(sampled_at)

@@ -9,7 +9,6 @@ import getpass
 import importlib
 import logging
 import os
-import platform
 import time
 import warnings
 from typing import Any
@@ -30,6 +29,7 @@ logger = logging.getLogger(__name__)
 _NOT_INITIALIZED = "Bridge not initialized. Call initialize() first."
 _STATS_REFRESH_S = 5.0
 _EMBED_UPKEEP_S = 5.0
+_DEFAULT_USER = "test123"  # upstream's user when the OS names none
 
 
 class FFChatAppBridge:
@@ -335,14 +335,15 @@ class FFChatAppBridge:
                 "max_message_bytes": s.max_message_bytes}
 
     def get_current_user(self) -> str:
-        try:
-            return getpass.getuser()
-        except Exception:
-            return os.environ.get("USER", "unknown")
+        """The OS user, looked up as upstream does: login name, getpass, USER/USERNAME, else 'test123'."""
+        return _os_user()
 
     def get_user_info(self) -> dict[str, Any]:
-        return {"username": self.get_current_user(), "home": os.path.expanduser("~"),
-                "platform": platform.system(), "python_version": platform.python_version()}
+        """Upstream's user context: who the user is and how that was found (there is no override)."""
+        user_id = _os_user()
+        default = user_id == _DEFAULT_USER
+        return {"user_id": user_id, "is_default": default, "is_override": False,
+                "authentication_method": "default" if default else "system", "is_authenticated": not default}
 
     # ------------------------------------------------------------------ health and monitoring
     @property
@@ -358,3 +359,14 @@ class FFChatAppBridge:
     async def health_check(self) -> dict[str, Any]:
         """Probe every shard in parallel (contract §3); never raises, writes nothing."""
         return await bridge_health_check(self)
+
+
+def _os_user() -> str:
+    for lookup in (os.getlogin, getpass.getuser):
+        try:
+            user = lookup()
+        except Exception:  # no controlling terminal, or nothing names the user (OSError, KeyError from pwd)
+            continue
+        if user:
+            return user
+    return os.environ.get("USER") or os.environ.get("USERNAME") or _DEFAULT_USER

@@ -212,3 +212,21 @@ def test_get_user_info_falls_back_to_upstream_default_user(monkeypatch):
     assert bridge.get_current_user() == "test123"
     assert bridge.get_user_info() == {"user_id": "test123", "is_default": True, "is_override": False,
                                       "authentication_method": "default", "is_authenticated": False}
+
+
+@pytest.mark.xfail(strict=True, reason="data_layer/storage validate ids before checking that the bridge is open; "
+                                       "the fix belongs to the data path (see the wt-monitor report)")
+async def test_closed_bridge_answers_bridge_closed_before_validating_input(ray_runtime, tmp_path):
+    """After close(), a call with an invalid id is BRIDGE_CLOSED (data layer) or StorageError(BRIDGE_CLOSED)
+    (facade), not INVALID_ID: closed means closed, whatever the input."""
+    from api import StorageError
+    bridge = await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"shard_count": 1})
+    data = bridge.get_data_layer()
+    await bridge.close()
+    result = await data.store_chat_message("bad user!", "s", message("x"))
+    assert (result["success"], result["metadata"]["error_code"]) == (False, "BRIDGE_CLOSED")
+    history = await data.get_chat_history("", "s")
+    assert history["metadata"]["error_code"] == "BRIDGE_CLOSED"
+    with pytest.raises(StorageError) as caught:
+        await data.storage.create_user("bad user!")
+    assert caught.value.error_code == "BRIDGE_CLOSED"

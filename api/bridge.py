@@ -1,4 +1,5 @@
-"""`FFChatAppBridge`: factories, lifecycle, capabilities and the cheap health check (contract §3)."""
+"""`FFChatAppBridge`: factories, lifecycle, capabilities, the OS user, and the background upkeep of its
+shard snapshot and embeddings (contract §3). The health check itself is in `health.py`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,8 @@ import getpass
 import importlib
 import logging
 import os
-import platform
 import time
 import warnings
-import weakref
-from datetime import datetime, timezone
 from typing import Any
 
 from engine.errors import EngineError, ErrorCode, RequestTimeout, ShardCountMismatch, ShardLocked
@@ -23,12 +21,15 @@ from .config import ChatAppStorageConfig, flatten_options
 from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
 from ._errors import describe_exception, unwrap_ray_error
 from .errors import ConfigurationError, InitializationError
+from .health import bridge_health_check
+from .metrics import ShardSnapshot, refresh_snapshot
+from .upkeep import start_upkeep
 
 logger = logging.getLogger(__name__)
 _NOT_INITIALIZED = "Bridge not initialized. Call initialize() first."
-MIN_FREE_DISK_BYTES = 100 * 1024 * 1024
 _STATS_REFRESH_S = 5.0
-
+_EMBED_UPKEEP_S = 5.0
+_DEFAULT_USER = "test123"  # upstream's user when the OS names none
 
 
 class FFChatAppBridge:
@@ -59,13 +60,11 @@ class FFChatAppBridge:
         self._settings: ChatAppStorageConfig | None = None
         self._backend: PathBackend | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._shard_snapshot: list[dict[str, Any] | None] = []
-        self._snapshot_at = 0.0
+        self._refresh_task: asyncio.Future[Any] | None = None
+        self.shard_snapshot = ShardSnapshot()
         self._namespace = ""
         self._router_pid: int | None = None
         self._embedder: Any = None
-        self._memory_breakdown = {"actors": 0.0, "ray_system": 0.0}
 
     # ------------------------------------------------------------------ factories
     @classmethod
@@ -156,6 +155,11 @@ class FFChatAppBridge:
         try:
             if not self._in_process:
                 await runtime.ensure_ray(settings.ray_address)
+            # The embedder is checked before the shards start: they load it too, and a bad one must
+            # be reported as what it is, not as a shard that failed to open.
+            step = "embedder_check"
+            if settings.embedder:
+                self._embedder = self._check_embedder(settings.embedder)
             step = "storage_lock"
             namespace = settings.resolved_namespace()
             requested = settings.shard_count or runtime.cpu_count()
@@ -170,9 +174,6 @@ class FFChatAppBridge:
                     step = "shard_startup"
                 raise
             self._namespace = namespace
-            step = "embedder_check"
-            if settings.embedder:
-                self._embedder = self._check_embedder(settings.embedder)
         except ConfigurationError as exc:
             self._initialization_error = exc
             await self._abandon_path()
@@ -193,7 +194,7 @@ class FFChatAppBridge:
         self._initialized = True
         from .storage import StorageFacade
         self._storage_manager = StorageFacade(self)
-        self._refresh_task = asyncio.ensure_future(_refresh_loop(weakref.ref(self)))
+        self._refresh_task = self._start_upkeep()
         return True
 
     async def _abandon_path(self) -> None:
@@ -231,15 +232,21 @@ class FFChatAppBridge:
                               ErrorCode.SEARCH_ERROR) from None
 
     async def refresh_shard_snapshot(self) -> list[dict[str, Any] | None]:
-        if self._backend is None:
-            return []
-        from .metrics import cluster_memory
-        snapshot = await self._backend.stats_all(min(2.0, self._backend.request_timeout_s))
-        self._shard_snapshot, self._snapshot_at = snapshot, time.time()
-        extra = [self._router_pid] if self._router_pid else []
-        self._memory_breakdown = await asyncio.get_running_loop().run_in_executor(
-            None, cluster_memory, snapshot, extra, runtime.owns_runtime())
-        return snapshot
+        """Take fresh shard figures into `shard_snapshot` (the sync metrics read it)."""
+        if self._backend is not None:
+            await refresh_snapshot(self.shard_snapshot, self._backend, [self._router_pid] if self._router_pid else [])
+        return self.shard_snapshot.shards
+
+    async def embed_pending(self) -> None:
+        """Embed the messages stored since the last pass (vectors are eventually consistent)."""
+        if self._embedder is not None and self._backend is not None:
+            await self._backend.embed_pending()
+
+    def _start_upkeep(self) -> asyncio.Future[Any]:
+        steps = [(_STATS_REFRESH_S, FFChatAppBridge.refresh_shard_snapshot)]
+        if self._embedder is not None:
+            steps.append((_EMBED_UPKEEP_S, FFChatAppBridge.embed_pending))
+        return start_upkeep(self, steps)
 
     async def close(self) -> None:
         """Terminal and idempotent; flushes `none` data; the last bridge of the path stops its actors."""
@@ -338,120 +345,38 @@ class FFChatAppBridge:
                 "max_message_bytes": s.max_message_bytes}
 
     def get_current_user(self) -> str:
-        try:
-            return getpass.getuser()
-        except Exception:
-            return os.environ.get("USER", "unknown")
+        """The OS user, looked up as upstream does: login name, getpass, USER/USERNAME, else 'test123'."""
+        return _os_user()
 
     def get_user_info(self) -> dict[str, Any]:
-        return {"username": self.get_current_user(), "home": os.path.expanduser("~"),
-                "platform": platform.system(), "python_version": platform.python_version()}
+        """Upstream's user context: who the user is and how that was found (there is no override)."""
+        user_id = _os_user()
+        default = user_id == _DEFAULT_USER
+        return {"user_id": user_id, "is_default": default, "is_override": False,
+                "authentication_method": "default" if default else "system", "is_authenticated": not default}
 
-    # ------------------------------------------------------------------ health
+    # ------------------------------------------------------------------ health and monitoring
+    @property
+    def is_ready(self) -> bool:
+        """Initialised and not closed."""
+        return self._initialized and not self._closed
+
+    @property
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop that initialised the bridge (the monitor's thread submits its checks there)."""
+        return self._loop
+
     async def health_check(self) -> dict[str, Any]:
-        """Probe every shard in parallel; never raises, writes nothing."""
-        started = time.perf_counter()
-        result: dict[str, Any] = {"status": "healthy", "timestamp": datetime.now(timezone.utc).isoformat(),
-                                  "bridge_initialized": self._initialized and not self._closed,
-                                  "uptime_seconds": time.time() - self.start_time, "storage_accessible": False,
-                                  "write_permissions": False, "disk_space_sufficient": False,
-                                  "performance_metrics": {}, "configuration_valid": False, "errors": [],
-                                  "warnings": [], "check_duration_ms": 0.0, "shards": []}
+        """Probe every shard in parallel (contract §3); never raises, writes nothing."""
+        return await bridge_health_check(self)
+
+
+def _os_user() -> str:
+    for lookup in (os.getlogin, getpass.getuser):
         try:
-            await self._health_into(result)
-        except Exception as exc:  # health_check never raises
-            result["errors"].append(f"Health check failed: {exc}")
-        if result["errors"]:
-            result["status"] = "error"
-        elif result["warnings"] and result["status"] == "healthy":
-            result["status"] = "degraded"
-        result["check_duration_ms"] = (time.perf_counter() - started) * 1000
-        result["performance_metrics"]["response_time_ms"] = result["check_duration_ms"]
-        return result
-
-    async def _health_into(self, result: dict[str, Any]) -> None:
-        import psutil
-        result["configuration_valid"] = self.config.validate() == []
-        result["performance_metrics"] = {"uptime_seconds": result["uptime_seconds"],
-                                         "memory_usage": psutil.Process().memory_info().rss / 1024 / 1024,
-                                         "cache_utilization": 0.0, "response_time_ms": 0.0}
-        if self._closed:
-            result["errors"].append("Bridge is closed")
-            return
-        if not self._initialized or self._backend is None:
-            result["errors"].append("Bridge not initialized")
-            return
-        timeout = min(0.5, self._backend.request_timeout_s)
-        probes = await self._backend.probe_all(timeout)
-        self._record_probe_snapshot(probes)
-        shards = [_shard_health(p) for p in probes]
-        result["shards"] = shards
-        answering = [p for p in probes if not p.get("unavailable") and p.get("log_open")]
-        result["storage_accessible"] = bool(answering) and all(p.get("readable") for p in answering)
-        result["write_permissions"] = bool(answering) and all(p.get("writable") for p in answering)
-        result["disk_space_sufficient"] = bool(answering) and all(
-            p.get("disk_free_bytes", 0) >= MIN_FREE_DISK_BYTES for p in answering)
-        capacity = sum(p.get("cache_capacity_bytes", 0) for p in answering)
-        result["performance_metrics"]["cache_utilization"] = (
-            sum(p.get("cache_bytes", 0) for p in answering) / capacity if capacity else 0.0)
-        if not answering:
-            result["errors"].append("No shard answered the health probe")
-        elif not result["storage_accessible"] or not result["write_permissions"]:
-            result["errors"].append("Storage path is not readable and writable")
-        for shard in shards:
-            if shard["status"] == "unavailable":
-                result["warnings"].append(f"Shard {shard['shard']} unavailable: {shard['error']}")
-                result["status"] = "degraded"
-            elif shard["status"] == "degraded" and shard["error"]:
-                result["warnings"].append(f"Shard {shard['shard']} degraded: {shard['error']}")
-            elif shard["status"] == "degraded":
-                result["warnings"].append(f"Shard {shard['shard']} slow: {shard['response_time_ms']:.1f}ms")
-        if answering and not result["disk_space_sufficient"]:
-            result["warnings"].append("Less than 100 MiB free on a shard volume")
-        if not result["configuration_valid"]:
-            result["warnings"].append("Configuration is not valid")
-
-    def _record_probe_snapshot(self, probes: list[dict[str, Any]]) -> None:
-        merged = []
-        for index, probe in enumerate(probes):
-            previous = self._shard_snapshot[index] if index < len(self._shard_snapshot) else None
-            merged.append(previous if probe.get("unavailable") else {**(previous or {}), **probe})
-        self._shard_snapshot, self._snapshot_at = merged, time.time()
-
-
-async def _refresh_loop(reference: "weakref.ReferenceType[FFChatAppBridge]") -> None:
-    """Keep the shard snapshot fresh; holds the bridge weakly so an unclosed bridge can be collected."""
-    delay = 0.5  # the first snapshot soon after start-up, then every _STATS_REFRESH_S
-    while True:
-        await asyncio.sleep(delay)
-        delay = _STATS_REFRESH_S
-        bridge = reference()
-        if bridge is None or bridge.is_closed:
-            return
-        try:
-            await bridge.refresh_shard_snapshot()
-            if bridge._embedder is not None and bridge.backend is not None:
-                await bridge.backend.embed_pending()  # vectors are eventually consistent
-        except Exception as exc:  # a failed refresh keeps the previous snapshot
-            logger.debug("shard snapshot refresh failed: %s", exc)
-        del bridge
-
-
-def _shard_health(probe: dict[str, Any]) -> dict[str, Any]:
-    """One entry of health_check()["shards"]: unavailable, degraded (slow, or a failed write or
-    background step not yet recovered, with the reason in `error`) or healthy."""
-    unavailable = probe.get("unavailable") or not probe.get("log_open")
-    slow = probe.get("response_time_ms", 0.0) > 100
-    failing = bool(probe.get("degraded"))
-    status = "unavailable" if unavailable else "degraded" if slow or failing else "healthy"
-    error = probe.get("error")
-    if failing and not unavailable:
-        pending = probe.get("pending_steps") or []
-        error = "; ".join(part for part in (probe.get("degraded_reason"),
-                                            f"pending: {', '.join(pending)}" if pending else None,
-                                            "writes paused after a failed write" if probe.get("writes_paused")
-                                            else None) if part)
-    return {"shard": probe.get("shard"), "status": status,
-            "response_time_ms": probe.get("response_time_ms", 0.0), "sessions": probe.get("sessions", 0),
-            "messages": probe.get("messages", 0), "cache_bytes": probe.get("cache_bytes", 0),
-            "restarts": probe.get("restarts", 0), "node_id": probe.get("node_id"), "error": error}
+            user = lookup()
+        except Exception:  # no controlling terminal, or nothing names the user (OSError, KeyError from pwd)
+            continue
+        if user:
+            return user
+    return os.environ.get("USER") or os.environ.get("USERNAME") or _DEFAULT_USER

@@ -187,3 +187,44 @@ async def test_second_runtime_cannot_open_a_held_path(ray_runtime, tmp_path):
         assert b"REFUSED" in output, output
     finally:
         await bridge.close()
+
+
+def test_get_user_info_has_upstream_keys_for_the_os_user(monkeypatch):
+    """get_user_info() reports the OS user as upstream's user context does: a system user, no override."""
+    bridge = FFChatAppBridge(ChatAppStorageConfig("./never_opened"))
+    monkeypatch.setattr(os, "getlogin", lambda: "alice")
+    assert bridge.get_current_user() == "alice"
+    assert bridge.get_user_info() == {"user_id": "alice", "is_default": False, "is_override": False,
+                                      "authentication_method": "system", "is_authenticated": True}
+
+
+def test_get_user_info_falls_back_to_upstream_default_user(monkeypatch):
+    """With no login name, no getpass user and no USER/USERNAME, the user is upstream's default 'test123'."""
+    import getpass
+
+    def no_user(*args):
+        raise OSError("no user")
+    monkeypatch.setattr(os, "getlogin", no_user)
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.delenv("USERNAME", raising=False)
+    bridge = FFChatAppBridge(ChatAppStorageConfig("./never_opened"))
+    assert bridge.get_current_user() == "test123"
+    assert bridge.get_user_info() == {"user_id": "test123", "is_default": True, "is_override": False,
+                                      "authentication_method": "default", "is_authenticated": False}
+
+
+async def test_closed_bridge_answers_bridge_closed_before_validating_input(ray_runtime, tmp_path):
+    """After close(), a call with an invalid id is BRIDGE_CLOSED (data layer) or StorageError(BRIDGE_CLOSED)
+    (facade), not INVALID_ID: closed means closed, whatever the input."""
+    from api import StorageError
+    bridge = await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"shard_count": 1})
+    data = bridge.get_data_layer()
+    await bridge.close()
+    result = await data.store_chat_message("bad user!", "s", message("x"))
+    assert (result["success"], result["metadata"]["error_code"]) == (False, "BRIDGE_CLOSED")
+    history = await data.get_chat_history("", "s")
+    assert history["metadata"]["error_code"] == "BRIDGE_CLOSED"
+    with pytest.raises(StorageError) as caught:
+        await data.storage.create_user("bad user!")
+    assert caught.value.error_code == "BRIDGE_CLOSED"

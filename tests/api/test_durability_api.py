@@ -10,7 +10,7 @@ import pytest
 
 from actors.shard_actor import ShardActor
 from api import FFChatAppBridge, InitializationError
-from api.bridge import _shard_health
+from api.health import shard_health
 from engine import operations as ops
 from engine.filesystem import FileSystem
 from tests.factories import engine_config, message
@@ -94,14 +94,14 @@ def test_a_shard_whose_writes_fail_reports_degraded_with_the_reason_and_recovers
     assert failed[0][0] is False and failed[0][1].code == "STORAGE_ERROR"
     read = actor.execute([ops.ReadRange("u", "s", 0, 10)])
     assert read[0][0] and [m["message_id"] for m in read[0][1]["messages"]] == ["k"]
-    entry = _shard_health({**actor.probe(), "response_time_ms": 1.0})
+    entry = shard_health({**actor.probe(), "response_time_ms": 1.0})
     assert entry["status"] == "degraded" and "No space left on device" in entry["error"]
     monkeypatch.setattr(FileSystem, "write", real_write)
     import time
     time.sleep(0.1)  # past the first write pause (50 ms)
     retried = actor.execute([ops.Append("u", "s", [message("lost", message_id="l")])])
     assert retried[0][0] and retried[0][1].duplicates == 0
-    assert _shard_health({**actor.probe(), "response_time_ms": 1.0})["status"] == "healthy"
+    assert shard_health({**actor.probe(), "response_time_ms": 1.0})["status"] == "healthy"
     actor.release()
 
 

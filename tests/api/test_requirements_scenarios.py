@@ -1,6 +1,7 @@
 """The requirements document's scenarios, run with the same calls, asserting results (never timings)."""
 
 import asyncio
+import collections
 import random
 
 from api import FFChatAppBridge
@@ -44,7 +45,8 @@ async def test_message_operations_scenario(ray_runtime, tmp_path):
 
 
 async def test_concurrent_and_mixed_throughput_scenario(ray_runtime, tmp_path):
-    """10 users x 50 concurrent stores all succeed; a 70/20/10 mixed workload raises nothing."""
+    """10 users x 50 concurrent stores all succeed; a 70/20/10 mixed workload raises nothing; every
+    session then holds its 50 messages plus exactly the mixed stores sent to it."""
     bridge = await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"performance_mode": "speed",
                                                                        "cache_size_mb": 300,
                                                                        "message_batch_size": 200})
@@ -63,8 +65,10 @@ async def test_concurrent_and_mixed_throughput_scenario(ray_runtime, tmp_path):
     assert sum(await asyncio.gather(*(store_batch(u, 50) for u in users))) == 500
     rng = random.Random(7)
     operations = []
+    mixed_stores = collections.Counter()
     for _ in range(70):
         user_id, session_id = rng.choice(users)
+        mixed_stores[(user_id, session_id)] += 1
         operations.append(data.store_chat_message(user_id, session_id, {"role": "user", "content": "Mixed workload"}))
     for _ in range(20):
         user_id, session_id = rng.choice(users)
@@ -76,7 +80,7 @@ async def test_concurrent_and_mixed_throughput_scenario(ray_runtime, tmp_path):
     assert not any(isinstance(r, Exception) for r in results) and all(r["success"] for r in results)
     for user_id, session_id in users:
         total = (await data.get_chat_history(user_id, session_id, limit=0))["data"]["total_count"]
-        assert total >= 50
+        assert total == 50 + mixed_stores[(user_id, session_id)]
     await bridge.close()
 
 

@@ -66,8 +66,19 @@ async def test_vector_search_is_unavailable_without_an_embedder(bridge):
 
 
 async def test_unimportable_embedder_fails_initialize(ray_runtime, tmp_path):
-    """initialize() imports the embedder and embeds ['ping']; failure is InitializationError."""
+    """An embedder that cannot be imported fails the factory with InitializationError naming the module."""
     with pytest.raises(InitializationError) as caught:
         await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"embedder": "no_such_module:embed",
                                                                   "shard_count": 1})
-    assert "embedder_check" in str(caught.value.context) or "no_such_module" in caught.value.message
+    assert caught.value.context["initialization_step"] == "factory_creation"
+    assert caught.value.message.startswith("Failed to create chat app bridge: Failed to initialize chat storage "
+                                           "bridge: ")
+    assert caught.value.message.endswith("No module named 'no_such_module'")
+
+
+async def test_unimportable_embedder_fails_at_the_embedder_check_step(ray_runtime, tmp_path):
+    """initialize() imports the embedder and embeds ['ping'] itself: its failure is step embedder_check (§2)."""
+    with pytest.raises(InitializationError) as caught:
+        await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"embedder": "no_such_module:embed",
+                                                                  "shard_count": 1})
+    assert caught.value.__cause__.context["initialization_step"] == "embedder_check"

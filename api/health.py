@@ -1,25 +1,26 @@
-"""Health (contract §3, §7): the bridge's cheap shard check, and the monitor's component checks, host
-resources, trends and background runs. Issue items and diagnosis are in `diagnosis.py`."""
+"""Health (contract §3, §7): the bridge's cheap shard check, and the monitor: host resources, trends and
+background runs. Its components are checked in `health_components.py`; issue items and diagnosis are
+in `diagnosis.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psutil
 
-from .config_factory import score_config
-from .diagnosis import analytics_advice, detect_issues, diagnose, overall_status, recommend
+from engine.config import MB
 
-MB = 1024 * 1024
+from .diagnosis import analytics_advice, detect_issues, diagnose, overall_status, recommend
+from .health_components import (HealthCheckResult, PerformanceMetric, cache_result, configuration_result,
+                                data_layer_result, optimization_score, resource_status, storage_result, trend)
+
 MIN_FREE_DISK_BYTES = 100 * MB
 PROBE_TIMEOUT_S = 0.5
 SLOW_SHARD_MS = 100.0      # health_check(): a shard slower than this is degraded
-SLOW_STORAGE_MS = 500.0    # comprehensive check: storage is degraded once the slowest shard takes this long
 _LIMITS = {"store_chat_message": (100, 300), "get_chat_history": (150, 400), "search_conversations": (200, 600)}
 _DEFAULT_LIMITS = (200, 500)
 
@@ -108,119 +109,6 @@ async def _probe_shards(bridge: Any, result: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- the monitor (§7)
-@dataclass
-class HealthCheckResult:
-    component: str
-    status: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-    recommendations: list[str] = field(default_factory=list)
-    severity: str = "info"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class PerformanceMetric:
-    name: str
-    current_value: float
-    unit: str
-    timestamp: datetime
-    history: list[float] = field(default_factory=list)
-    thresholds: dict[str, float] = field(default_factory=dict)
-
-
-def _resource_status(percent: float) -> str:
-    return "healthy" if percent < 80 else "degraded" if percent < 95 else "error"
-
-
-def _trend(recent_ms: float, overall_ms: float) -> str:
-    """The recent average against the lifetime one, with a ±20 % band."""
-    if overall_ms == 0 or abs(recent_ms - overall_ms) <= 0.2 * overall_ms:
-        return "stable"
-    return "degrading" if recent_ms > overall_ms else "improving"
-
-
-def _storage_result(health: dict[str, Any]) -> HealthCheckResult:
-    shards = health["shards"]
-    answering = [s for s in shards if s["status"] != "unavailable"]
-    slowest = max((s["response_time_ms"] for s in answering), default=0.0)
-    details = {"response_time_ms": slowest, "shards_total": len(shards),
-               "shards_healthy": sum(1 for s in shards if s["status"] == "healthy"), "shards": shards}
-    working = f"Storage operations working (response time: {slowest:.1f}ms)"
-    failing = [s for s in answering if s["error"]]
-    if not answering:
-        return HealthCheckResult("storage", "error", "No shard answered the health probe", details,
-                                 ["Check storage system configuration and connectivity"], "critical")
-    if len(answering) < len(shards):
-        missing = [s["shard"] for s in shards if s["status"] == "unavailable"]
-        return HealthCheckResult("storage", "degraded", f"Shards {missing} unavailable", details,
-                                 ["Check storage system configuration and connectivity"], "warning")
-    if failing:
-        return HealthCheckResult("storage", "degraded", f"Shard {failing[0]['shard']} degraded: "
-                                 f"{failing[0]['error']}", details, ["Check storage permissions and disk space"],
-                                 "warning")
-    if slowest >= SLOW_STORAGE_MS:
-        return HealthCheckResult("storage", "degraded", working, details,
-                                 ["Storage operations are slow - check disk performance"], "warning")
-    return HealthCheckResult("storage", "healthy", working, details)
-
-
-def _data_layer_result(metrics: dict[str, Any]) -> HealthCheckResult:
-    operations = metrics["operation_metrics"]
-    worst = max((op["recent_avg_ms"] for op in operations.values()), default=0.0)
-    details = {"max_response_time_ms": worst, "operations_tracked": len(operations),
-               "cache_size": metrics["cache_stats"]["cache_size"]}
-    average = f"(avg response: {worst:.1f}ms)"
-    if worst == 0:
-        return HealthCheckResult("data_layer", "healthy", "Data layer ready (no recent operations)", details)
-    if worst < 200:
-        return HealthCheckResult("data_layer", "healthy", f"Data layer operating well {average}", details)
-    if worst < 500:
-        return HealthCheckResult("data_layer", "degraded", f"Data layer performance degraded {average}", details,
-                                 ["Monitor data layer performance", "Consider cache optimization"], "warning")
-    return HealthCheckResult("data_layer", "error", f"Data layer performance poor {average}", details,
-                             ["Investigate data layer performance issues", "Check system resources",
-                              "Review configuration optimization"], "error")
-
-
-def _configuration_result(config: Any) -> HealthCheckResult:
-    result = score_config(config)
-    score = result["optimization_score"]
-    details = {"optimization_score": score, "performance_mode": config.performance_mode,
-               "cache_size_mb": config.cache_size_mb, "estimated_performance": result["estimated_performance"]}
-    advice = result["recommendations"]
-    if not result["valid"]:
-        return HealthCheckResult("configuration", "error", "Configuration validation failed",
-                                 {**details, "errors": result["errors"]}, advice, "error")
-    if score >= 80:
-        return HealthCheckResult("configuration", "healthy", f"Configuration well optimized (score: {score})",
-                                 details, advice)
-    wording = "could be optimized" if score >= 60 else "needs optimization"
-    return HealthCheckResult("configuration", "degraded", f"Configuration {wording} (score: {score})", details,
-                             advice, "warning")
-
-
-def _cache_result(utilization: float) -> HealthCheckResult:
-    details = {"cache_utilization": utilization}
-    if utilization < 0.5:
-        return HealthCheckResult("cache", "healthy", f"Cache utilization good ({utilization:.1%})", details)
-    if utilization < 0.8:
-        return HealthCheckResult("cache", "healthy", f"Cache utilization moderate ({utilization:.1%})", details,
-                                 ["Monitor cache usage patterns"])
-    return HealthCheckResult("cache", "degraded", f"Cache utilization high ({utilization:.1%})", details,
-                             ["Consider increasing cache size", "Review cache eviction patterns"], "warning")
-
-
-def _score(components: dict[str, dict[str, Any]], system: dict[str, Any], performance: dict[str, Any]) -> int:
-    penalties = {"error": 20, "degraded": 10}
-    score = 100 - sum(penalties.get(c["status"], 0) for c in components.values())
-    score -= sum({"error": 15, "degraded": 5}.get(info.get("status", ""), 0) for info in system.values())
-    score -= penalties.get(performance["overall_status"], 0)
-    return max(0, score)
-
-
 class FFIntegrationHealthMonitor:
     """Checks a bridge's components and resources; methods never raise.
 
@@ -264,12 +152,12 @@ class FFIntegrationHealthMonitor:
                     HealthCheckResult("storage", "error", "Storage manager not available", empty_storage, [],
                                       "critical"),
                     HealthCheckResult("data_layer", "error", "Data layer not available", empty_layer, [], "error"),
-                    _configuration_result(bridge.config), _cache_result(0.0)]
+                    configuration_result(bridge.config), cache_result(0.0)]
         health = await bridge.health_check()
         metrics = bridge.get_data_layer().get_performance_metrics()
-        return [await self._bridge_component(), _storage_result(health), _data_layer_result(metrics),
-                _configuration_result(bridge.config),
-                _cache_result(health["performance_metrics"]["cache_utilization"])]
+        return [await self._bridge_component(), storage_result(health), data_layer_result(metrics),
+                configuration_result(bridge.config),
+                cache_result(health["performance_metrics"]["cache_utilization"])]
 
     # ------------------------------------------------------------------ system and performance
     def _system_health(self) -> dict[str, Any]:
@@ -283,11 +171,11 @@ class FFIntegrationHealthMonitor:
         snapshot = self.bridge.shard_snapshot
         backend = self.bridge.backend
         return {
-            "cpu": {"usage_percent": cpu, "status": _resource_status(cpu)},
+            "cpu": {"usage_percent": cpu, "status": resource_status(cpu)},
             "memory": {"usage_percent": memory.percent, "available_gb": memory.available / 1024**3,
-                       "status": _resource_status(memory.percent)},
+                       "status": resource_status(memory.percent)},
             "disk": {"usage_percent": disk.percent, "free_gb": disk.free / 1024**3,
-                     "status": _resource_status(disk.percent)},
+                     "status": resource_status(disk.percent)},
             "process": {"memory_mb": process_mb,
                         "status": "healthy" if process_mb < 500 else "degraded" if process_mb < 1000 else "error"},
             "ray": {"cluster_memory_mb": snapshot.cluster_memory_mb,
@@ -311,7 +199,7 @@ class FFIntegrationHealthMonitor:
                                 "status": status, "total_operations": op["total_operations"]}
             if status == "error" or (status == "degraded" and worst == "healthy"):
                 worst = status
-        trends = {name: _trend(op["recent_avg_ms"], op["overall_avg_ms"]) for name, op in operations.items()}
+        trends = {name: trend(op["recent_avg_ms"], op["overall_avg_ms"]) for name, op in operations.items()}
         return {"operation_performance": operations, "trends": trends, "overall_status": worst}
 
     # ------------------------------------------------------------------ public checks
@@ -327,7 +215,7 @@ class FFIntegrationHealthMonitor:
                       "component_health": components, "system_health": system, "performance_health": performance,
                       "issues_detected": issues,
                       "recommendations": recommend(components, system, performance, issues, self.bridge.config),
-                      "optimization_score": _score(components, system, performance)}
+                      "optimization_score": optimization_score(components, system, performance)}
             self._remember(result)
         except Exception as exc:  # the monitor never raises
             result = {"overall_status": "error", "timestamp": _now_iso(),
@@ -358,7 +246,7 @@ class FFIntegrationHealthMonitor:
             result["optimization_history"] = [{"timestamp": at.isoformat(), "value": score} for at, score in history]
             result["performance_trends"] = {
                 name: {"current_avg_ms": op["recent_avg_ms"], "total_operations": op["total_operations"],
-                       "trend": _trend(op["recent_avg_ms"], op["average_ms"])}
+                       "trend": trend(op["recent_avg_ms"], op["average_ms"])}
                 for name, op in self._operation_metrics().items()}
             if len(history) >= 2 and history[-1][1] != history[0][1]:
                 result["summary"]["optimization_trend"] = "improving" if history[-1][1] > history[0][1] else "declining"

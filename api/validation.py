@@ -98,6 +98,15 @@ def _time(value: Any, name: str) -> float | None:
     return parse_timestamp(value, name, "INVALID_ARGUMENT").timestamp()
 
 
+def _unique_list(value: Any, valid: Any, message: str) -> list[Any] | None:
+    """A list/tuple/set option as a list without repeats (first occurrence kept), or None if not given."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple, set)) or not all(valid(item) for item in value):
+        raise InvalidInput(message, "INVALID_ARGUMENT")
+    return list(dict.fromkeys(value))
+
+
 def search_options(options: Any, default_limit: int) -> tuple[dict[str, Any], list[str]]:
     """Validated search options and the list of unknown option names."""
     if options is None:
@@ -113,16 +122,9 @@ def search_options(options: Any, default_limit: int) -> tuple[dict[str, Any], li
     sort = options.get("sort", "relevance")
     if sort not in ("relevance", "recent"):
         raise InvalidInput(f"sort must be 'relevance' or 'recent', got {_show(sort)}", "INVALID_ARGUMENT")
-    session_ids = options.get("session_ids")
-    if session_ids is not None:
-        if not isinstance(session_ids, (list, tuple, set)) or not all(isinstance(s, str) for s in session_ids):
-            raise InvalidInput("session_ids must be a list of session ids", "INVALID_ARGUMENT")
-        session_ids = list(dict.fromkeys(session_ids))
-    roles = options.get("roles")
-    if roles is not None:
-        if not isinstance(roles, (list, tuple, set)) or not all(r in ROLES for r in roles):
-            raise InvalidInput(f"roles must be a subset of {list(ROLES)}", "INVALID_ARGUMENT")
-        roles = list(dict.fromkeys(roles))
+    session_ids = _unique_list(options.get("session_ids"), lambda s: isinstance(s, str),
+                               "session_ids must be a list of session ids")
+    roles = _unique_list(options.get("roles"), lambda r: r in ROLES, f"roles must be a subset of {list(ROLES)}")
     start, end = options.get("start_time"), options.get("end_time")
     date_range = options.get("date_range")
     if date_range is not None:

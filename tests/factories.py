@@ -20,3 +20,16 @@ def open_shard(path, index: int = 0, **overrides) -> Shard:
 
 def message(content: str, role: str = "user", **extra) -> dict:
     return {"role": role, "content": content, **extra}
+
+
+SLOW_QUERY_WORD = "slowquery"
+
+
+def slow_query_embedder(texts: list[str]) -> list[list[float]]:
+    """The hashing embedder, but 3 s slow for a text containing SLOW_QUERY_WORD (a stuck embedder)."""
+    import time
+
+    from engine.embedders import hashing
+    if any(SLOW_QUERY_WORD in text for text in texts):
+        time.sleep(3)
+    return hashing(texts)

@@ -6,6 +6,8 @@ import json
 
 from tests.factories import message
 
+IN_PROCESS = True  # unit tests of the api layer: router and shards run in this process, no Ray
+
 METADATA_KEYS = {"operation", "operation_time_ms", "records_affected", "performance_metrics", "cache_hit",
                  "optimization_applied", "error_code"}
 

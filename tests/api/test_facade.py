@@ -4,6 +4,8 @@ import pytest
 
 from api import ChatMessage, ChatSession, SearchError, StorageError
 
+IN_PROCESS = True  # unit tests of the api layer: router and shards run in this process, no Ray
+
 
 async def test_users_create_get_update_list_delete(data):
     """Profiles keep every key; updates merge preferences; unknown users give False/None."""

@@ -9,6 +9,8 @@ from api import (FFIntegrationHealthMonitor, PerformanceMonitor, create_health_m
                  quick_health_check)
 from tests.factories import message
 
+IN_PROCESS = True  # unit tests of the api layer: router and shards run in this process, no Ray
+
 
 # ---------------------------------------------------------------- contract §7 shapes (upstream's)
 MB = 1024 * 1024

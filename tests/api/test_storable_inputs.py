@@ -14,6 +14,8 @@ from engine.config import MB
 from engine.errors import InvalidInput
 from engine.storable import MAX_BATCH_CONTENT_BYTES
 
+IN_PROCESS = True  # unit tests of the api layer: router and shards run in this process, no Ray
+
 OUT_OF_RANGE = "Message metadata.n: integer 18446744073709551616 is out of range (-2**63..2**64-1)"
 
 

@@ -1,6 +1,7 @@
 """Shard state: order and totals across restarts, paging, idempotency, deletion, purge, analytics."""
 
 import os
+import time
 
 import pytest
 
@@ -267,3 +268,17 @@ def test_compaction_runs_by_itself_once_deleted_data_dominates(tmp_path):
     assert shard.compactions == 1 and shard.state.dead_messages == 0
     assert shard.stats()["log_bytes"] < 10_000
     shard.close()
+
+
+def test_analytics_partial_is_cached_until_the_users_next_write(shard):
+    """The analytics partial is keyed by (user, days), not by the minute: asked ten minutes later it is
+    a hit naming the window it covers; the user's next write makes it a miss."""
+    shard.create_session("alice", "s1")
+    shard.append("alice", "s1", [message("one")])
+    now = time.time()
+    first = shard.analytics("alice", 30, now)
+    later = shard.analytics("alice", 30, now + 600)
+    assert not first.cache_hit and later.cache_hit and later.value["window_end"] == now
+    shard.append("alice", "s1", [message("two")])
+    fresh = shard.analytics("alice", 30, now + 600)
+    assert not fresh.cache_hit and fresh.value["messages"] == 2 and fresh.value["window_end"] == now + 600

@@ -21,7 +21,7 @@ def spread(idle_nodes: list[str | None], alive_nodes: list[str], count: int) -> 
 
     Each pick goes to the alive node hosting the fewest of this path's actors so far (ties by node
     id), reusing an idle actor on that node when there is one. Without node facts (outside Ray)
-    idle actors are reused newest first.
+    idle actors are reused in order.
     """
     usage: dict[str | None, int] = {}
     free = list(range(len(idle_nodes)))
@@ -30,7 +30,7 @@ def spread(idle_nodes: list[str | None], alive_nodes: list[str], count: int) -> 
         target = least_used(alive_nodes, usage)
         pick = next((i for i in free if idle_nodes[i] == target), None)
         if pick is None and target is None and free:
-            pick = free[-1]
+            pick = free[0]  # no node facts to go by: any idle actor will do
         if pick is not None:
             free.remove(pick)
         node = idle_nodes[pick] if pick is not None else target

@@ -23,8 +23,7 @@ def spawn_shard_actor(slot: str, node_id: str | None = None) -> Any:
     strategy: Any = NodeAffinitySchedulingStrategy(node_id, soft=True) if node_id else "SPREAD"
     remote = ray.remote(concurrency_groups={"health": 1})(ShardActor)
     # A token CPU share, not zero: Ray 2.60 places zero-resource actors without looking at the
-    # soft node affinity (measured: they landed on another node half the time). 1/1000 of a CPU
-    # per actor reserves next to nothing and lets the affinity work.
+    # soft node affinity. 1/1000 of a CPU per actor reserves next to nothing and lets the affinity work.
     return remote.options(
         name=f"shard/{slot}", namespace=SYSTEM_NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0.001,
         max_restarts=-1, max_task_retries=0, scheduling_strategy=strategy,

@@ -82,12 +82,12 @@ class PathBackend:
         return time.monotonic() + self.request_timeout_s
 
     # ------------------------------------------------------------------ typed calls
-    async def session(self, operation: Any, deadline: float | None = None) -> Any:
+    async def session(self, operation: ops.SessionOperation, deadline: float | None = None) -> Any:
         """Run a session operation (one with user_id and session_id) on the shard owning the session."""
         client = self.clients[self.session_shard(operation.user_id, operation.session_id)]
         return await client.call(operation, deadline or self.deadline())
 
-    async def user(self, operation: Any, deadline: float | None = None) -> Any:
+    async def user(self, operation: ops.UserOperation, deadline: float | None = None) -> Any:
         """Run a user operation on the shard holding the user's profile."""
         return await self.clients[self.user_shard(operation.user_id)].call(operation, deadline or self.deadline())
 
@@ -122,8 +122,6 @@ class PathBackend:
     async def _reregister(self, retry: Retry, what: str) -> None:
         try:
             await asyncio.wait_for(self.transport.reregister(), timeout=max(0.01, retry.remaining()))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # the router may be restarting again: retry until the deadline
             if not await retry.pause():
                 raise map_ray_errors(exc, what) from exc

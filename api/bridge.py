@@ -74,8 +74,6 @@ class FFChatAppBridge:
         bridge._shard_count_explicit = explicit_shards
         try:
             await bridge.initialize()
-        except ConfigurationError:
-            raise
         except InitializationError as exc:
             raise InitializationError(f"{prefix}: {exc.message}", component="FFChatAppBridge",
                                       initialization_step=step,
@@ -86,10 +84,7 @@ class FFChatAppBridge:
     async def create_for_chat_app(cls, storage_path: Any, options: dict[str, Any] | None = None) -> "FFChatAppBridge":
         """A bridge on `storage_path` with flat or nested options."""
         flat = flatten_options(options, allow_storage_path=False)
-        try:
-            config = ChatAppStorageConfig(storage_path, **flat)
-        except ConfigurationError:
-            raise
+        config = ChatAppStorageConfig(storage_path, **flat)
         return await cls._create(config, "shard_count" in flat and flat["shard_count"] is not None,
                                  "Failed to create chat app bridge", "factory_creation",
                                  {"storage_path": str(storage_path), "options": options})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -77,7 +76,7 @@ class OperationMetrics:
 async def run_operation(metrics: OperationMetrics, operation: str, body: Callable[[list[str]], Awaitable[Outcome]],
                         cacheable: bool = False) -> dict[str, Any]:
     """Run `body`, map every failure to an envelope with an error code, record metrics. Never raises
-    (except cancellation and interpreter exits)."""
+    (cancellation and interpreter exits are BaseExceptions and pass through)."""
     started = time.perf_counter()
     warnings: list[str] = []
     outcome: Outcome | None = None
@@ -85,8 +84,6 @@ async def run_operation(metrics: OperationMetrics, operation: str, body: Callabl
     code: str | None = None
     try:
         outcome = await body(warnings)
-    except asyncio.CancelledError:
-        raise
     except EngineError as exc:
         error, code = exc.message, exc.code
     except ChatIntegrationError as exc:

@@ -119,8 +119,6 @@ class ShardClient:
                 self.operations_sent += len(operations)
                 self._replies = await asyncio.wait_for(self._send_batch(operations), timeout=remaining)
                 return None
-            except asyncio.CancelledError:
-                raise
             except asyncio.TimeoutError:
                 return RequestTimeout(f"shard {self.index} did not answer before the request deadline")
             except ShardUnassigned as exc:
@@ -143,7 +141,5 @@ class ShardClient:
         try:
             await asyncio.wait_for(self._reassign(self.index), timeout=max(0.01, retry.remaining()))
             return True
-        except asyncio.CancelledError:
-            raise
         except Exception:  # the reassignment itself may hit the restart; the caller's loop retries
             return await retry.pause()

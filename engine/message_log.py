@@ -50,6 +50,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 from . import codec, segment
 from .active_segment import ActiveSegment
 from .compactor import Compactor
+from .config import MB
 from .errors import ShardClosed, StorageFailure
 from .fence import Fence
 from .filesystem import FileSystem, make_durable_dir
@@ -67,10 +68,10 @@ class MessageLog:
         >>> log.close()
     """
 
-    def __init__(self, directory: str, durability: str = "flush", segment_bytes_max: int = 64 * 1024 * 1024,
+    def __init__(self, directory: str, durability: str = "flush", segment_bytes_max: int = 64 * MB,
                  compress_sealed: bool = True, flush_interval_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic, fs: FileSystem | None = None,
-                 rng: random.Random | None = None, buffer_bytes_max: int = 64 * 1024 * 1024) -> None:
+                 rng: random.Random | None = None, buffer_bytes_max: int = 64 * MB) -> None:
         assert durability in ("fsync", "flush", "none")
         self.directory = directory
         self.durability = durability

@@ -52,39 +52,55 @@ class ShardOperation:
 
 
 @dataclass(frozen=True, slots=True)
-class CreateUser(ShardOperation):
-    writes: ClassVar[bool] = True
+class UserOperation(ShardOperation):
+    """An operation on one user's data: it goes to the shard holding the user's profile."""
+
     user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOperation(UserOperation):
+    """An operation on one session: it goes to the shard the (user_id, session_id) pair hashes to."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateUser(UserOperation):
+    """Reply: True if created, False if the user exists (the profile is kept)."""
+
+    writes: ClassVar[bool] = True
     profile: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class GetUser(ShardOperation):
-    user_id: str
+class GetUser(UserOperation):
+    """Reply: the profile dict, or None."""
 
 
 @dataclass(frozen=True, slots=True)
-class UserExists(ShardOperation):
-    user_id: str
+class UserExists(UserOperation):
+    """Reply: bool."""
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateUser(ShardOperation):
+class UpdateUser(UserOperation):
+    """Reply: True if the user exists (preferences and metadata merge shallowly)."""
+
     writes: ClassVar[bool] = True
-    user_id: str
     updates: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class ListUsers(ShardOperation):
-    pass
+    """Reply: this shard's user ids, sorted."""
 
 
 @dataclass(frozen=True, slots=True)
-class CreateSession(ShardOperation):
+class CreateSession(SessionOperation):
+    """Reply: True if created, False if (user_id, session_id) exists."""
+
     writes: ClassVar[bool] = True
-    user_id: str
-    session_id: str
     title: str | None = None
     session_type: str = "chat"
     metadata: dict[str, Any] | None = None
@@ -93,71 +109,65 @@ class CreateSession(ShardOperation):
 
 
 @dataclass(frozen=True, slots=True)
-class GetSession(ShardOperation):
-    user_id: str
-    session_id: str
+class GetSession(SessionOperation):
+    """Reply: the session dict (with message_count), or None."""
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateSession(ShardOperation):
+class UpdateSession(SessionOperation):
+    """Reply: True if the session exists (title, metadata merged, updated_at)."""
+
     writes: ClassVar[bool] = True
-    user_id: str
-    session_id: str
     updates: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteSession(ShardOperation):
+class DeleteSession(SessionOperation):
     """Reply: the number of messages deleted."""
 
     writes: ClassVar[bool] = True
-    user_id: str
-    session_id: str
 
 
 @dataclass(frozen=True, slots=True)
-class ListUserSessions(ShardOperation):
+class ListUserSessions(UserOperation):
     """Reply: Cached(list of session dicts)."""
 
-    user_id: str
+
+@dataclass(frozen=True, slots=True)
+class SessionStats(SessionOperation):
+    """Reply: {message_count, total_size_bytes, average_message_size, created_at, updated_at,
+    last_activity, vector_count}."""
 
 
 @dataclass(frozen=True, slots=True)
-class SessionStats(ShardOperation):
-    user_id: str
-    session_id: str
+class DeleteUserData(UserOperation):
+    """Reply: {sessions_deleted, messages_deleted, profile_deleted} on this shard."""
 
-
-@dataclass(frozen=True, slots=True)
-class DeleteUserData(ShardOperation):
     writes: ClassVar[bool] = True
-    user_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Purge(ShardOperation):
+    """Reply: {messages_deleted, sessions_deleted} on this shard."""
+
     writes: ClassVar[bool] = True
     cutoff_epoch: float
     user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class Append(ShardOperation):
+class Append(SessionOperation):
     """Reply: AppendReply. Idempotent on each message's message_id."""
 
     writes: ClassVar[bool] = True
-    user_id: str
-    session_id: str
     messages: list[dict[str, Any]]
     session_updated_at: str | None = None  # an import keeps the exported session's updated_at
 
 
 @dataclass(frozen=True, slots=True)
-class History(ShardOperation):
+class History(SessionOperation):
     """Reply: Cached(page dict {messages, total_count, has_more})."""
 
-    user_id: str
-    session_id: str
     limit: int
     offset: int = 0
     before: str | None = None
@@ -166,33 +176,30 @@ class History(ShardOperation):
 
 
 @dataclass(frozen=True, slots=True)
-class ReadRange(ShardOperation):
+class ReadRange(SessionOperation):
     """Reply: {messages, total_count}, messages [start, min(start + count, end))."""
 
-    user_id: str
-    session_id: str
     start: int
     count: int
     end: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ExportSession(ShardOperation):
-    user_id: str
-    session_id: str
+class ExportSession(SessionOperation):
+    """Reply: {session, messages} in log order."""
 
 
 @dataclass(frozen=True, slots=True)
-class SearchStats(ShardOperation):
-    user_id: str
+class SearchStats(UserOperation):
+    """Reply: the user's corpus statistics on this shard {doc_count, total_length, doc_freq}."""
+
     terms: list[str]
 
 
 @dataclass(frozen=True, slots=True)
-class Search(ShardOperation):
+class Search(UserOperation):
     """Reply: Cached(SearchPart) scored with the user's global corpus statistics."""
 
-    user_id: str
     terms: list[str]
     global_stats: dict[str, Any]
     limit: int
@@ -202,10 +209,9 @@ class Search(ShardOperation):
 
 
 @dataclass(frozen=True, slots=True)
-class VectorSearch(ShardOperation):
+class VectorSearch(UserOperation):
     """Reply: SearchPart (with `pending`)."""
 
-    user_id: str
     query_vector: list[float]
     limit: int
     filters: dict[str, Any] = field(default_factory=dict)
@@ -216,31 +222,36 @@ class VectorSearch(ShardOperation):
 
 @dataclass(frozen=True, slots=True)
 class EmbedPending(ShardOperation):
+    """Reply: messages embedded (of any user)."""
+
     limit: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
-class Analytics(ShardOperation):
+class Analytics(UserOperation):
     """Reply: Cached(analytics partial over the `days` before `now`, epoch seconds)."""
 
-    user_id: str
     days: int
     now: float
 
 
 @dataclass(frozen=True, slots=True)
 class ClearCache(ShardOperation):
-    pass
+    """Reply: cache entries dropped."""
 
 
 @dataclass(frozen=True, slots=True)
 class Compact(ShardOperation):
+    """Reply: {bytes_before, bytes_after}; runs after the batch's commit."""
+
     writes: ClassVar[bool] = True
     after_commit: ClassVar[bool] = True
 
 
 @dataclass(frozen=True, slots=True)
 class Flush(ShardOperation):
+    """Reply: None; writes the none-mode buffer, after the batch's commit."""
+
     after_commit: ClassVar[bool] = True
 
 

@@ -24,7 +24,7 @@ class Upkeep:
     (`roll_due`, `uncompressed`) and is retried once `retry`'s exponential backoff has passed.
 
     Example:
-        >>> upkeep = Upkeep(fs, directory, time.monotonic, active, 64 * 1024 * 1024, compress_sealed=True)
+        >>> upkeep = Upkeep(fs, directory, time.monotonic, active, 64 * MB, compress_sealed=True)
         >>> upkeep.roll_if_full(); upkeep.failure
     """
 

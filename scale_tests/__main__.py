@@ -23,6 +23,8 @@ import tempfile
 import time
 from typing import Any
 
+from engine.config import MB
+
 from .measure import Figure
 from .sections import SECTIONS, Context, WrongResult
 
@@ -46,7 +48,7 @@ def _start_ray(address: str | None) -> float:
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
-        ray.init(address="local", include_dashboard=False, object_store_memory=256 * 1024 * 1024,
+        ray.init(address="local", include_dashboard=False, object_store_memory=256 * MB,
                  log_to_driver=False, configure_logging=False)
     return time.perf_counter() - started
 

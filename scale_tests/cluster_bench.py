@@ -17,6 +17,8 @@ import tempfile
 import time
 from typing import Any
 
+from engine.config import MB
+
 from .sections import Context
 from .sections.throughput import throughput_of
 from .targets import OursTarget
@@ -40,11 +42,11 @@ def run_for(node_count: int) -> dict[str, Any]:
     import ray
     from ray.cluster_utils import Cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                           "object_store_memory": 100 * 1024 * 1024})
+                                                           "object_store_memory": 100 * MB})
     root = tempfile.mkdtemp(prefix="ffchat-cluster-bench-")
     try:
         for _ in range(node_count - 1):
-            cluster.add_node(num_cpus=1, object_store_memory=100 * 1024 * 1024)
+            cluster.add_node(num_cpus=1, object_store_memory=100 * MB)
         cluster.wait_for_nodes()
         started = time.perf_counter()
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)

@@ -9,9 +9,9 @@ from typing import Any
 
 import psutil
 
+from engine.config import MB
 from engine.metrics import nearest_rank
 
-MB = 1024 * 1024
 
 
 def stats(samples_ms: list[float]) -> dict[str, float]:

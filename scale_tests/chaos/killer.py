@@ -86,8 +86,6 @@ async def _recovery(bridge: Any, index: int, session_id: str, old_pid: int, kill
 async def _probe(handle: Any, timeout_s: float = 2.0) -> dict[str, Any] | None:
     try:
         return await asyncio.wait_for(handle.probe.options(concurrency_group="health").remote(), timeout=timeout_s)
-    except asyncio.CancelledError:
-        raise
     except Exception:  # a dead or restarting actor: the caller polls again
         return None
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import operations as ops
-from engine.config import EngineConfig
+from engine.config import MB, EngineConfig
 
 ROOT = "/store"
 
@@ -21,7 +21,7 @@ class Workload:
     name: str
     durability: str
     units: list[list[Op]]
-    segment_bytes_max: int = 64 * 1024 * 1024
+    segment_bytes_max: int = 64 * MB
     compress_sealed: bool = True
     record_bytes_max: int | None = None  # shrink codec.MAX_RECORD_BYTES to exercise record groups
     with_manifest: bool = False

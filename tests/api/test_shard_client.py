@@ -208,7 +208,7 @@ async def test_a_batch_in_flight_ends_at_its_earliest_deadline():
 
 
 async def test_a_queued_call_times_out_at_its_own_deadline_while_all_slots_are_busy():
-    """BUG: a queued call with an earlier deadline than the batch in flight still ends at its own deadline."""
+    """a queued call with an earlier deadline than the batch in flight still ends at its own deadline."""
     shard = FakeShard(hold=True)
     client = ShardClient(shard.send, 0, max_in_flight=1)
     first = asyncio.create_task(_call(client, "a", _in(0.3)))
@@ -225,7 +225,7 @@ async def test_a_queued_call_times_out_at_its_own_deadline_while_all_slots_are_b
 
 
 async def test_an_expired_call_queued_behind_a_live_one_does_not_fail_the_live_one():
-    """BUG: a queued call whose deadline passed is dropped alone; the live call queued before it is still sent."""
+    """a queued call whose deadline passed is dropped alone; the live call queued before it is still sent."""
     shard = FakeShard(hold=True)
     client = ShardClient(shard.send, 0, max_in_flight=1)
     first = asyncio.create_task(_call(client, "a", _in(1)))
@@ -275,7 +275,7 @@ async def test_a_retryable_ray_error_until_the_deadline_ends_as_shard_unavailabl
 
 
 async def test_a_retryable_error_whose_backoff_crosses_the_deadline_is_still_shard_unavailable(monkeypatch):
-    """BUG: when the jittered pause would pass the deadline, the call ends ShardUnavailable, not RequestTimeout."""
+    """when the jittered pause would pass the deadline, the call ends ShardUnavailable, not RequestTimeout."""
     monkeypatch.setattr(retry, "random", types.SimpleNamespace(random=lambda: 0.999))  # pause = 29.98 ms
     deadline = _in(0.5)
 
@@ -333,7 +333,7 @@ async def test_a_failing_reassign_is_retried_until_it_succeeds():
 
 
 async def test_a_reassign_failing_until_the_deadline_ends_by_the_deadline():
-    """BUG: when reassign keeps failing, the call fails at its deadline, not a backoff pause after it."""
+    """when reassign keeps failing, the call fails at its deadline, not a backoff pause after it."""
     shard = FakeShard(assigned=False, reassign_failures=None)
     client = ShardClient(shard.send, 0, reassign=shard.reassign)
     started = time.monotonic()
@@ -345,7 +345,7 @@ async def test_a_reassign_failing_until_the_deadline_ends_by_the_deadline():
 
 
 async def test_shard_unassigned_without_reassign_fails_the_call_instead_of_hanging():
-    """BUG: with no reassign coroutine, ShardUnassigned fails the batch's calls (SHARD_UNAVAILABLE) and nothing hangs."""
+    """with no reassign coroutine, ShardUnassigned fails the batch's calls (SHARD_UNAVAILABLE) and nothing hangs."""
     shard = FakeShard(assigned=False)
     client = ShardClient(shard.send, 0)
     [result] = await _settle(_call(client, "a", _in(0.05)), timeout_s=0.5)

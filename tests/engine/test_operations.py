@@ -13,8 +13,9 @@ from engine import operations as ops
 from engine.shard import Shard
 from tests.factories import message
 
+BASES = (ops.ShardOperation, ops.UserOperation, ops.SessionOperation)
 OPERATION_TYPES = sorted((value for value in vars(ops).values() if isinstance(value, type)
-                          and issubclass(value, ops.ShardOperation) and value is not ops.ShardOperation),
+                          and issubclass(value, ops.ShardOperation) and value not in BASES),
                          key=lambda kind: kind.__name__)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import weakref
 from typing import Any, Awaitable, Callable
 
 TEMP_TEST_DATA_PREFIX = "ff_chat_bridge_test_"
@@ -30,6 +31,11 @@ class TestDataManager:
         self.temp_dirs.clear()
 
 
+# The temporary directory of each test bridge, removed by cleanup_test_bridge (weak: a bridge that is
+# never cleaned up does not stay alive because of this table).
+_CLEANUPS: "weakref.WeakKeyDictionary[Any, Callable[[], None]]" = weakref.WeakKeyDictionary()
+
+
 class BridgeTestHelper:
     """Create a bridge on a temporary path, and clean both up."""
 
@@ -43,7 +49,7 @@ class BridgeTestHelper:
         except BaseException:
             manager.cleanup_all()
             raise
-        bridge._test_cleanup = manager.cleanup_all
+        _CLEANUPS[bridge] = manager.cleanup_all
         return bridge
 
     @staticmethod
@@ -51,7 +57,7 @@ class BridgeTestHelper:
         try:
             await bridge.close()
         finally:
-            cleanup = getattr(bridge, "_test_cleanup", None)
+            cleanup = _CLEANUPS.pop(bridge, None)
             if cleanup is not None:
                 cleanup()
 

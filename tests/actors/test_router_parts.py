@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from actors.dispatch import gather_plan
+from actors.router_actor import gather_plan
 from actors.local import LocalHandle
 from actors.paths import OpenPath, PathRegistry, shard_config
 from actors.pool import ActorPool, spread

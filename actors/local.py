@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from typing import Any, Callable
 
 from .router_actor import RouterActor
@@ -53,15 +54,21 @@ def _release(handle: Any) -> None:
     handle.actor.release()
 
 
-_ROUTER: LocalHandle | None = None
+# One router per event loop: its lock and tasks belong to the loop that runs them (a second
+# asyncio.run() in the same process gets a router of its own; the paths' file locks still keep
+# two routers off one shard).
+_ROUTERS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LocalHandle]" = weakref.WeakKeyDictionary()
 
 
 def local_router(spare: int = 0) -> LocalHandle:
-    """This process's in-process router (created on first use, shared by every in-process bridge)."""
-    global _ROUTER
-    if _ROUTER is None:
-        _ROUTER = LocalHandle(RouterActor(_spawn, spare, max(2 * spare, 2), alive_nodes=list, kill=_release))
-    return _ROUTER
+    """The in-process router of the running event loop (created on first use, shared by every
+    in-process bridge on that loop)."""
+    loop = asyncio.get_running_loop()
+    router = _ROUTERS.get(loop)
+    if router is None:
+        router = _ROUTERS[loop] = LocalHandle(RouterActor(_spawn, spare, max(2 * spare, 2), alive_nodes=list,
+                                                          kill=_release))
+    return router
 
 
 def wait_all(futures: list["asyncio.Future[Any]"], timeout_s: float) -> list[Any]:

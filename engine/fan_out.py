@@ -2,8 +2,8 @@
 
 Each `FanOutRequest` type has a flow: a generator that yields a `Plan` (operations per shard), is sent
 the `Answers`, and may yield a second plan (search needs the user's global corpus statistics before
-it can score) before it returns the merged reply. The router drives flows over Ray; the in-process
-backend drives the same flows over local shards, so merging is written once and tested without Ray.
+it can score) before it returns the merged reply. The router (actors/router_actor.py) drives the
+flows, over Ray or in-process, so merging is written once and tested without any actor.
 
 Partial-result policy: search uses the shards that answered (the silent ones are reported in
 `shards_failed`; none answering is SHARD_UNAVAILABLE). Listings, analytics, deletes and purges need

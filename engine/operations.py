@@ -373,7 +373,7 @@ _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
 def handles(operation: type[ShardOperation]) -> Callable[[_Handler], _Handler]:
     """Mark a shard method as the handler of `operation`; its parameters are the operation's
-    fields (engine/shard.py collects the marks into its registry, and a test checks they bind)."""
+    fields (ShardCore in engine/shard_core.py collects the marks into its registry; a test checks they bind)."""
     def mark(function: _Handler) -> _Handler:
         function.__handles__ = operation  # type: ignore[attr-defined]
         return function

@@ -1,7 +1,7 @@
 """The reads a shard answers: users, sessions, history pages, ranges, search and analytics partials.
 
 Each handler is registered for its operation type with `@handles`; the shard dispatches by type
-(engine/shard.py). Cached reads answer `Cached(value, cache_hit)` from the shard's result cache.
+(engine/shard_core.py). Cached reads answer `Cached(value, cache_hit)` from the shard's result cache.
 """
 
 from __future__ import annotations

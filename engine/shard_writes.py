@@ -3,7 +3,7 @@
 Each handler checks its input (the api checked already; this keeps a shard safe from any caller),
 encodes its log record and applies it through `_write` (encode before apply: a value that cannot be
 stored fails alone, before anything changes). Handlers are registered for their operation types with
-`@handles`; the shard dispatches by type and commits the batch once (engine/shard.py).
+`@handles`; the shard dispatches by type and commits the batch once (engine/shard_core.py).
 """
 
 from __future__ import annotations

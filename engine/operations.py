@@ -12,7 +12,7 @@ pass on every message would only add cost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple
 
 from .errors import EngineError
 
@@ -366,18 +366,6 @@ class SessionListing:
     sessions: list[dict[str, Any]]  # newest first
     user_exists: bool
     cache_hit: bool
-
-
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
-
-
-def handles(operation: type[ShardOperation]) -> Callable[[_Handler], _Handler]:
-    """Mark a shard method as the handler of `operation`; its parameters are the operation's
-    fields (ShardCore in engine/shard_core.py collects the marks into its registry; a test checks they bind)."""
-    def mark(function: _Handler) -> _Handler:
-        function.__handles__ = operation  # type: ignore[attr-defined]
-        return function
-    return mark
 
 
 # ---------------------------------------------------------------------- path registration (to the router)

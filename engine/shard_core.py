@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import fields
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from . import codec
 from . import operations as ops
@@ -28,13 +28,23 @@ from .config import EngineConfig
 from .errors import CorruptRecord, EngineError, InvalidInput, SessionNotFound, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write
 from .message_log import MessageLog
-from .operations import Reply, failed, handles
+from .operations import Reply, failed
 from .session_store import SessionState
 from .shard_state import RECOVERED_TITLE, ShardState
 from .vector_index import load_embedder
 
 COMPACT_MIN_DEAD = 10_000  # compact once deleted messages exceed this and the live count
 _Handler = Callable[..., Any]
+_Marked = TypeVar("_Marked", bound=Callable[..., Any])
+
+
+def handles(operation: type[ops.ShardOperation]) -> Callable[[_Marked], _Marked]:
+    """Mark a shard method as the handler of `operation`; its parameters are the operation's
+    fields (ShardCore collects the marks into its registry; a test checks that they bind)."""
+    def mark(function: _Marked) -> _Marked:
+        function.__handles__ = operation  # type: ignore[attr-defined]
+        return function
+    return mark
 
 
 class ShardCore:

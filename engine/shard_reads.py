@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import operations as ops
-from .operations import Cached, SearchPart, handles
+from .operations import Cached, SearchPart
 from .session_store import analytics_partial, history_page, page_bytes
-from .shard_core import ShardCore
+from .shard_core import ShardCore, handles
 
 
 class ReadHandlers(ShardCore):

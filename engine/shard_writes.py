@@ -16,8 +16,8 @@ from . import codec
 from . import operations as ops
 from .errors import InvalidInput
 from .models import MAX_METADATA_BYTES, ROLES, new_message_id, validate_id
-from .operations import AppendReply, handles
-from .shard_core import ShardCore
+from .operations import AppendReply
+from .shard_core import ShardCore, handles
 from .storable import check_json, check_text, text_bytes
 
 _DEFAULT_TITLES = {"chat": "New Chat", "panel": "Panel Session", "debate": "Debate Session",

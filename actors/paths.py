@@ -25,7 +25,7 @@ class OpenPath:
         self.config = config
         self.shards = shards
         self.compress = compress
-        self.attached = 0
+        self.bridges: set[str] = set()  # ids of the bridges attached
 
     async def assign(self, index: int, fresh_open: bool = False) -> None:
         """Give shard `index` to its actor (it replays the log); also heals a restarted actor."""
@@ -48,10 +48,13 @@ class PathRegistry:
     def __init__(self) -> None:
         self.paths: dict[str, OpenPath] = {}
 
-    def get(self, namespace: str) -> OpenPath:
+    def get(self, namespace: str, bridge_id: str = "") -> OpenPath:
+        """The open path; PathNotOpen if this router does not know it or (after a router restart) does
+        not know that the bridge is attached: the bridge then re-registers, so every live bridge
+        is counted again before the path can be released."""
         path = self.paths.get(namespace)
-        if path is None:
-            raise PathNotOpen(f"path {namespace} is not registered with this router")
+        if path is None or (bridge_id and bridge_id not in path.bridges):
+            raise PathNotOpen(f"path {namespace} is not registered with this router for this bridge")
         return path
 
     def check_count(self, request: ops.OpenPathRequest, path: OpenPath) -> None:
@@ -67,5 +70,5 @@ class PathRegistry:
         return manifest, shard_config(request.template, count)
 
     def info(self) -> dict[str, Any]:
-        return {namespace: {"attached": path.attached, "shard_count": path.config.shard_count,
+        return {namespace: {"attached": len(path.bridges), "shard_count": path.config.shard_count,
                             "storage_path": path.config.storage_path} for namespace, path in self.paths.items()}

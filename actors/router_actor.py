@@ -93,15 +93,19 @@ class RouterActor:
                 path = self.registry.paths[request.namespace] = await self._open(request)
             else:
                 self.registry.check_count(request, path)
-            path.attached += 1
-            return ops.PathOpened(path.shards, path.config, path.attached, os.getpid())
+            path.bridges.add(request.bridge_id or f"anonymous-{len(path.bridges)}")
+            return ops.PathOpened(path.shards, path.config, len(path.bridges), os.getpid())
 
     async def _open(self, request: ops.OpenPathRequest) -> OpenPath:
         manifest, config = await PathRegistry.lock(request)
         fresh = request.shards is None
         handles: list[Any] = []
         try:
-            handles = await self.pool.take(config.shard_count) if fresh else list(request.shards or [])
+            if fresh:
+                handles = await self.pool.take(config.shard_count)
+            else:  # re-registration: these actors serve the path, so none of them may stay in the pool
+                handles = list(request.shards or [])
+                self.pool.idle = [(h, node) for h, node in self.pool.idle if all(h != s for s in handles)]
             path = OpenPath(manifest, config, handles, request.compress_records)
             outcomes = await asyncio.gather(*(path.assign(i, fresh) for i in range(len(handles))),
                                             return_exceptions=True)
@@ -123,32 +127,35 @@ class RouterActor:
             raise failures[0]
         return path
 
-    async def close_path(self, namespace: str) -> int:
+    async def close_path(self, namespace: str, bridge_id: str = "") -> int:
         """Detach one bridge; the last one releases the shards back to the pool. Returns bridges left."""
         async with self._lock:
             path = self.registry.paths.get(namespace)
             if path is None:
                 return 0
-            path.attached -= 1
-            if path.attached > 0:
-                return path.attached
+            if bridge_id in path.bridges:
+                path.bridges.discard(bridge_id)
+            elif path.bridges:
+                path.bridges.pop()  # a bridge without an id (tests): any one of them
+            if path.bridges:
+                return len(path.bridges)
             del self.registry.paths[namespace]
             await self.pool.give_back(path.shards)
             path.manifest.close()
             return 0
 
-    async def reassign(self, namespace: str, index: int) -> None:
+    async def reassign(self, namespace: str, index: int, bridge_id: str = "") -> None:
         """Give a restarted (unassigned) shard actor of the path its shard back."""
-        await self.registry.get(namespace).assign(index)
+        await self.registry.get(namespace, bridge_id).assign(index)
 
     def info(self) -> dict[str, Any]:
         return {"paths": self.registry.info(), "idle": len(self.pool.idle), "pid": os.getpid()}
 
     async def fan_out(self, namespace: str, request: ops.FanOutRequest, phase_timeout_s: float,
-                      total_timeout_s: float) -> Any:
+                      total_timeout_s: float, bridge_id: str = "") -> Any:
         """Answer a user-level request from every shard of the path (raises PathNotOpen after a
         router restart: the bridge re-registers the path and retries)."""
-        path = self.registry.get(namespace)
+        path = self.registry.get(namespace, bridge_id)
         return await run_fan_out(request, len(path.shards), path.call, phase_timeout_s, total_timeout_s)
 
 

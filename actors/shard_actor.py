@@ -18,7 +18,7 @@ from typing import Any
 
 from engine import operations as ops
 from engine.config import EngineConfig
-from engine.errors import EngineError, StaleEpoch, StorageFailure, ShardUnassigned
+from engine.errors import EngineError, ShardUnassigned, ShardUnavailable, StaleEpoch, StorageFailure
 from engine.shard import Shard
 
 
@@ -129,9 +129,16 @@ class ShardActor:
             raise ShardUnassigned(f"actor slot {self._slot} serves no shard (restarted or released)")
         return self._shard
 
-    def execute(self, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
-        """Run a batch of typed operations with one group commit; one Reply per operation."""
+    def execute(self, operations: list[ops.ShardOperation], shard_key: tuple[str, int] | None = None
+                ) -> list[ops.Reply]:
+        """Run a batch of typed operations with one group commit; one Reply per operation.
+
+        `shard_key` (storage_path, index) names the shard the caller means: an actor that was
+        released and now serves another shard refuses the batch (ShardUnavailable), so a caller
+        holding a stale handle can never read or write another path's data."""
         shard = self._require()
+        if shard_key is not None and tuple(shard_key) != self._key:
+            raise ShardUnavailable(f"actor slot {self._slot} no longer serves shard {shard_key[1]} of that path")
         with self._engine_lock:
             try:
                 return shard.execute(operations)

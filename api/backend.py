@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from typing import Any, Callable, Protocol
 
 from engine import operations as ops
 from engine.config import MB, EngineConfig
-from engine.errors import EngineError, PathNotOpen, RequestTimeout, ShardUnassigned
+from engine.errors import BridgeClosed, EngineError, PathNotOpen, RequestTimeout, ShardUnassigned
 from engine.routing import shard_index_for, user_shard_index
 
 from ._errors import is_retryable_ray_error, map_ray_errors
@@ -122,6 +123,8 @@ class PathBackend:
     async def _reregister(self, retry: Retry, what: str) -> None:
         try:
             await asyncio.wait_for(self.transport.reregister(), timeout=max(0.01, retry.remaining()))
+        except BridgeClosed:
+            raise
         except Exception as exc:  # the router may be restarting again: retry until the deadline
             if not await retry.pause():
                 raise map_ray_errors(exc, what) from exc
@@ -185,27 +188,35 @@ class ActorTransport:
         self.shard_count = len(opened.shards)
         self._request = request
         self._wait_all = wait_all
+        self._storage_path = request.template.storage_path
+        self._detached = False
 
     async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
-        replies: list[ops.Reply] = await self.shards[index].execute.remote(operations)
+        # The shard the batch is for travels with it: an actor that serves another shard refuses it.
+        replies: list[ops.Reply] = await self.shards[index].execute.remote(operations, (self._storage_path, index))
         return replies
 
     async def reassign(self, index: int) -> None:
         """Ask the router to give a restarted shard actor its shard back (re-registering the path
         first if the router restarted too)."""
+        namespace, bridge_id = self._request.namespace, self._request.bridge_id
         try:
-            await self.router.reassign.remote(self._request.namespace, index)
+            await self.router.reassign.remote(namespace, index, bridge_id)
         except PathNotOpen:
             await self.reregister()
-            await self.router.reassign.remote(self._request.namespace, index)
+            await self.router.reassign.remote(namespace, index, bridge_id)
 
     async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any:
-        return await self.router.fan_out.remote(self._request.namespace, request, phase_timeout_s, total_timeout_s)
+        return await self.router.fan_out.remote(self._request.namespace, request, phase_timeout_s, total_timeout_s,
+                                                self._request.bridge_id)
 
     async def reregister(self) -> None:
-        """Tell a restarted router about this path and its existing shard actors."""
+        """Attach this bridge again to a router that restarted (or that forgot it): with its existing
+        shard actors. Never after detach: a closed bridge must not re-open its path."""
+        if self._detached:
+            raise BridgeClosed("Bridge is closed")
         request = ops.OpenPathRequest(self._request.namespace, self._request.template, self.shard_count, True,
-                                      self._request.compress_records, self.shards)
+                                      self._request.compress_records, self.shards, self._request.bridge_id)
         await self.router.open_path.remote(request)
 
     async def probe(self, index: int) -> dict[str, Any]:
@@ -231,7 +242,8 @@ class ActorTransport:
         return dropped
 
     async def detach(self) -> None:
-        await self.router.close_path.remote(self._request.namespace)
+        self._detached = True
+        await self.router.close_path.remote(self._request.namespace, self._request.bridge_id)
 
 
 async def open_path(settings: Any, namespace: str, requested: int, explicit: bool, spare: int,
@@ -247,7 +259,7 @@ async def open_path(settings: Any, namespace: str, requested: int, explicit: boo
         from actors import deploy
         router, wait_all = deploy.get_router(spare=spare), _ray_wait_all
     request = ops.OpenPathRequest(namespace, engine_config_for(settings), requested, explicit,
-                                  settings.enable_compression)
+                                  settings.enable_compression, bridge_id=uuid.uuid4().hex)
     opened: ops.PathOpened = await router.open_path.remote(request)
     transport = ActorTransport(router, opened, request, wait_all)
     return PathBackend(transport, namespace, float(settings.request_timeout_s)), opened.router_pid

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
-from engine.errors import RequestTimeout, ShardUnassigned, ShardUnavailable
+from engine.errors import BridgeClosed, RequestTimeout, ShardUnassigned, ShardUnavailable
 from engine.operations import Reply, ShardOperation, failed
 
 from ._errors import is_retryable_ray_error, map_ray_errors
@@ -23,9 +23,10 @@ class ShardClient:
     Calls issued while `max_in_flight` batches are outstanding wait in a queue and leave together as
     the next batch (one actor call, one commit). Results are delivered in submission order, so
     acknowledgement order equals log order. Waiting counts toward each call's deadline: a call
-    still queued at its deadline ends with TIMEOUT, and a batch in flight ends at its earliest
-    deadline (one timer per batch, not per call). A shard that answers ShardUnassigned (its actor
-    restarted) is given its shard back through `reassign`, and the batch is retried.
+    still queued at its deadline ends with TIMEOUT and is never sent; a call in flight ends with
+    TIMEOUT at its own deadline while its batch goes on for the others. A shard that answers
+    ShardUnassigned (its actor restarted) is given its shard back through `reassign`, and the batch
+    is retried.
     """
 
     def __init__(self, send: Send, index: int, reassign: Callable[[int], Awaitable[None]] | None = None,
@@ -49,15 +50,16 @@ class ShardClient:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Reply] = loop.create_future()
         self._queue.append((operation, future, deadline))
-        if self._in_flight >= self.max_in_flight:
-            # Every slot is busy: this call waits in the queue, and ends at its own deadline if it
-            # is still there then.
-            loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._expire_queued)
-        elif not self._scheduled:
+        if self._in_flight < self.max_in_flight and not self._scheduled:
             # Defer to the next loop turn so calls issued in the same turn share one batch.
             self._scheduled = True
             loop.call_soon(self._dispatch)
-        return (await future).unwrap()
+        try:
+            # Each call ends at its own deadline, queued or in flight, whatever its batch-mates have left.
+            reply = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"shard {self.index} did not answer before the request deadline") from None
+        return reply.unwrap()
 
     def _expire_queued(self) -> None:
         """Calls whose deadline passed while queued end now with TIMEOUT (they were never sent)."""
@@ -99,9 +101,8 @@ class ShardClient:
 
     async def _execute_with_retries(self, batch: list[_Pending]) -> list[Reply]:
         operations = [operation for operation, _, _ in batch]
-        # The batch ends at its earliest deadline: every call of a bridge has the same timeout, so
-        # the others lose at most the few milliseconds they queued behind it, and none overruns.
-        retry = Retry(min(item[2] for item in batch))
+        # The batch is retried until its latest deadline; each caller stops waiting at its own.
+        retry = Retry(max(item[2] for item in batch))
         while True:
             error = await self._attempt(operations, retry)
             if error is None:
@@ -126,7 +127,10 @@ class ShardClient:
                 self.retries += 1
                 if self._reassign is None:
                     return exc
-                if not await self._give_back(retry):
+                given_back = await self._give_back(retry)
+                if isinstance(given_back, Exception):
+                    return given_back
+                if not given_back:
                     return ShardUnavailable(f"shard {self.index} restarted and could not be re-assigned in time")
             except Exception as exc:  # api boundary: every transport failure is mapped, none escapes raw
                 if not is_retryable_ray_error(exc):
@@ -135,11 +139,14 @@ class ShardClient:
                 if not await retry.pause():
                     return ShardUnavailable(f"shard {self.index} is unavailable and did not come back in time")
 
-    async def _give_back(self, retry: Retry) -> bool:
-        """Re-assign the shard; False if the deadline passed (a failed attempt is retried by the caller)."""
+    async def _give_back(self, retry: Retry) -> bool | Exception:
+        """Re-assign the shard; False if the deadline passed (a failed attempt is retried by the
+        caller), BridgeClosed if the bridge closed meanwhile (a closed bridge re-opens nothing)."""
         assert self._reassign is not None
         try:
             await asyncio.wait_for(self._reassign(self.index), timeout=max(0.01, retry.remaining()))
             return True
+        except BridgeClosed as closed:
+            return closed
         except Exception:  # the reassignment itself may hit the restart; the caller's loop retries
             return await retry.pause()

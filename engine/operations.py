@@ -381,6 +381,7 @@ class OpenPathRequest:
     explicit: bool
     compress_records: bool
     shards: list[Any] | None = None
+    bridge_id: str = ""  # the attaching bridge: the path is released when its last bridge detaches
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,18 +193,23 @@ async def test_a_call_queued_past_its_deadline_times_out_without_being_sent():
     assert client.operations_sent == 1
 
 
-async def test_a_batch_in_flight_ends_at_its_earliest_deadline():
-    """A batch the shard never answers fails every call with RequestTimeout at the batch's earliest deadline."""
+async def test_each_call_of_a_batch_in_flight_ends_at_its_own_deadline():
+    """A batch the shard never answers: each call ends with RequestTimeout at its own deadline, so a
+    call with time left is not failed early by a batch-mate whose deadline is nearly used up."""
     shard = FakeShard(hold=True)
     client = ShardClient(shard.send, 0)
     started = time.monotonic()
-    late = asyncio.create_task(_call(client, "a", _in(1)))
-    early = asyncio.create_task(_call(client, "b", _in(0.03)))
-    results = await _settle(late, early)
-    elapsed_s = time.monotonic() - started
+    ended: dict[str, float] = {}
+
+    async def timed(operation: str, seconds: float) -> Any:
+        try:
+            return await _call(client, operation, _in(seconds))
+        finally:
+            ended[operation] = time.monotonic() - started
+    results = await _settle(asyncio.create_task(timed("late", 0.2)), asyncio.create_task(timed("early", 0.03)))
     assert [type(result) for result in results] == [RequestTimeout, RequestTimeout]
-    assert shard.batches == [["a", "b"]]
-    assert 0.025 <= elapsed_s < 0.03 + SLACK_S
+    assert shard.batches == [["late", "early"]]
+    assert 0.025 <= ended["early"] < 0.03 + SLACK_S and 0.195 <= ended["late"] < 0.2 + SLACK_S
 
 
 async def test_a_queued_call_times_out_at_its_own_deadline_while_all_slots_are_busy():

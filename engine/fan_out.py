@@ -156,11 +156,8 @@ def _analytics(request: ops.AnalyticsRequest, shard_count: int) -> Flow:
     answers.require_all()
     _check_user(answers, request.user_id, request.user_shard)
     partials = answers.values()
-    # A cached partial covers the window that ended when it was computed (the user has not written
-    # since); the answer's window is the newest of them.
-    anchor = max(reply.value["window_end"] for reply in partials.values())
     analytics = merge_analytics([reply.value for reply in partials.values()], request.days,
-                                datetime.fromtimestamp(anchor, timezone.utc))
+                                datetime.fromtimestamp(request.now, timezone.utc))
     return ops.Cached(analytics, all(reply.cache_hit for reply in partials.values()))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from bisect import bisect_left
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
@@ -110,36 +111,51 @@ def page_bytes(page: dict[str, Any]) -> int:
     return 256 + sum(len(m["content"]) + 240 for m in page["messages"])
 
 
-def analytics_partial(sessions: list[SessionState], window_start: float, window_end: float) -> dict[str, Any]:
+class SessionDigest(NamedTuple):
+    """What analytics needs of one session, independent of any time window."""
+
+    created: float  # epoch seconds
+    epochs: list[float]  # message timestamps, sorted
+    roles: list[str]  # the role of each message, in the order of `epochs`
+
+
+def analytics_digest(sessions: list[SessionState]) -> list[SessionDigest]:
+    """A user's sessions on one shard as digests: computed once, cached until the user's next write,
+    and enough to answer any window exactly (`partial_from_digest`)."""
+    digests = []
+    for session in sessions:
+        stamped = sorted((message.timestamp_epoch, message.role) for message in session.messages)
+        digests.append(SessionDigest(datetime.fromisoformat(session.record["created_at"]).timestamp(),
+                                     [epoch for epoch, _ in stamped], [role for _, role in stamped]))
+    return digests
+
+
+def digest_bytes(digests: list[SessionDigest]) -> int:
+    """Size estimate of cached digests."""
+    return 128 + sum(96 + 48 * len(digest.epochs) for digest in digests)
+
+
+def partial_from_digest(digests: list[SessionDigest], window_start: float, window_end: float) -> dict[str, Any]:
     """One shard's share of a user's analytics over [window_start, window_end)."""
     middle = window_start + (window_end - window_start) / 2
     by_role = {"user": 0, "assistant": 0, "system": 0, "tool": 0}
     days: set[str] = set()
-    counted_sessions = 0
-    messages_in_window = first_half = second_half = 0
+    counted_sessions = messages_in_window = first_half = 0
     last_activity: float | None = None
-    for session in sessions:
-        created = datetime.fromisoformat(session.record["created_at"]).timestamp()
-        in_window = window_start <= created < window_end
-        last_activity = created if last_activity is None else max(last_activity, created)
-        for message in session.messages:
-            moment = message.timestamp_epoch
-            if last_activity is None or moment > last_activity:
-                last_activity = moment
-            if not window_start <= moment < window_end:
-                continue
-            in_window = True
-            messages_in_window += 1
-            by_role[message.role] += 1
-            days.add(datetime.fromtimestamp(moment, timezone.utc).date().isoformat())
-            if moment < middle:
-                first_half += 1
-            else:
-                second_half += 1
-        counted_sessions += in_window
+    for digest in digests:
+        first, stop = bisect_left(digest.epochs, window_start), bisect_left(digest.epochs, window_end)
+        newest = max(digest.created, digest.epochs[-1]) if digest.epochs else digest.created
+        last_activity = newest if last_activity is None else max(last_activity, newest)
+        counted_sessions += window_start <= digest.created < window_end or stop > first
+        messages_in_window += stop - first
+        first_half += bisect_left(digest.epochs, middle, first, stop) - first
+        for role in digest.roles[first:stop]:
+            by_role[role] += 1
+        days.update(datetime.fromtimestamp(epoch, timezone.utc).date().isoformat()
+                    for epoch in digest.epochs[first:stop])
     return {"sessions": counted_sessions, "messages": messages_in_window, "by_role": by_role,
             "days": sorted(days), "last_activity": last_activity, "first_half": first_half,
-            "second_half": second_half}
+            "second_half": messages_in_window - first_half}
 
 
 def merge_analytics(parts: list[dict[str, Any]], days: int, now: datetime) -> dict[str, Any]:

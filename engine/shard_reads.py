@@ -10,7 +10,8 @@ from typing import Any
 
 from . import operations as ops
 from .operations import Cached, SearchPart
-from .session_store import analytics_partial, history_page, page_bytes
+from .session_store import (SessionDigest, analytics_digest, digest_bytes, history_page, page_bytes,
+                            partial_from_digest)
 from .shard_core import ShardCore, handles
 
 
@@ -131,17 +132,17 @@ class ReadHandlers(ShardCore):
 
     @handles(ops.Analytics)
     def analytics(self, user_id: str, days: int, now: float) -> Cached:
-        """This shard's analytics partial for the user over the `days` before `now` (epoch seconds).
+        """This shard's analytics partial for the user over [now - days, now) (epoch seconds).
 
-        Cached until the user's next write (contract 4.6): a hit answers the window that ended when
-        the partial was computed, named by its `window_end`.
+        What it is computed from (per session: creation time, sorted message times and roles) is
+        cached until the user's next write (contract 4.6); the window itself is computed exactly
+        on every call, so a cached answer is never stale in time.
         """
-        key = ("a", user_id, days)
-        cached = self.state.cache.get(key)
-        if cached is not None:
-            return Cached(cached, True)
-        sessions = [self.state.sessions[(user_id, s)] for s in self.state.user_sessions.get(user_id, ())]
-        partial = {**analytics_partial(sessions, now - days * 86400, now), "window_end": now}
-        self.state.cache.put(key, partial, 512 + 16 * len(partial["days"]), [("u", user_id)])
-        return Cached(partial, False)
-
+        key = ("a", user_id)
+        cached: list[SessionDigest] | None = self.state.cache.get(key)
+        digests = cached
+        if digests is None:
+            sessions = [self.state.sessions[(user_id, s)] for s in self.state.user_sessions.get(user_id, ())]
+            digests = analytics_digest(sessions)
+            self.state.cache.put(key, digests, digest_bytes(digests), [("u", user_id)])
+        return Cached(partial_from_digest(digests, now - days * 86400, now), cached is not None)

@@ -121,13 +121,11 @@ def test_delete_user_checks_the_profile_shard_first_and_sums_totals():
         _drive(ops.DeleteUserRequest("u", 1), 3, _all_answer({"UserExists": lambda s, op: False}))
 
 
-def test_analytics_answer_the_newest_window_and_hit_only_when_every_shard_hit():
-    """Analytics merge the partials; the window ends at the newest partial's end."""
+def test_analytics_merge_the_partials_over_the_requests_window_and_hit_only_when_every_shard_hit():
+    """Analytics merge every shard's partial; the window ends at the request's `now`."""
     partial = {"sessions": 1, "messages": 2, "by_role": {"user": 2, "assistant": 0, "system": 0, "tool": 0},
                "days": ["2026-01-01"], "last_activity": 100.0, "first_half": 1, "second_half": 1}
-    ends = {0: 1_000_000.0, 1: 1_000_600.0}
     _, result = _drive(ops.AnalyticsRequest("u", 0, 30, 1_000_600.0), 2, _all_answer({
-        "Analytics": lambda shard, op: ops.Cached({**partial, "window_end": ends[shard]}, shard == 0),
-        "UserExists": lambda s, op: True}))
-    assert result.value["total_messages"] == 4 and result.value["window_end"].startswith("1970-01-12")
+        "Analytics": lambda shard, op: ops.Cached(partial, shard == 0), "UserExists": lambda s, op: True}))
+    assert result.value["total_messages"] == 4 and result.value["window_end"].startswith("1970-01-12T13:56:40")
     assert result.cache_hit is False

@@ -2,6 +2,7 @@
 
 import os
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -270,15 +271,18 @@ def test_compaction_runs_by_itself_once_deleted_data_dominates(tmp_path):
     shard.close()
 
 
-def test_analytics_partial_is_cached_until_the_users_next_write(shard):
-    """The analytics partial is keyed by (user, days), not by the minute: asked ten minutes later it is
-    a hit naming the window it covers; the user's next write makes it a miss."""
+def test_analytics_are_cached_until_the_users_next_write_and_exact_for_any_window(shard):
+    """The analytics digest is cached per user (no per-minute buckets): asked ten minutes later it is a
+    hit, and the window is still computed for the new time (a message that left it is not counted);
+    the user's next write makes it a miss."""
     shard.create_session("alice", "s1")
-    shard.append("alice", "s1", [message("one")])
     now = time.time()
-    first = shard.analytics("alice", 30, now)
-    later = shard.analytics("alice", 30, now + 600)
-    assert not first.cache_hit and later.cache_hit and later.value["window_end"] == now
+    edge = datetime.fromtimestamp(now - 86400 + 300, timezone.utc).isoformat()
+    shard.append("alice", "s1", [message("old", timestamp=edge), message("new")])
+    first = shard.analytics("alice", 1, now)
+    later = shard.analytics("alice", 1, now + 600)
+    assert not first.cache_hit and first.value["messages"] == 2
+    assert later.cache_hit and later.value["messages"] == 1
     shard.append("alice", "s1", [message("two")])
-    fresh = shard.analytics("alice", 30, now + 600)
-    assert not fresh.cache_hit and fresh.value["messages"] == 2 and fresh.value["window_end"] == now + 600
+    fresh = shard.analytics("alice", 1, now + 600)
+    assert not fresh.cache_hit and fresh.value["messages"] == 2

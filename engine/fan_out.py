@@ -22,7 +22,9 @@ from .errors import RequestTimeout, ShardUnavailable, UserNotFound
 from .search_index import fuse_rrf, merge_ranked, merge_stats
 from .session_store import merge_analytics
 
-HYBRID_MIN_DEPTH = 50  # candidates taken from each ranking before fusion
+# Hybrid search fuses the top HYBRID_RANK_WINDOW of each ranking (like Elasticsearch's
+# rank_window_size): the fused order and total_matches are then the same for every page up to it.
+HYBRID_RANK_WINDOW = 1000
 
 
 @dataclass
@@ -89,7 +91,7 @@ def _check_user(answers: Answers, user_id: str, user_shard: int) -> None:
 # ---------------------------------------------------------------------- search
 def _search(request: ops.SearchRequest, shard_count: int) -> Flow:
     """Text: corpus statistics, then BM25 scores; vector: cosine; hybrid: both, fused by RRF."""
-    depth = request.window if request.mode == "text" else max(request.window, HYBRID_MIN_DEPTH)
+    depth = max(request.window, HYBRID_RANK_WINDOW) if request.mode == "hybrid" else request.window
     first: list[ops.ShardOperation] = []
     if request.mode != "vector":
         first.append(ops.SearchStats(request.user_id, request.terms))
@@ -128,7 +130,7 @@ def _merge_search(request: ops.SearchRequest, text_parts: dict[int, ops.SearchPa
         parts = text_parts or vector_parts
         merged = merge_ranked([part.hits for part in parts.values()], request.offset, request.limit, request.sort)
         return ops.SearchResult(merged, sum(part.total for part in parts.values()), failed, cache_hit, pending)
-    rankings = [merge_ranked([part.hits for part in parts.values()], 0, max(request.window, HYBRID_MIN_DEPTH))
+    rankings = [merge_ranked([part.hits for part in parts.values()], 0, max(request.window, HYBRID_RANK_WINDOW))
                 for parts in (text_parts, vector_parts)]
     fused = fuse_rrf(rankings, 0, sum(len(ranking) for ranking in rankings))
     if request.sort == "recent":

@@ -10,6 +10,7 @@ serialises calls); async methods run as tasks on the caller's loop.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import weakref
 from typing import Any, Callable
@@ -25,10 +26,15 @@ class _Method:
     def options(self, **_: Any) -> "_Method":
         return self  # concurrency groups and the like mean nothing in one process
 
-    def remote(self, *args: Any, **kwargs: Any) -> "asyncio.Future[Any]":
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """An awaitable of the call's result (an asyncio future; outside an event loop, a sync
+        method's concurrent.futures future, which `wait_all` reads)."""
         if inspect.iscoroutinefunction(self._function):
             return asyncio.ensure_future(self._function(*args, **kwargs))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            future: Any = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # called from sync code with no running loop (e.g. clear_cache)
+            future = concurrent.futures.Future()
         try:
             future.set_result(self._function(*args, **kwargs))
         except Exception as exc:  # delivered to the awaiting caller, as Ray delivers an actor's error
@@ -71,6 +77,9 @@ def local_router(spare: int = 0) -> LocalHandle:
     return router
 
 
-def wait_all(futures: list["asyncio.Future[Any]"], timeout_s: float) -> list[Any]:
-    """The results of in-process calls (they completed when they were made)."""
+def wait_all(futures: list[Any], timeout_s: float) -> list[Any]:
+    """The results of in-process calls to sync methods (they completed when they were made); a call
+    still pending (a shard that never answers) is a TimeoutError, as ray.get's timeout is."""
+    if not all(future.done() for future in futures):
+        raise TimeoutError(f"an in-process call did not finish within {timeout_s} s")
     return [future.result() for future in futures]

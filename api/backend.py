@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 from engine import operations as ops
 from engine.config import MB, EngineConfig
-from engine.errors import BridgeClosed, EngineError, PathNotOpen, RequestTimeout, ShardUnassigned
+from engine.errors import BridgeClosed, EngineError, PathNotOpen, RequestTimeout, ShardUnassigned, Unavailable
 from engine.routing import shard_index_for, user_shard_index
 
 from ._errors import is_retryable_ray_error, map_ray_errors
@@ -26,6 +26,7 @@ from .retry import Retry
 from .shard_client import ShardClient
 
 _ROUTE_CACHE_ENTRIES = 100_000
+CLEAR_CACHE_MAX_S = 2.0  # the sync clear_cache blocks its caller's event loop at most this long
 SEARCH_PHASE_MAX_S = 5.0  # a silent shard delays a search at most this long per phase (partial results)
 
 
@@ -114,6 +115,10 @@ class PathBackend:
                 raise RequestTimeout(f"{what} did not finish before the request deadline") from None
             except PathNotOpen:
                 await self._reregister(retry, what)
+            except Unavailable as exc:
+                # A shard is restarting (exact reads need every shard): retried like any restart.
+                if not await retry.pause():
+                    raise exc from None
             except EngineError:
                 raise
             except Exception as exc:  # api boundary: transport failures are mapped here
@@ -136,8 +141,9 @@ class PathBackend:
     # ------------------------------------------------------------------ whole-path calls
     def clear_caches(self) -> int:
         """Empty every shard's result cache and wait until each has (sync, as the contract's
-        clear_cache is); returns entries dropped. Raises ShardUnavailable/RequestTimeout."""
-        return self.transport.clear_caches(self.request_timeout_s)
+        clear_cache is: the event loop waits, at most CLEAR_CACHE_MAX_S); returns entries dropped.
+        Raises RequestTimeout or the error of a shard that could not be cleared."""
+        return self.transport.clear_caches(min(self.request_timeout_s, CLEAR_CACHE_MAX_S))
 
     async def embed_pending(self) -> int:
         return int(await self.fan_out(ops.EmbedPendingRequest()))
@@ -237,6 +243,8 @@ class ActorTransport:
             except ShardUnassigned:
                 continue  # a restarted actor serves no shard yet: its cache starts cold anyway
             except Exception as exc:  # api boundary: mapped to SHARD_UNAVAILABLE / TIMEOUT
+                if is_retryable_ray_error(exc):
+                    continue  # the actor died or is restarting: it comes back with a cold cache
                 raise map_ray_errors(exc, f"clear_cache on shard {index}") from exc
             dropped += int(replies[0].unwrap())
         return dropped

@@ -142,10 +142,11 @@ class StorageFacade:
             clean_title = check_title(title)
             kind = check_session_type(session_type)
             clean = check_metadata_dict(metadata, "session metadata")
-            # Session first, then the profile: a crash between the two leaves a session whose owner
-            # is re-created by the next create_session/import, never a profile pointing at nothing.
-            created = await backend.session(ops.CreateSession(user_id, target, clean_title, kind, clean), deadline)
+            # The user first, then the session: a call cut short between the two leaves a user with
+            # no session (a state create_user makes too), never a session whose owner search,
+            # analytics and delete_user do not know.
             await backend.user(ops.CreateUser(user_id, {}), deadline)
+            created = await backend.session(ops.CreateSession(user_id, target, clean_title, kind, clean), deadline)
             return target if created else ""
         return await self._guard("create_session", run)
 

@@ -136,9 +136,10 @@ async def import_session(backend: PathBackend, config: Any, user_id: Any, path: 
 
 async def _prepare_session(backend: PathBackend, user_id: str, target: str, fields: dict[str, Any],
                            on_conflict: str, deadline: float) -> bool:
-    """Apply the conflict policy, then create the session (True if created) and its user (session first, as
-    create_session does: a crash between the two leaves a session whose owner the next
-    create_session or import re-creates, never a profile pointing at nothing)."""
+    """Create the user if missing, apply the conflict policy, then create the session (True if
+    created). The user comes first, as in create_session: a call cut short never leaves a session
+    whose owner search, analytics and delete_user do not know."""
+    await backend.user(ops.CreateUser(user_id, {}), deadline)
     existing = await backend.session(ops.GetSession(user_id, target), deadline)
     if existing is not None:
         if on_conflict == "error":
@@ -150,7 +151,6 @@ async def _prepare_session(backend: PathBackend, user_id: str, target: str, fiel
         await backend.session(ops.CreateSession(user_id, target, fields["title"], fields["session_type"],
                                                 fields["metadata"], fields.get("created_at"),
                                                 fields.get("updated_at")), deadline)
-    await backend.user(ops.CreateUser(user_id, {}), deadline)
     return existing is None
 
 

@@ -88,6 +88,7 @@ class ShardCore:
         self.reloads = 0
         self._compress_records = False
         self.opened = False
+        self.applied = 0  # changes applied to memory (a failed operation that applied none needs no reload)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> dict[str, Any]:
@@ -190,6 +191,7 @@ class ShardCore:
         """Run one operation by the handler registered for its type (no commit: see `execute`)."""
         handler = self._handlers[type(operation)]
         arguments = {name: getattr(operation, name) for name in self._arguments[type(operation)]}
+        applied = self.applied
         try:
             return Reply(True, handler(self, **arguments))
         except StaleEpoch:
@@ -197,8 +199,8 @@ class ShardCore:
         except EngineError as exc:
             return failed(exc)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            if not operation.writes:
-                # A read given values of the wrong type (a caller bypassing the api): nothing changed.
+            if self.applied == applied:
+                # Values of the wrong type (a caller bypassing the api) failed before memory changed.
                 return failed(InvalidInput(f"Bad arguments for {type(operation).__name__}: {exc}"))
             return self._internal_error(operation, exc)
         except Exception as exc:
@@ -235,6 +237,7 @@ class ShardCore:
     def _write(self, record_type: int, body: dict[str, Any]) -> None:
         """Encode first (raises InvalidInput if the record cannot be stored), then apply and queue."""
         records = codec.pack(record_type, body, self._compress_records)
+        self.applied += 1
         self.state.apply(record_type, body)
         self._pending.extend(records)
 

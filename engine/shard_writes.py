@@ -15,7 +15,7 @@ from typing import Any
 from . import codec
 from . import operations as ops
 from .errors import InvalidInput
-from .models import MAX_METADATA_BYTES, ROLES, new_message_id, validate_id
+from .models import MAX_METADATA_BYTES, new_message_id, normalize_message, validate_id
 from .operations import AppendReply
 from .shard_core import ShardCore, handles
 from .storable import check_json, check_text, text_bytes
@@ -141,6 +141,7 @@ class WriteHandlers(ShardCore):
         if user_id is not None:
             body["u"] = user_id
         records = codec.pack(codec.PURGE, body)
+        self.applied += 1
         messages_deleted, sessions_deleted = self.state.purge(cutoff_epoch, user_id)
         if messages_deleted or sessions_deleted:
             self._pending.extend(records)
@@ -167,8 +168,9 @@ class WriteHandlers(ShardCore):
         ids: list[str] = []
         records: list[dict[str, Any]] = []
         duplicates = 0
-        for position, message in enumerate(messages):
-            message_id = validate_id(message.get("message_id") or new_message_id(), "message")
+        for position, raw in enumerate(messages):
+            message = _checked_message(position, raw, self.config.max_message_bytes)
+            message_id = message.get("message_id") or new_message_id()
             if message_id in seen:
                 raise InvalidInput(f"messages[{position}]: message_id '{message_id}' repeated in the batch")
             seen.add(message_id)
@@ -229,25 +231,21 @@ def _check_profile(record: dict[str, Any]) -> None:
     _check_size(record, "Profile")
 
 
+def _checked_message(position: int, message: Any, max_message_bytes: int) -> dict[str, Any]:
+    """One message checked by the api's own rules (engine.models.normalize_message: content present
+    and within max_message_bytes, role, id, UTC timestamp, attachments, metadata within its bound):
+    the api checked already; this keeps a shard safe from any caller. Errors name the position."""
+    try:
+        clean, _ = normalize_message(message, max_message_bytes)
+    except InvalidInput as exc:
+        raise InvalidInput(f"messages[{position}]: {exc.message}", exc.code) from None
+    return clean
+
+
 def _message_row(position: int, message: dict[str, Any], message_id: str, now: str) -> list[Any]:
-    """The log row of one new message, after the shard's own checks (the api checked already;
-    this keeps a shard safe from any caller)."""
-    where = f"messages[{position}]"
-    if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-        raise InvalidInput(f"{where}: invalid message", "INVALID_MESSAGE")
-    timestamp = message.get("timestamp") or now
-    if timestamp is not now:
-        _timestamp(timestamp, f"{where} timestamp")
-    attachments = message.get("attachments") or None
-    metadata = message.get("metadata") or None
-    if attachments is not None:
-        if not isinstance(attachments, list) or not all(isinstance(item, str) for item in attachments):
-            raise InvalidInput(f"{where}: attachments must be a list of strings", "INVALID_MESSAGE")
-    if metadata is not None:
-        if not isinstance(metadata, dict):
-            raise InvalidInput(f"{where}: metadata must be a dict", "INVALID_MESSAGE")
-        check_json(metadata, f"{where} metadata")
-    return [message_id, message["role"], message["content"], timestamp, attachments, metadata, now]
+    """The log row of one new, checked message."""
+    return [message_id, message["role"], message["content"], message.get("timestamp") or now,
+            message.get("attachments") or None, message.get("metadata") or None, now]
 
 
 def _explain_unencodable(rows: list[list[Any]]) -> None:

@@ -58,3 +58,33 @@ def test_a_read_given_wrong_types_is_invalid_argument_not_an_internal_error(tmp_
     reply = shard.execute([ops.History("u", "s", "ten")])[0]  # type: ignore[arg-type]
     assert reply.ok is False and reply.value.code == "INVALID_ARGUMENT" and "History" in reply.value.message
     shard.close()
+
+
+def test_a_write_given_wrong_types_is_invalid_argument_and_needs_no_reload(tmp_path):
+    """A write whose values have the wrong types fails before memory changes: INVALID_ARGUMENT, no
+    rebuild of memory from the log, and the shard keeps serving."""
+    from tests.factories import open_shard
+    shard = open_shard(tmp_path)
+    shard.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("kept")])])
+    replies = shard.execute([ops.DeleteUserData(["u"]), ops.Append("u", "s", [message("next")])])  # type: ignore[arg-type]
+    assert replies[0].ok is False and replies[0].value.code == "INVALID_ARGUMENT"
+    assert replies[1].ok and shard.reloads == 0
+    assert [m["content"] for m in shard.read_range("u", "s", 0, 10)["messages"]] == ["kept", "next"]
+    shard.close()
+
+
+@pytest.mark.parametrize("bad, code", [
+    ({"role": "user", "content": "   "}, "INVALID_MESSAGE"),
+    ({"role": "user", "content": "x" * 2048}, "MESSAGE_TOO_LARGE"),
+    ({"role": "user", "content": "x", "message_id": 0}, "INVALID_ID"),
+    ({"role": "user", "content": "x", "metadata": {"k": "v" * 70_000}}, "MESSAGE_TOO_LARGE"),
+])
+def test_the_shard_checks_messages_by_the_apis_rules(tmp_path, bad, code):
+    """A message sent straight to a shard is checked by the same rules as through the api."""
+    from tests.factories import open_shard
+    shard = open_shard(tmp_path, max_message_bytes=1024)
+    shard.execute([ops.CreateSession("u", "s")])
+    reply = shard.execute([ops.Append("u", "s", [bad])])[0]
+    assert reply.ok is False and reply.value.code == code and "messages[0]" in reply.value.message
+    assert shard.read_range("u", "s", 0, 10)["messages"] == []
+    shard.close()

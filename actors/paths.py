@@ -7,8 +7,11 @@ from typing import Any
 
 from engine import operations as ops
 from engine.config import EngineConfig
-from engine.errors import PathNotOpen, ShardCountMismatch, ShardUnassigned
+from engine.errors import DurabilityMismatch, EmbedderMismatch, PathNotOpen, ShardCountMismatch, ShardUnassigned
 from engine.manifest import PathManifest
+
+
+_DURABILITY_RANK = {"none": 0, "flush": 1, "fsync": 2}
 
 
 def shard_config(template: EngineConfig, shard_count: int) -> EngineConfig:
@@ -57,10 +60,20 @@ class PathRegistry:
             raise PathNotOpen(f"path {namespace} is not registered with this router for this bridge")
         return path
 
-    def check_count(self, request: ops.OpenPathRequest, path: OpenPath) -> None:
-        if request.explicit and request.requested_shards != path.config.shard_count:
+    def check_settings(self, request: ops.OpenPathRequest, path: OpenPath) -> None:
+        """A bridge attaching to an open path gets the path's shards as they are: refuse one that
+        needs what they do not give (another shard count, stronger durability, another embedder)."""
+        wanted, actual = request.template, path.config
+        where = f"the open path {wanted.storage_path}"
+        if request.explicit and request.requested_shards != actual.shard_count:
             raise ShardCountMismatch(f"shard_count {request.requested_shards} does not match the "
-                                     f"{path.config.shard_count} shards stored at {request.template.storage_path}")
+                                     f"{actual.shard_count} shards stored at {wanted.storage_path}")
+        if _DURABILITY_RANK[wanted.durability] > _DURABILITY_RANK[actual.durability]:
+            raise DurabilityMismatch(f"durability '{wanted.durability}' is stronger than the '{actual.durability}' "
+                                     f"of {where} (opened by another bridge); use '{actual.durability}' or reopen")
+        if wanted.embedder is not None and wanted.embedder != actual.embedder:
+            raise EmbedderMismatch(f"embedder {wanted.embedder!r} differs from {actual.embedder!r} of {where} "
+                                   f"(opened by another bridge)")
 
     @staticmethod
     async def lock(request: ops.OpenPathRequest) -> tuple[PathManifest, EngineConfig]:

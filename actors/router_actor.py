@@ -86,13 +86,13 @@ class RouterActor:
 
     async def open_path(self, request: ops.OpenPathRequest) -> ops.PathOpened:
         """Attach to a path, opening it first if needed. Raises ShardLocked (another runtime holds
-        it), ShardCountMismatch, or the error that kept a shard from opening (CorruptRecord...)."""
+        it), a PathConfigMismatch, or the error that kept a shard from opening (CorruptRecord...)."""
         async with self._lock:
             path = self.registry.paths.get(request.namespace)
             if path is None:
                 path = self.registry.paths[request.namespace] = await self._open(request)
             else:
-                self.registry.check_count(request, path)
+                self.registry.check_settings(request, path)
             path.bridges.add(request.bridge_id or f"anonymous-{len(path.bridges)}")
             return ops.PathOpened(path.shards, path.config, len(path.bridges), os.getpid())
 

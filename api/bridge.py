@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from engine.errors import EngineError, ErrorCode, RequestTimeout, ShardCountMismatch, ShardLocked
+from engine.errors import EngineError, ErrorCode, PathConfigMismatch, RequestTimeout, ShardLocked
 
 from . import runtime
 from .backend import PathBackend, open_path
@@ -162,8 +162,8 @@ class FFChatAppBridge:
                 self._backend, self._router_pid = await open_path(
                     settings, namespace, requested, self._shard_count_explicit, spare=runtime.cpu_count(),
                     in_process=self._in_process)
-            except ShardCountMismatch as exc:
-                raise ConfigurationError(exc.message, config_field="shard_count") from None
+            except PathConfigMismatch as exc:
+                raise ConfigurationError(exc.message, config_field=exc.config_field) from None
             except EngineError as exc:
                 if not isinstance(exc, ShardLocked):
                     step = "shard_startup"

@@ -3,7 +3,10 @@
     EngineError                              code
     ├── InvalidInput (ValueError)            INVALID_ARGUMENT (or INVALID_ID / INVALID_MESSAGE /
     │   │                                    MESSAGE_TOO_LARGE / VECTOR_SEARCH_UNAVAILABLE, given)
-    │   └── ShardCountMismatch               CONFIG_ERROR: shard_count differs from the stored one
+    │   └── PathConfigMismatch               CONFIG_ERROR: a setting differs from the open path's
+    │       ├── ShardCountMismatch           shard_count differs from the stored one
+    │       ├── DurabilityMismatch           stronger durability than the path's shards give
+    │       └── EmbedderMismatch             an embedder the path's shards do not use
     ├── SessionNotFound (LookupError)        SESSION_NOT_FOUND
     ├── UserNotFound (LookupError)           USER_NOT_FOUND
     ├── StorageFailure                       STORAGE_ERROR: an I/O step failed
@@ -70,10 +73,29 @@ class InvalidInput(EngineError, ValueError):
     default_code = ErrorCode.INVALID_ARGUMENT
 
 
-class ShardCountMismatch(InvalidInput):
-    """An explicit shard_count differs from the number of shards stored at the path."""
+class PathConfigMismatch(InvalidInput):
+    """A bridge asks an open path for a setting its shards do not have; `config_field` names it."""
 
     default_code = ErrorCode.CONFIG_ERROR
+    config_field = ""
+
+
+class ShardCountMismatch(PathConfigMismatch):
+    """An explicit shard_count differs from the number of shards stored at the path."""
+
+    config_field = "shard_count"
+
+
+class DurabilityMismatch(PathConfigMismatch):
+    """A bridge asks for stronger durability than the open path's shards give."""
+
+    config_field = "durability"
+
+
+class EmbedderMismatch(PathConfigMismatch):
+    """A bridge asks for an embedder the open path's shards do not use."""
+
+    config_field = "embedder"
 
 
 class SessionNotFound(EngineError, LookupError):
@@ -135,7 +157,7 @@ class BridgeClosed(EngineError):
 
 
 ALL_ERRORS = (
-    EngineError, InvalidInput, ShardCountMismatch, SessionNotFound, UserNotFound, StorageFailure, CorruptRecord,
+    EngineError, InvalidInput, PathConfigMismatch, ShardCountMismatch, DurabilityMismatch, EmbedderMismatch, SessionNotFound, UserNotFound, StorageFailure, CorruptRecord,
     ShardLocked, StaleEpoch, Unavailable, ShardUnavailable, ShardClosed, ShardUnassigned, PathNotOpen,
     RequestTimeout, BridgeClosed,
 )

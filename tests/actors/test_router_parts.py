@@ -64,9 +64,9 @@ def test_registry_refuses_an_explicit_shard_count_that_differs(tmp_path):
     registry = PathRegistry()
     path = OpenPath(manifest=None, config=shard_config(engine_config(tmp_path), 2), shards=[], compress=False)
     with pytest.raises(ShardCountMismatch) as caught:
-        registry.check_count(ops.OpenPathRequest("ns", engine_config(tmp_path), 3, True, False), path)
+        registry.check_settings(ops.OpenPathRequest("ns", engine_config(tmp_path), 3, True, False), path)
     assert caught.value.code == "CONFIG_ERROR"
-    registry.check_count(ops.OpenPathRequest("ns", engine_config(tmp_path), 3, False, False), path)
+    registry.check_settings(ops.OpenPathRequest("ns", engine_config(tmp_path), 3, False, False), path)
     with pytest.raises(PathNotOpen):
         registry.get("ns")
 
@@ -133,3 +133,20 @@ def test_router_actor_opens_serves_and_closes_a_path_in_process(tmp_path):
         assert router.info()["paths"] == {} and len(router.pool.idle) == 2
         assert all(actor.probe()["assigned"] is False for actor in spawned)
     asyncio.run(scenario())
+
+
+def test_registry_refuses_stronger_durability_or_another_embedder_than_the_open_path(tmp_path):
+    """A bridge asking an open path for stronger durability or another embedder is refused (CONFIG_ERROR);
+    weaker durability is given the path's stronger one."""
+    from engine.errors import DurabilityMismatch, EmbedderMismatch
+    registry = PathRegistry()
+    path = OpenPath(None, shard_config(engine_config(tmp_path, durability="flush"), 2), [], False)
+
+    def request(**overrides):
+        return ops.OpenPathRequest("ns", engine_config(tmp_path, **overrides), 2, False, False)
+    with pytest.raises(DurabilityMismatch) as caught:
+        registry.check_settings(request(durability="fsync"), path)
+    assert caught.value.code == "CONFIG_ERROR" and caught.value.config_field == "durability"
+    with pytest.raises(EmbedderMismatch):
+        registry.check_settings(request(embedder="engine.embedders:hashing"), path)
+    registry.check_settings(request(durability="none"), path)

@@ -237,3 +237,18 @@ async def test_import_keeps_the_headers_updated_at(tmp_path):
         assert (await data.storage.get_session("up", "kept")).updated_at > "2026"
     finally:
         await bridge.close()
+
+
+async def test_a_second_bridge_is_refused_durability_the_open_path_does_not_give(tmp_path):
+    """Durability is a guarantee: a bridge asking for fsync on a path its shards serve in `none` mode gets
+    ConfigurationError(durability) instead of silently weaker acknowledgements (found in review)."""
+    from api import ConfigurationError
+    first = await _bridge(tmp_path, durability="none")
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            await _bridge(tmp_path, durability="fsync")
+        assert caught.value.error_code == "CONFIG_ERROR" and caught.value.context["config_field"] == "durability"
+        weaker = await _bridge(tmp_path, durability="none")
+        await weaker.close()
+    finally:
+        await first.close()

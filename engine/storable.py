@@ -7,6 +7,7 @@ cannot become log bytes fails alone with INVALID_MESSAGE naming the field, and c
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .config import MB
@@ -66,7 +67,10 @@ def _walk(value: Any, path: _Path, depth: int, code: str) -> None:
     elif isinstance(value, int):  # bool included
         if not INT_MIN <= value <= INT_MAX:
             raise InvalidInput(f"{_field(path)}: integer {_short(value)} is out of range (-2**63..2**64-1)", code)
-    elif value is None or isinstance(value, float):
+    elif isinstance(value, float):
+        if not math.isfinite(value):  # JSON has no NaN or Infinity: an export would not be valid JSON
+            raise InvalidInput(f"{_field(path)}: {value} is not a JSON number (NaN and infinities are not)", code)
+    elif value is None:
         return
     elif isinstance(value, (dict, list)):
         if depth >= MAX_NESTING:

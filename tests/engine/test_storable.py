@@ -77,3 +77,11 @@ def test_self_referencing_value_fails_on_depth():
     loop = {}
     loop["me"] = loop
     assert str(_error(loop)).endswith("nested deeper than 32 levels")
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinities_are_not_storable(number):
+    """NaN and infinities are refused (INVALID_MESSAGE naming the field): an export must stay valid JSON."""
+    with pytest.raises(InvalidInput) as caught:
+        check_json({"score": [1.0, number]}, "metadata")
+    assert caught.value.code == "INVALID_MESSAGE" and "metadata.score[1]" in caught.value.message

@@ -176,8 +176,8 @@ class FFChatAppBridge:
         except Exception as exc:  # api boundary: every failure becomes InitializationError
             self._initialization_error = exc
             await self._abandon_path()
-            logger.warning("bridge initialisation failed at %s: %s", step, exc)
             message = exc.message if isinstance(exc, EngineError) else describe_exception(unwrap_ray_error(exc))
+            logger.warning("bridge initialisation failed at %s: %s", step, message)
             raise InitializationError(
                 f"Failed to initialize chat storage bridge: {message}", component="FFChatAppBridge",
                 initialization_step=step,

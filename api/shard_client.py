@@ -54,12 +54,17 @@ class ShardClient:
             # Defer to the next loop turn so calls issued in the same turn share one batch.
             self._scheduled = True
             loop.call_soon(self._dispatch)
+        # Each call ends at its own deadline, queued or in flight, whatever its batch-mates have left
+        # (one timer per call; the batch's answer is ignored for a call that already ended).
+        timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._end_late_call, future)
         try:
-            # Each call ends at its own deadline, queued or in flight, whatever its batch-mates have left.
-            reply = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"shard {self.index} did not answer before the request deadline") from None
-        return reply.unwrap()
+            return (await future).unwrap()
+        finally:
+            timer.cancel()
+
+    def _end_late_call(self, future: "asyncio.Future[Reply]") -> None:
+        if not future.done():
+            future.set_result(failed(RequestTimeout(f"shard {self.index} did not answer before the request deadline")))
 
     def _expire_queued(self) -> None:
         """Calls whose deadline passed while queued end now with TIMEOUT (they were never sent)."""

@@ -72,7 +72,7 @@ class ShardActor:
         if self._shard is not None:
             if self._key == key:
                 return dict(self._recovery)
-            raise EngineError(f"actor slot {self._slot} already serves shard {self._key}", "SHARD_UNAVAILABLE")
+            raise ShardUnavailable(f"actor slot {self._slot} already serves another shard")  # never name its path
         shard = Shard(config, index)
         self._recovery = shard.open()  # a failed open releases the shard's lock before raising
         gc.freeze()  # the replayed state is long-lived: keep it out of every later collection

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from typing import Any, Awaitable, Callable
 
 from engine import operations as ops
@@ -93,7 +94,7 @@ class RouterActor:
                 path = self.registry.paths[request.namespace] = await self._open(request)
             else:
                 self.registry.check_settings(request, path)
-            path.bridges.add(request.bridge_id or f"anonymous-{len(path.bridges)}")
+            path.bridges.add(request.bridge_id or uuid.uuid4().hex)  # tests attach without an id
             return ops.PathOpened(path.shards, path.config, len(path.bridges), os.getpid())
 
     async def _open(self, request: ops.OpenPathRequest) -> OpenPath:

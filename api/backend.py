@@ -11,6 +11,7 @@ tested without Ray.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import uuid
@@ -58,14 +59,9 @@ class PathBackend:
         self.namespace = namespace
         self.shard_count = transport.shard_count
         self.request_timeout_s = request_timeout_s
-        self.clients = [ShardClient(self._sender(index), index, transport.reassign)
+        self.clients = [ShardClient(functools.partial(transport.execute, index), index, transport.reassign)
                         for index in range(self.shard_count)]
         self._routes: dict[tuple[str, str], int] = {}
-
-    def _sender(self, index: int) -> Any:
-        async def send(operations: list[ops.ShardOperation]) -> list[ops.Reply]:
-            return await self.transport.execute(index, operations)
-        return send
 
     # ------------------------------------------------------------------ routing
     def session_shard(self, user_id: str, session_id: str) -> int:

@@ -13,7 +13,7 @@ import time
 import warnings
 from typing import Any
 
-from engine.errors import EngineError, ErrorCode, PathConfigMismatch, RequestTimeout, ShardLocked
+from engine.errors import BridgeClosed, EngineError, ErrorCode, PathConfigMismatch, RequestTimeout, ShardLocked
 
 from . import runtime
 from .backend import PathBackend, open_path
@@ -288,6 +288,13 @@ class FFChatAppBridge:
 
     @property
     def backend(self) -> PathBackend | None:
+        return self._backend
+
+    def open_backend(self) -> PathBackend:
+        """The path's backend for a data call; BridgeClosed once the bridge is closed (the data layer
+        and the facade ask this before checking any input: closed means closed)."""
+        if self._closed or self._backend is None:
+            raise BridgeClosed("Bridge is closed")
         return self._backend
 
     @property

@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 
 from engine import operations as ops
 from engine.config import MB
-from engine.errors import BridgeClosed, EngineError, ErrorCode, InvalidInput, ShardUnavailable, UserNotFound
+from engine.errors import BridgeClosed, EngineError, ErrorCode, InvalidInput, UserNotFound
 from engine.models import iso, new_message_id, normalize_message, validate_id
 from engine.text import query_terms
 
@@ -34,11 +34,7 @@ class FFChatDataLayer:
 
     # ------------------------------------------------------------------ plumbing
     def _backend(self) -> PathBackend:
-        """The path's backend; BridgeClosed once the bridge is closed (checked before any input)."""
-        backend = self._bridge.backend
-        if self._bridge.is_closed or backend is None:
-            raise BridgeClosed("Bridge is closed")
-        return backend
+        return self._bridge.open_backend()
 
     def _session_size_warning(self, warnings: list[str], session_id: str, size_bytes: int) -> None:
         limit = self.config.max_session_size_mb
@@ -142,7 +138,6 @@ class FFChatDataLayer:
             if not request.terms and request.mode == "text":
                 warnings.append("Query has no searchable terms")
             found: ops.SearchResult = await backend.fan_out(request, backend.search_phase_timeout(), deadline)
-            _check_search_failures(backend, user_id, opts["session_ids"], found.shards_failed)
             if found.shards_failed:
                 warnings.append(f"Partial results: shards {found.shards_failed} did not answer")
             results = [{k: v for k, v in hit.items() if k != "timestamp_epoch"} for hit in found.results]
@@ -273,18 +268,6 @@ class FFChatDataLayer:
     def reset_metrics(self) -> None:
         """Zero this bridge's counters."""
         self.metrics.reset()
-
-
-def _check_search_failures(backend: PathBackend, user_id: str, session_ids: list[str] | None,
-                           failed: list[int]) -> None:
-    if not failed:
-        return
-    if len(failed) == backend.shard_count:
-        raise ShardUnavailable(f"No shard answered the search (shards {failed})")
-    if session_ids:
-        needed = {backend.session_shard(user_id, s) for s in session_ids}
-        if needed <= set(failed):
-            raise ShardUnavailable(f"Every requested session is on a failed shard ({sorted(needed)})")
 
 
 __all__ = ["FFChatDataLayer"]

@@ -107,15 +107,11 @@ class ShardClient:
     async def _execute_with_retries(self, batch: list[_Pending]) -> list[Reply]:
         operations = [operation for operation, _, _ in batch]
         # The batch is retried until its latest deadline; each caller stops waiting at its own.
-        retry = Retry(max(item[2] for item in batch))
-        while True:
-            error = await self._attempt(operations, retry)
-            if error is None:
-                return self._replies
-            return [failed(error)] * len(batch)
+        outcome = await self._attempt(operations, Retry(max(item[2] for item in batch)))
+        return [failed(outcome)] * len(batch) if isinstance(outcome, Exception) else outcome
 
-    async def _attempt(self, operations: list[ShardOperation], retry: Retry) -> Exception | None:
-        """Send until an answer (kept in `_replies`, returns None) or a final error (returned)."""
+    async def _attempt(self, operations: list[ShardOperation], retry: Retry) -> list[Reply] | Exception:
+        """Send until the shard answers (its replies) or a final error (returned, not raised)."""
         while True:
             remaining = retry.remaining()
             if remaining <= 0:
@@ -123,8 +119,8 @@ class ShardClient:
             try:
                 self.batches_sent += 1
                 self.operations_sent += len(operations)
-                self._replies = await asyncio.wait_for(self._send_batch(operations), timeout=remaining)
-                return None
+                replies: list[Reply] = await asyncio.wait_for(self._send_batch(operations), timeout=remaining)
+                return replies
             except asyncio.TimeoutError:
                 return RequestTimeout(f"shard {self.index} did not answer before the request deadline")
             except ShardUnassigned as exc:

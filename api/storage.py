@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from engine import operations as ops
-from engine.errors import BridgeClosed, EngineError, InvalidInput, SessionNotFound, UserNotFound
+from engine.errors import EngineError, InvalidInput, SessionNotFound, UserNotFound
 from engine.models import (check_metadata_dict, check_profile, check_session_type, check_title, iso, new_message_id,
                            new_session_id, normalize_message, parse_timestamp, validate_id)
 from engine.text import query_terms
@@ -72,11 +72,7 @@ class StorageFacade:
         self._bridge = bridge
 
     def _backend(self) -> PathBackend:
-        """The path's backend; BridgeClosed once the bridge is closed (checked before any input)."""
-        backend = self._bridge.backend
-        if self._bridge.is_closed or backend is None:
-            raise BridgeClosed("Bridge is closed")
-        return backend
+        return self._bridge.open_backend()
 
     async def _guard(self, operation: str, coroutine_factory: Any, search: bool = False) -> Any:
         try:

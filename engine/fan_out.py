@@ -19,6 +19,7 @@ from typing import Any, Callable, Generator
 
 from . import operations as ops
 from .errors import RequestTimeout, ShardUnavailable, UserNotFound
+from .routing import shard_index_for
 from .search_index import fuse_rrf, merge_ranked, merge_stats
 from .session_store import merge_analytics
 
@@ -103,8 +104,7 @@ def _search(request: ops.SearchRequest, shard_count: int) -> Flow:
     per_shard = _with_user_check({index: list(first) for index in range(shard_count)}, request.user_id,
                                  request.user_shard)
     answers = yield Plan(per_shard)
-    if not answers.replies:
-        raise ShardUnavailable(f"No shard answered the search (shards {answers.failed})")
+    _require_answers(request, shard_count, answers.failed)
     _check_user(answers, request.user_id, request.user_shard)
     vector_parts = answers.values(len(first) - 1) if request.mode != "text" else {}
     failed = set(answers.failed)
@@ -120,7 +120,20 @@ def _search(request: ops.SearchRequest, shard_count: int) -> Flow:
         cached = scored.values()
         text_parts = {index: reply.value for index, reply in cached.items()}
         cache_hit = request.mode == "text" and bool(cached) and all(reply.cache_hit for reply in cached.values())
+    _require_answers(request, shard_count, sorted(failed))
     return _merge_search(request, text_parts, vector_parts, sorted(failed), cache_hit)
+
+
+def _require_answers(request: ops.SearchRequest, shard_count: int, failed: list[int]) -> None:
+    """SHARD_UNAVAILABLE when no shard answered, or when every session the search is limited to
+    lives on a shard that did not: a partial answer would then be an empty one."""
+    if len(failed) == shard_count:
+        raise ShardUnavailable(f"No shard answered the search (shards {failed})")
+    wanted = request.filters.get("session_ids")
+    if failed and wanted:
+        needed = {shard_index_for(request.user_id, session_id, shard_count) for session_id in wanted}
+        if needed <= set(failed):
+            raise ShardUnavailable(f"Every requested session is on a failed shard ({sorted(needed)})")
 
 
 def _merge_search(request: ops.SearchRequest, text_parts: dict[int, ops.SearchPart],

@@ -18,7 +18,7 @@ from .errors import InvalidInput
 from .models import MAX_METADATA_BYTES, new_message_id, normalize_message, validate_id
 from .operations import AppendReply
 from .shard_core import ShardCore, handles
-from .storable import check_json, check_text, text_bytes
+from .storable import check_json, check_text
 
 _DEFAULT_TITLES = {"chat": "New Chat", "panel": "Panel Session", "debate": "Debate Session",
                    "problem_solving": "Problem Solving Session"}
@@ -183,16 +183,12 @@ class WriteHandlers(ShardCore):
                 duplicates += 1
                 records.append({**existing.to_dict(), "stored_at": existing.stored_at, "duplicate": True})
                 continue
-            row = _message_row(position, message, message_id, now)
+            row = _message_row(message, message_id, now)
             rows.append(row)
             records.append({"message_id": message_id, "timestamp": row[3], "stored_at": now, "duplicate": False})
         if rows:
             body = {"u": user_id, "s": session_id, "m": rows, "t": updated_at or now}
-            try:
-                self._write(codec.MESSAGES, body)
-            except InvalidInput as exc:
-                _explain_unencodable(rows)
-                raise exc
+            self._write(codec.MESSAGES, body)
         # Per-message records matter to single stores (the API returns one); a batch answer stays small.
         return AppendReply(ids, now, len(rows), duplicates, records if len(messages) == 1 else [], state.content_bytes)
 
@@ -242,16 +238,8 @@ def _checked_message(position: int, message: Any, max_message_bytes: int) -> dic
     return clean
 
 
-def _message_row(position: int, message: dict[str, Any], message_id: str, now: str) -> list[Any]:
+def _message_row(message: dict[str, Any], message_id: str, now: str) -> list[Any]:
     """The log row of one new, checked message."""
     return [message_id, message["role"], message["content"], message.get("timestamp") or now,
             message.get("attachments") or None, message.get("metadata") or None, now]
-
-
-def _explain_unencodable(rows: list[list[Any]]) -> None:
-    """Raise the precise error for the first row that cannot be encoded (after `codec.pack` failed)."""
-    for row in rows:
-        text_bytes(row[2], f"Message {row[0]} content")
-        check_json(row[4] or [], f"Message {row[0]} attachments")
-
 

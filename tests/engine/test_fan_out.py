@@ -129,3 +129,21 @@ def test_analytics_merge_the_partials_over_the_requests_window_and_hit_only_when
         "Analytics": lambda shard, op: ops.Cached(partial, shard == 0), "UserExists": lambda s, op: True}))
     assert result.value["total_messages"] == 4 and result.value["window_end"].startswith("1970-01-12T13:56:40")
     assert result.cache_hit is False
+
+
+def test_search_limited_to_sessions_on_silent_shards_is_unavailable_not_empty():
+    """When every session a search is limited to lives on a shard that did not answer, the search is
+    SHARD_UNAVAILABLE rather than an empty partial result."""
+    from engine.routing import shard_index_for
+    session = next(s for s in (f"s{i}" for i in range(50)) if shard_index_for("u", s, 2) == 1)
+
+    def answer(plan):
+        answers = _all_answer({"SearchStats": lambda s, op: STATS, "UserExists": lambda s, op: True,
+                               "Search": lambda s, op: ops.Cached(ops.SearchPart([], 0), False)})(plan)
+        answers.replies.pop(1, None)
+        answers.timed_out.append(1)
+        return answers
+    with pytest.raises(ShardUnavailable):
+        _drive(ops.SearchRequest("u", 0, "text", ["x"], 0, 5, {"session_ids": [session]}), 2, answer)
+    _, result = _drive(ops.SearchRequest("u", 0, "text", ["x"], 0, 5), 2, answer)
+    assert result.shards_failed == [1]

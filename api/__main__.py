@@ -75,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plugin(name: str) -> Callable[[list[str]], int]:
-    """A command another distribution registers under the `ff_chat_bridge.commands` entry points
-    (the benchmark harness does, in pyproject.toml): the shipped package never imports it."""
+    """A command registered under the `ff_chat_bridge.commands` entry points (the benchmark harness
+    is, in pyproject.toml): found by name, so the api package never imports scale_tests (the
+    layering test forbids that arrow)."""
     found = [point for point in entry_points(group=PLUGIN_GROUP) if point.name == name]
     if not found:
-        raise SystemExit(f"chat-bridge {name}: no '{name}' command is installed (it comes with the repository's "
-                         f"scale_tests package: pip install -e . from a checkout)")
+        raise SystemExit(f"chat-bridge {name}: no '{name}' command is installed (it comes with the "
+                         f"scale_tests package of this project: pip install .)")
     command: Callable[[list[str]], int] = found[0].load()
     return command
 

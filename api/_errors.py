@@ -51,7 +51,7 @@ def map_ray_errors(exc: BaseException, what: str) -> EngineError:
     original exception type and the first line of its message; the full text goes to the log.
     """
     from ray import exceptions as ray_exceptions
-    cause = exc.cause if isinstance(exc, ray_exceptions.RayTaskError) else exc
+    cause = unwrap_ray_error(exc)
     if isinstance(cause, EngineError):
         return cause  # not the Ray wrapper, whose str() is the remote traceback
     if isinstance(exc, (TimeoutError, ray_exceptions.GetTimeoutError)):

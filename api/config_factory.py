@@ -6,9 +6,10 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from engine.models import iso, utc_now
 
 from .config import DEFAULTS, UPSTREAM_FIELDS, ChatAppStorageConfig, flatten_options
 from .errors import ConfigurationError
@@ -236,7 +237,7 @@ class FFChatConfigFactory:
                     "configuration": template.base_config.to_dict(),
                     "performance_optimizations": template.performance_optimizations,
                     "use_cases": template.use_cases, "recommended_for": template.recommended_for,
-                    "exported_at": datetime.now(timezone.utc).isoformat(), "version": "1.1"}
+                    "exported_at": iso(utc_now()), "version": "1.1"}
             output.write_text(json.dumps(data, indent=2))
             return True
         except OSError as exc:

@@ -3,8 +3,9 @@ texts (contract §7): issue items, the overall status rule, and the diagnose_iss
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
+
+from engine.models import iso, utc_now
 
 _SEVERITY_OF = {"error": "error", "degraded": "warning"}
 
@@ -139,6 +140,6 @@ def _priority_actions(diagnostics: list[dict[str, Any]]) -> list[str]:
 def diagnose(report: dict[str, Any]) -> dict[str, Any]:
     """diagnose_issues()'s answer for a comprehensive health report."""
     diagnostics = [_diagnose_one(issue) for issue in report.get("issues_detected", [])]
-    return {"timestamp": datetime.now(timezone.utc).isoformat(), "issues_found": len(diagnostics),
+    return {"timestamp": iso(utc_now()), "issues_found": len(diagnostics),
             "diagnostics": diagnostics, "resolution_plan": _resolution_plan(diagnostics),
             "priority_actions": _priority_actions(diagnostics)}

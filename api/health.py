@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import psutil
 
 from engine.config import MB
+from engine.models import iso, utc_now
 
 from .diagnosis import analytics_advice, detect_issues, diagnose, overall_status, recommend
 from .health_components import (HealthCheckResult, PerformanceMetric, cache_result, configuration_result,
@@ -23,10 +24,6 @@ PROBE_TIMEOUT_S = 0.5
 SLOW_SHARD_MS = 100.0      # health_check(): a shard slower than this is degraded
 _LIMITS = {"store_chat_message": (100, 300), "get_chat_history": (150, 400), "search_conversations": (200, 600)}
 _DEFAULT_LIMITS = (200, 500)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 # ---------------------------------------------------------------------- the bridge's health_check()
@@ -55,7 +52,7 @@ async def bridge_health_check(bridge: Any) -> dict[str, Any]:
     started = time.perf_counter()
     uptime_s = time.time() - bridge.start_time
     result: dict[str, Any] = {
-        "status": "healthy", "timestamp": _now_iso(), "bridge_initialized": bridge.is_ready,
+        "status": "healthy", "timestamp": iso(utc_now()), "bridge_initialized": bridge.is_ready,
         "uptime_seconds": uptime_s, "storage_accessible": False, "write_permissions": False,
         "disk_space_sufficient": False, "configuration_valid": False, "errors": [], "warnings": [],
         "performance_metrics": {"uptime_seconds": uptime_s, "memory_usage": 0.0, "cache_utilization": 0.0,
@@ -118,7 +115,6 @@ class FFIntegrationHealthMonitor:
 
     def __init__(self, bridge: Any) -> None:
         self.bridge = bridge
-        self._monitoring_enabled = True
         self._background_monitoring = False
         self._monitoring_thread: threading.Thread | None = None
         self._stop_event: threading.Event | None = None
@@ -207,10 +203,11 @@ class FFIntegrationHealthMonitor:
         started = time.perf_counter()
         try:
             components = {c.component: c.to_dict() for c in await self._components()}
-            system = self._system_health()
+            # Host readings (disk usage of the storage path may hang on a network mount) off the loop.
+            system = await asyncio.get_running_loop().run_in_executor(None, self._system_health)
             performance = self._performance_health()
             issues = detect_issues(components, system, performance)
-            result = {"overall_status": overall_status(issues), "timestamp": _now_iso(),
+            result = {"overall_status": overall_status(issues), "timestamp": iso(utc_now()),
                       "check_duration_ms": (time.perf_counter() - started) * 1000,
                       "component_health": components, "system_health": system, "performance_health": performance,
                       "issues_detected": issues,
@@ -218,14 +215,14 @@ class FFIntegrationHealthMonitor:
                       "optimization_score": optimization_score(components, system, performance)}
             self._remember(result)
         except Exception as exc:  # the monitor never raises
-            result = {"overall_status": "error", "timestamp": _now_iso(),
+            result = {"overall_status": "error", "timestamp": iso(utc_now()),
                       "check_duration_ms": (time.perf_counter() - started) * 1000, "error": str(exc),
                       "recommendations": ["Fix health monitoring system issues"]}
         self.last_health_check = result
         return result
 
     def _remember(self, result: dict[str, Any]) -> None:
-        now = datetime.now(timezone.utc)
+        now = utc_now()
         self.optimization_history.append((now, result["optimization_score"]))
         del self.optimization_history[:-1000]
         for name, op in result["performance_health"]["operation_performance"].items():
@@ -237,11 +234,11 @@ class FFIntegrationHealthMonitor:
             del metric.history[:-100]
 
     async def get_performance_analytics(self, time_range_hours: float = 24) -> dict[str, Any]:
-        result: dict[str, Any] = {"time_range_hours": time_range_hours, "timestamp": _now_iso(),
+        result: dict[str, Any] = {"time_range_hours": time_range_hours, "timestamp": iso(utc_now()),
                                   "performance_trends": {}, "optimization_history": [], "recommendations": [],
                                   "summary": {"optimization_trend": "stable"}}
         try:
-            cutoff = datetime.now(timezone.utc) - timedelta(hours=time_range_hours)
+            cutoff = utc_now() - timedelta(hours=time_range_hours)
             history = [(at, score) for at, score in self.optimization_history if at >= cutoff]
             result["optimization_history"] = [{"timestamp": at.isoformat(), "value": score} for at, score in history]
             result["performance_trends"] = {
@@ -260,7 +257,7 @@ class FFIntegrationHealthMonitor:
         try:
             return diagnose(await self.comprehensive_health_check())
         except Exception as exc:  # the monitor never raises
-            return {"timestamp": _now_iso(), "issues_found": 0, "diagnostics": [], "resolution_plan": [],
+            return {"timestamp": iso(utc_now()), "issues_found": 0, "diagnostics": [], "resolution_plan": [],
                     "priority_actions": [f"Fix health monitoring system issues: {exc}"]}
 
     diagnose = diagnose_issues

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return chaos_main(arguments[1:])
     parser = argparse.ArgumentParser(prog="scale_tests", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes (< 3 minutes), as CI runs it")
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 1 minute), as CI runs it")
     parser.add_argument("--factors", default="1,2,5,10")
     parser.add_argument("--json", default="bench_results/bench.json")
     parser.add_argument("--chart", default="bench_results/scalability.png")

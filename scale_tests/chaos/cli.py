@@ -122,7 +122,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in args.modes if m not in MODES]
-    if bad or not args.modes or args.kills < 1 or args.writers < 1 or args.shards < 1 or args.rate < 0:
+    # Every shard needs a writer (the killer picks shards that writers are writing to).
+    if bad or not args.modes or args.kills < 1 or args.shards < 1 or args.writers < args.shards or args.rate < 0:
         parser.error(f"bad arguments (modes {bad or args.modes}, kills {args.kills}, writers {args.writers}, "
                      f"shards {args.shards})")
     return args
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - started
     print()
     print(f"chaos: SIGKILL of shard worker processes, {args.writers} writers, {args.shards} shards "
-          f"on a {os.cpu_count()}-core machine (2 shards by default: the development machine has 2 cores), "
+          f"on a {os.cpu_count()}-core machine, "
           f"request_timeout_s {args.request_timeout:g}, writes capped at "
           f"{f'{args.rate:g} msg/s' if args.rate else 'none'}, seed {args.seed}")
     print_table(results)

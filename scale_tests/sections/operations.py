@@ -37,7 +37,7 @@ async def initialization(ctx: Context) -> None:
             else:
                 bridge = await FFChatAppBridge.create_for_chat_app(path, config)
             times.append((time.perf_counter() - started) * 1000)
-            check(bridge._initialized, f"{name}: bridge not initialised")
+            check(bridge.is_ready, f"{name}: bridge not initialised")
             await bridge.close()
         summary = stats(times)
         everything += times

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Iterable, NoReturn
+from typing import Iterable
 
 from . import codec, compaction
 from .active_segment import ActiveSegment
@@ -58,26 +58,40 @@ class Compactor:
                 self.compress_sealed, self._rng)
         except (OSError, EngineError) as exc:  # I/O, or a record the snapshot could not encode
             self._abandon(exc)
+            raise self._failure(exc) from None
         try:
             compaction.commit(self.fs, self.directory)
         except OSError as exc:
             # The rename is the commit point: whether it happened decides where appends go next.
             self.unknown_commit = (last, last_salt, last_size)
-            self.resolve(exc)
+            if not self.resolve(exc):
+                raise self._failure(exc) from None
             return
         self._after_commit(last, last_salt, last_size)
 
-    def _abandon(self, exc: BaseException) -> NoReturn:
+    def _abandon(self, exc: BaseException) -> None:
+        """The compaction did not commit: discard its staging and record the failure (it is retried)."""
         try:
             remove_tree(self.fs, os.path.join(self.directory, compaction.STAGING))
         except OSError:
             pass  # discarded by the next open or compaction
         self._upkeep.failed("compaction", exc)
-        raise StorageFailure(f"Compaction of {self.directory} failed before its commit point: {exc}") from None
 
-    def resolve(self, exc: BaseException | None = None) -> None:
-        """After a failed commit call: committed if compact.ready exists, else abandoned; if even
-        that cannot be told, writes stay refused (broken) and the next write asks again."""
+    def _failure(self, exc: BaseException) -> StorageFailure:
+        return StorageFailure(f"Compaction of {self.directory} failed before its commit point: {exc}")
+
+    def outcome_known(self) -> None:
+        """Whether the last compaction committed is known again (told by compact.ready, or settled by
+        a replay, which finishes or discards any compaction): writes may go on."""
+        self.unknown_commit = None
+        if self._active.broken is not None and self._active.broken.startswith("compaction outcome"):
+            self._active.broken = None
+
+    def resolve(self, exc: BaseException | None = None) -> bool:
+        """After a failed commit call: committed (True) if compact.ready exists, else abandoned
+        (False); if even that cannot be told, writes stay refused (broken), the next write asks
+        again, and StorageFailure is raised. Abandoning does not fail the caller: a write that
+        settles the outcome goes on."""
         assert self.unknown_commit is not None
         try:
             committed = self.fs.exists(os.path.join(self.directory, compaction.READY))
@@ -86,13 +100,12 @@ class Compactor:
             raise StorageFailure(f"Compaction of {self.directory}: cannot tell whether it committed: "
                                  f"{second}") from None
         last, last_salt, last_size = self.unknown_commit
-        self.unknown_commit = None
-        if self._active.broken is not None and self._active.broken.startswith("compaction outcome"):
-            self._active.broken = None
+        self.outcome_known()
         if committed:
             self._after_commit(last, last_salt, last_size)
         else:
             self._abandon(exc or StorageFailure("commit did not happen"))
+        return committed
 
     def _after_commit(self, last: int, last_salt: int, last_size: int) -> None:
         """The compaction committed: stop appending to the old log; finish (or retry finishing)."""

@@ -75,8 +75,6 @@ class MessageLog:
         assert durability in ("fsync", "flush", "none")
         self.directory = directory
         self.durability = durability
-        self.segment_bytes_max = segment_bytes_max
-        self.compress_sealed = compress_sealed
         self.flush_interval_s = flush_interval_s
         self.buffer_bytes_max = buffer_bytes_max
         self.fs = fs or FileSystem()
@@ -93,7 +91,6 @@ class MessageLog:
         self._recovery = Recovery(self.fs, directory)
         self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng,
                                     segment_bytes_max, compress_sealed)
-        self.bytes_written = 0
         self.commits = 0
         self.fsyncs = 0
 
@@ -131,6 +128,7 @@ class MessageLog:
                 yield from self._replay(limit)
             except OSError as exc:
                 raise StorageFailure(f"Cannot re-read shard log {self.directory}: {exc}") from None
+            self._compactor.outcome_known()
             yield from codec.decode_records(self._buffer, f"buffered for {self.directory}")
 
     def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
@@ -154,10 +152,6 @@ class MessageLog:
     @property
     def epoch(self) -> int:
         return self._fence.epoch
-
-    def check_epoch(self) -> None:
-        """Raise StaleEpoch if a newer incarnation opened this log since we did."""
-        self._fence.check()
 
     # ----------------------------------------------------------------- appends
     def append_batch(self, records: list[codec.Record]) -> None:
@@ -190,14 +184,13 @@ class MessageLog:
         with self._fence.held():
             self._repair_if_broken()
             try:
-                size = self._active.append(records, sync)
+                self._active.append(records, sync)
             except OSError as exc:
                 self._upkeep.failed("write", exc)
                 raise StorageFailure(f"Write to shard log {self.directory} failed: {exc}") from None
             self._upkeep.succeeded("write")
             if sync:
                 self.fsyncs += 1
-            self.bytes_written += size
             self.commits += 1
             self._upkeep.roll_if_full()
 
@@ -206,9 +199,14 @@ class MessageLog:
         off bytes a failed write may have left. Raises StorageFailure if it cannot."""
         if not self._fence.is_open:
             raise ShardClosed(f"Shard log {self.directory} is closed")
-        if self._compactor.unknown_commit is not None:
-            self._compactor.resolve()
-        self._active.repair()
+        try:
+            if self._compactor.unknown_commit is not None:
+                self._compactor.resolve()
+            self._active.repair()
+        except StorageFailure as exc:
+            self._upkeep.failed("repair", exc)
+            raise
+        self._upkeep.succeeded("repair")
 
     def flush_if_due(self) -> None:
         """For `none` mode: write buffered records older than flush_interval_s (failures back off)."""
@@ -217,9 +215,8 @@ class MessageLog:
         if since is not None and now - since >= self.flush_interval_s and not self._upkeep.retry.waiting():
             try:
                 self.flush()
-            except StorageFailure as exc:
-                self._flush_failing = True
-                self._upkeep.failed("flush", exc)
+            except StorageFailure:
+                self._flush_failing = True  # recorded where it failed (write or repair); retried after the backoff
 
     def flush(self) -> None:
         """Write the none-mode buffer to the OS as one write, without an fsync (the periodic one in
@@ -231,7 +228,6 @@ class MessageLog:
             self._commit(self._buffer, sync=False)
             self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
             self._flush_failing = False
-            self._upkeep.succeeded("flush")
 
     @property
     def pending_bytes(self) -> int:
@@ -273,9 +269,8 @@ class MessageLog:
                 if self._needs_repair():
                     try:
                         self._repair_if_broken()
-                    except StorageFailure as exc:
-                        self._upkeep.failed("repair", exc)
-                        return
+                    except StorageFailure:
+                        return  # recorded; retried after the backoff
                 if self._upkeep.roll_due:
                     self._upkeep.roll()
                 if self._upkeep.uncompressed:

@@ -8,7 +8,7 @@ The rule that tells a torn tail from corruption is `engine.segment.scan`'s (summ
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generator
 
 from . import compaction, segment
@@ -31,7 +31,8 @@ class RecoveryReport:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """A copy (lists included): a caller adding notes must not change the log's own report."""
+        return asdict(self)
 
 
 @dataclass

@@ -100,8 +100,6 @@ class SimulatedFileSystem(FileSystem):
         self.partial_write_on_fail = partial_write_on_fail
         self.steps = 0
         self.crashed: Step | None = None
-        self.history: list[Step] = []
-        self.record_history = False
         self._handles: dict[int, tuple[_File, str, str]] = {}
         self._next_handle = 3
 
@@ -111,8 +109,6 @@ class SimulatedFileSystem(FileSystem):
             raise SimulatedCrash(f"process already crashed at step {self.crashed.number}")
         self.steps += 1
         step = Step(self.steps, operation, path, data, offset)
-        if self.record_history:
-            self.history.append(step)
         if self.crash_at is not None and self.steps >= self.crash_at:
             self.crashed = step
             raise SimulatedCrash(f"crash at step {step.number}: {operation} {path}")
@@ -383,8 +379,3 @@ class SimulatedFileSystem(FileSystem):
             for name, child in sorted(node.entries.items()):
                 yield from self._files_below(posixpath.join(path, name), child)
 
-    def poke(self, path: str, data: bytes) -> None:
-        """Replace a file's bytes outside the step count (to simulate damage)."""
-        node = self._file(path)
-        node.data = bytearray(data)
-        node.durable = bytes(data)

@@ -80,6 +80,7 @@ class Upkeep:
             self.failed("sync", exc)
             return
         self._synced_at = self._clock()
+        self.succeeded("sync")
 
     # ----------------------------------------------------------------- segments
     def roll_if_full(self) -> None:

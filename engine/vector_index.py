@@ -85,6 +85,8 @@ class VectorIndex:
             if position is not None:
                 vectors.alive[position] = False
                 vectors.per_session[session_id] -= 1
+                if not vectors.per_session[session_id]:
+                    del vectors.per_session[session_id]  # a deleted session leaves no entry behind
 
     def drop_user(self, user_id: str) -> None:
         self._users.pop(user_id, None)

@@ -18,7 +18,25 @@ from .filesystem import FileSystem, atomic_write, make_durable_dir
 
 FORMAT_VERSION = 2
 MAX_SHARDS = 256
-_SHARD_PREFIX = "shard-"
+SHARD_PREFIX = "shard-"
+IDENTITY_FILE = "SHARD.json"  # in each shard directory: {"index", "shard_count"}, written once
+
+
+def shard_directory(storage_path: str, index: int) -> str:
+    return os.path.join(storage_path, f"{SHARD_PREFIX}{index:04d}")
+
+
+def identity_mismatch(found: Any, wanted: dict[str, int]) -> bool:
+    """Does a SHARD.json content fail to say the `wanted` index and shard_count?"""
+    return not isinstance(found, dict) or {key: found.get(key) for key in wanted} != wanted
+
+
+def read_identity(fs: FileSystem, directory: str) -> Any:
+    """The parsed SHARD.json of a shard directory; None if it is missing or not JSON."""
+    try:
+        return json.loads(fs.read(os.path.join(directory, IDENTITY_FILE)))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 class PathManifest:
@@ -98,15 +116,14 @@ class PathManifest:
     def _count_from_shards(self) -> int | None:
         """The shard count the shard directories record, None if there are none; refuses if they
         exist but cannot say (or disagree)."""
-        shards = sorted(name for name in self.fs.listdir(self.storage_path) if name.startswith(_SHARD_PREFIX))
+        shards = sorted(name for name in self.fs.listdir(self.storage_path) if name.startswith(SHARD_PREFIX))
         if not shards:
             return None
         counts = set()
         for name in shards:
-            identity = os.path.join(self.storage_path, name, "SHARD.json")
             try:
-                count = json.loads(self.fs.read(identity))["shard_count"]
-            except (OSError, ValueError, KeyError, TypeError):
+                count = read_identity(self.fs, os.path.join(self.storage_path, name))["shard_count"]
+            except (OSError, KeyError, TypeError):
                 continue
             if type(count) is int and 1 <= count <= MAX_SHARDS:
                 counts.add(count)

@@ -27,6 +27,7 @@ from .backoff import Backoff
 from .config import EngineConfig
 from .errors import CorruptRecord, EngineError, InvalidInput, SessionNotFound, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write
+from .manifest import IDENTITY_FILE, identity_mismatch, read_identity, shard_directory
 from .message_log import MessageLog
 from .operations import Reply, failed
 from .session_store import SessionState
@@ -71,7 +72,7 @@ class ShardCore:
                  rng: random.Random | None = None) -> None:
         self.config = config
         self.index = index
-        self.directory = os.path.join(config.storage_path, f"shard-{index:04d}")
+        self.directory = shard_directory(config.storage_path, index)
         self._clock = clock
         self.fs = fs or FileSystem()
         self.log = MessageLog(self.directory, config.durability, config.segment_bytes_max,
@@ -114,16 +115,13 @@ class ShardCore:
     def _check_identity(self) -> None:
         """SHARD.json says which shard of how many this directory is: written once, checked on open,
         so directories copied between stores or a lost manifest can never be misread."""
-        path = os.path.join(self.directory, "SHARD.json")
+        path = os.path.join(self.directory, IDENTITY_FILE)
         wanted = {"index": self.index, "shard_count": self.config.shard_count}
         if not self.fs.exists(path):
             atomic_write(self.fs, path, json.dumps(wanted).encode())
             return
-        try:
-            found = json.loads(self.fs.read(path))
-        except ValueError:
-            found = None
-        if not isinstance(found, dict) or {k: found.get(k) for k in wanted} != wanted:
+        found = read_identity(self.fs, self.directory)
+        if identity_mismatch(found, wanted):
             raise CorruptRecord(f"{path} says {found}, but this store expects {wanted}; refusing to open")
 
     def reload(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from . import codec, compaction, segment
 from .errors import CorruptRecord
 from .filesystem import FileSystem
+from .manifest import IDENTITY_FILE, SHARD_PREFIX, identity_mismatch, read_identity
 
 
 def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, Any]:
@@ -33,9 +34,10 @@ def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, A
         report["notes"].append("manifest.json is missing: the next open rebuilds it from the shards' SHARD.json")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         report["errors"].append(f"manifest.json unreadable: {exc}")
-    names = sorted(name for name in fs.listdir(storage_path) if name.startswith("shard-"))
+    names = sorted(name for name in fs.listdir(storage_path) if name.startswith(SHARD_PREFIX))
     for name in names:
         shard = _verify_shard(fs, os.path.join(storage_path, name))
+        _check_identity(fs, storage_path, name, report["shard_count"], shard)
         report["shards"].append(shard)
         report["errors"].extend(f"{name}: {error}" for error in shard["errors"])
         for key in ("records", "messages"):
@@ -45,6 +47,20 @@ def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, A
         report["errors"].append(f"{len(names)} shard directories for {report['shard_count']} shards")
     report["ok"] = not report["errors"]
     return report
+
+
+def _check_identity(fs: FileSystem, storage_path: str, name: str, shard_count: int | None,
+                    shard: dict[str, Any]) -> None:
+    """The shard would refuse to open if its SHARD.json named another index or shard count."""
+    directory = os.path.join(storage_path, name)
+    found = read_identity(fs, directory)
+    index = int(name[len(SHARD_PREFIX):]) if name[len(SHARD_PREFIX):].isdigit() else None
+    if found is None and not fs.exists(os.path.join(directory, IDENTITY_FILE)):
+        return  # written by the next open
+    if index is None or shard_count is None:
+        return
+    if identity_mismatch(found, {"index": index, "shard_count": shard_count}):
+        shard["errors"].append(f"{IDENTITY_FILE} says {found}, not index {index} of {shard_count} shards")
 
 
 def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+import psutil
+
 from engine import operations as ops
 from engine.config import EngineConfig
 from engine.errors import EngineError, ShardUnassigned, ShardUnavailable, StaleEpoch, StorageFailure
@@ -173,7 +175,9 @@ class ShardActor:
         shard = self._require()
         with self._engine_lock:
             facts = shard.stats()
-        facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid())
+        # The process's own RSS: the driver cannot look up a pid on another node.
+        facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid(),
+                     rss_bytes=psutil.Process().memory_info().rss)
         return facts
 
     def ping(self) -> dict[str, Any]:

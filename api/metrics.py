@@ -39,8 +39,12 @@ def ray_system_memory_mb() -> float:
 
 
 def cluster_memory(shards: list[dict[str, Any] | None], extra_pids: list[int], owns_runtime: bool) -> dict[str, float]:
-    pids = {s["pid"] for s in shards if s and s.get("pid")} | set(extra_pids)
-    actors = sum(_rss_mb(pid) for pid in pids)
+    """MB of the path's shard processes (each reports its own RSS, wherever it runs), of the local
+    `extra_pids` (the router) and, when the library started Ray, of Ray's system processes here."""
+    processes = {(s.get("node_id"), s.get("pid")): s.get("rss_bytes", 0) for s in shards if s}  # one per process
+    actors = sum(processes.values()) / MB
+    shard_pids = {pid for _, pid in processes}
+    actors += sum(_rss_mb(pid) for pid in set(extra_pids) - shard_pids)
     system = ray_system_memory_mb() if owns_runtime else 0.0
     return {"actors": actors, "ray_system": system}
 

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .errors import CorruptRecord, ShardCountMismatch, ShardLocked, StorageFailure
-from .filesystem import FileSystem, atomic_write, make_durable_dir
+from .filesystem import FileSystem, atomic_write, close_quietly, make_durable_dir
 
 FORMAT_VERSION = 2
 MAX_SHARDS = 256
@@ -154,8 +154,4 @@ class PathManifest:
 
     def close(self) -> None:
         handle, self._lock_handle = self._lock_handle, None
-        if handle is not None:
-            try:
-                self.fs.close(handle)
-            except OSError:
-                pass  # the lock dies with the handle either way
+        close_quietly(self.fs, handle)  # the lock dies with the handle either way

@@ -73,7 +73,7 @@ def local_router(spare: int = 0) -> LocalHandle:
     router = _ROUTERS.get(loop)
     if router is None:
         router = _ROUTERS[loop] = LocalHandle(RouterActor(_spawn, spare, max(2 * spare, 2), alive_nodes=list,
-                                                          kill=_release))
+                                                          kill=_release, direct=False))
     return router
 
 

@@ -7,8 +7,10 @@ from typing import Any
 
 from engine import operations as ops
 from engine.config import EngineConfig
-from engine.errors import DurabilityMismatch, EmbedderMismatch, PathNotOpen, ShardCountMismatch, ShardUnassigned
+from engine.errors import ConnectionLost, DurabilityMismatch, EmbedderMismatch, PathNotOpen, ShardCountMismatch, ShardUnassigned
 from engine.manifest import PathManifest
+
+from .direct_link import ShardLink
 
 
 _DURABILITY_RANK = {"none": 0, "flush": 1, "fsync": 2}
@@ -23,10 +25,13 @@ def shard_config(template: EngineConfig, shard_count: int) -> EngineConfig:
 class OpenPath:
     """One open storage path: its locked manifest, shard actors and the bridges attached."""
 
-    def __init__(self, manifest: PathManifest, config: EngineConfig, shards: list[Any], compress: bool) -> None:
+    def __init__(self, manifest: PathManifest, config: EngineConfig, shards: list[Any], compress: bool,
+                 direct: bool = True) -> None:
         self.manifest = manifest
         self.config = config
         self.shards = shards
+        # The router's own fan-out calls go over the shards' direct data plane too.
+        self.links = [ShardLink(handle, (config.storage_path, index), direct) for index, handle in enumerate(shards)]
         self.compress = compress
         self.bridges: set[str] = set()  # ids of the bridges attached
 
@@ -34,14 +39,18 @@ class OpenPath:
         """Give shard `index` to its actor (it replays the log); also heals a restarted actor."""
         await self.shards[index].assign.remote(self.config, index, self.compress, fresh_open)
 
-    async def call(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
-        """One batch to one shard; a restarted (unassigned) actor gets its shard back first."""
-        handle = self.shards[index]
+    async def call(self, index: int, operations: list[ops.ShardOperation], over_ray: bool = False
+                   ) -> list[ops.Reply]:
+        """One batch to one shard; a restarted (unassigned) actor gets its shard back first, and a
+        broken direct connection is set up again (both once)."""
+        link = self.links[index]
         try:
-            replies: list[ops.Reply] = await handle.execute.remote(operations)
+            replies: list[ops.Reply] = await link.execute(operations, over_ray)
         except ShardUnassigned:
             await self.assign(index)
-            replies = await handle.execute.remote(operations)
+            replies = await link.execute(operations, over_ray)
+        except ConnectionLost:
+            replies = await link.execute(operations, over_ray)
         return replies
 
 

@@ -76,8 +76,10 @@ class RouterActor:
     """
 
     def __init__(self, spawn: Callable[[str, str | None], Any] | None = None, spare: int = 2, idle_max: int = 8,
-                 alive_nodes: Callable[[], list[str]] = _alive_nodes, kill: Callable[[Any], None] = _kill) -> None:
+                 alive_nodes: Callable[[], list[str]] = _alive_nodes, kill: Callable[[Any], None] = _kill,
+                 direct: bool = True) -> None:
         self.pool = ActorPool(spawn, alive_nodes, kill, spare, idle_max)
+        self._direct = direct  # fan-outs over the shards' direct data plane (False in one process)
         self.registry = PathRegistry()
         self._lock = asyncio.Lock()
 
@@ -107,7 +109,7 @@ class RouterActor:
             else:  # re-registration: these actors serve the path, so none of them may stay in the pool
                 handles = list(request.shards or [])
                 self.pool.idle = [(h, node) for h, node in self.pool.idle if all(h != s for s in handles)]
-            path = OpenPath(manifest, config, handles, request.compress_records)
+            path = OpenPath(manifest, config, handles, request.compress_records, self._direct)
             outcomes = await asyncio.gather(*(path.assign(i, fresh) for i in range(len(handles))),
                                             return_exceptions=True)
         except BaseException:
@@ -153,11 +155,15 @@ class RouterActor:
         return {"paths": self.registry.info(), "idle": len(self.pool.idle), "pid": os.getpid()}
 
     async def fan_out(self, namespace: str, request: ops.FanOutRequest, phase_timeout_s: float,
-                      total_timeout_s: float, bridge_id: str = "") -> Any:
+                      total_timeout_s: float, bridge_id: str = "", direct: bool = True) -> Any:
         """Answer a user-level request from every shard of the path (raises PathNotOpen after a
-        router restart: the bridge re-registers the path and retries)."""
+        router restart: the bridge re-registers the path and retries). `direct=False` sends the
+        shard calls over Ray actor calls (the bench compares both)."""
         path = self.registry.get(namespace, bridge_id)
-        return await run_fan_out(request, len(path.shards), path.call, phase_timeout_s, total_timeout_s)
+
+        async def call(index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
+            return await path.call(index, operations, over_ray=not direct)
+        return await run_fan_out(request, len(path.shards), call, phase_timeout_s, total_timeout_s)
 
 
 __all__ = ["PathNotOpen", "RouterActor"]

@@ -23,6 +23,18 @@ from engine.config import EngineConfig
 from engine.errors import EngineError, ShardUnassigned, ShardUnavailable, StaleEpoch, StorageFailure
 from engine.shard import Shard
 
+from .direct_server import DirectServer
+from .wire import Endpoint
+
+
+def _node_address() -> str | None:
+    """The address this node is reached at (the direct plane's TCP listener binds it, not 0.0.0.0)."""
+    try:
+        import ray
+        return str(ray.util.get_node_ip_address()) if ray.is_initialized() else None
+    except Exception:  # outside Ray: Unix socket only
+        return None
+
 
 def _runtime_facts() -> tuple[str | None, bool]:
     try:
@@ -61,6 +73,8 @@ class ShardActor:
         # Ray runs one call of this (sync) actor at a time, but the upkeep thread and the health
         # group run beside it: the engine is touched by one thread at a time under this lock.
         self._engine_lock = threading.Lock()
+        self._server: DirectServer | None = None
+        self._server_lock = threading.Lock()
 
     # ------------------------------------------------------------------ assignment
     def assign(self, config: EngineConfig, index: int, compress_records: bool = False,
@@ -87,8 +101,11 @@ class ShardActor:
         return dict(self._recovery)
 
     def release(self) -> bool:
-        """Flush and close the shard, drop its lock; the actor returns to the pool."""
+        """Flush and close the shard, drop its lock; the actor returns to the pool (the direct
+        plane's secret changes and its connections close, so no holder of the old one stays)."""
         self._stop.set()
+        if self._server is not None:
+            self._server.rotate()
         if self._shard is not None:
             with self._engine_lock:
                 self._shard.close()
@@ -179,6 +196,16 @@ class ShardActor:
         facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid(),
                      rss_bytes=psutil.Process().memory_info().rss)
         return facts
+
+    def endpoint(self) -> Endpoint:
+        """Where and with which secret to reach this actor's direct data plane (started on first
+        use). Handed out only through Ray, so only holders of Ray access can connect."""
+        with self._server_lock:
+            if self._server is None:
+                server = DirectServer(self.execute)
+                server.start(_node_address(), self._node_id)
+                self._server = server
+            return self._server.endpoint()
 
     def ping(self) -> dict[str, Any]:
         return {"slot": self._slot, "node_id": self._node_id}

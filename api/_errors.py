@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from engine.errors import EngineError, ErrorCode, RequestTimeout, ShardUnavailable
+from engine.errors import ConnectionLost, EngineError, ErrorCode, RequestTimeout, ShardUnavailable
 
 logger = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 300
@@ -14,7 +14,10 @@ _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def is_retryable_ray_error(exc: BaseException) -> bool:
-    """Actor died, restarting or unreachable: the call may be retried (idempotently)."""
+    """Actor died, restarting or unreachable, or its direct connection broke: the call may be
+    retried (idempotently)."""
+    if isinstance(exc, ConnectionLost):
+        return True
     from ray import exceptions as ray_exceptions
     return isinstance(exc, (ray_exceptions.RayActorError, ray_exceptions.ActorUnavailableError,
                             ray_exceptions.ObjectLostError))

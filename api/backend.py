@@ -23,6 +23,7 @@ from engine.errors import BridgeClosed, EngineError, PathNotOpen, RequestTimeout
 from engine.routing import shard_index_for, user_shard_index
 
 from ._errors import is_retryable_ray_error, map_ray_errors
+from .errors import ConfigurationError
 from .retry import Retry
 from .shard_client import ShardClient
 
@@ -40,6 +41,7 @@ class Transport(Protocol):
     async def reassign(self, index: int) -> None: ...
     async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any: ...
     async def reregister(self) -> None: ...
+    def transports(self) -> list[tuple[str, str | None]]: ...
     async def probe(self, index: int) -> dict[str, Any]: ...
     async def stats(self, index: int) -> dict[str, Any]: ...
     def clear_caches(self, timeout_s: float) -> int: ...
@@ -130,6 +132,10 @@ class PathBackend:
             if not await retry.pause():
                 raise map_ray_errors(exc, what) from exc
 
+    def transports(self) -> list[tuple[str, str | None]]:
+        """How each shard is reached now: ("unix" | "tcp" | "ray", why not direct or None)."""
+        return self.transport.transports()
+
     def search_phase_timeout(self) -> float:
         """How long each search phase waits for a silent shard before answering with the others."""
         return min(SEARCH_PHASE_MAX_S, self.request_timeout_s / 2.5)
@@ -184,19 +190,24 @@ class ActorTransport:
     `wait_all(refs, timeout_s)` waits for calls synchronously (ray.get for Ray)."""
 
     def __init__(self, router: Any, opened: ops.PathOpened, request: ops.OpenPathRequest,
-                 wait_all: Callable[[list[Any], float], list[Any]]) -> None:
+                 wait_all: Callable[[list[Any], float], list[Any]], links: list[Any], direct: bool) -> None:
         self.router = router
         self.shards = opened.shards
+        self.links = links  # one actors.direct_link.ShardLink per shard
         self.shard_count = len(opened.shards)
+        self.direct = direct
         self._request = request
         self._wait_all = wait_all
-        self._storage_path = request.template.storage_path
         self._detached = False
 
     async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
         # The shard the batch is for travels with it: an actor that serves another shard refuses it.
-        replies: list[ops.Reply] = await self.shards[index].execute.remote(operations, (self._storage_path, index))
+        replies: list[ops.Reply] = await self.links[index].execute(operations)
         return replies
+
+    def transports(self) -> list[tuple[str, str | None]]:
+        """(transport, why not direct) of each shard: "unix", "tcp" or "ray"."""
+        return [(link.transport, link.fallback_reason) for link in self.links]
 
     async def reassign(self, index: int) -> None:
         """Ask the router to give a restarted shard actor its shard back (re-registering the path
@@ -210,7 +221,7 @@ class ActorTransport:
 
     async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any:
         return await self.router.fan_out.remote(self._request.namespace, request, phase_timeout_s, total_timeout_s,
-                                                self._request.bridge_id)
+                                                self._request.bridge_id, self.direct)
 
     async def reregister(self) -> None:
         """Attach this bridge again to a router that restarted (or that forgot it): with its existing
@@ -251,27 +262,46 @@ class ActorTransport:
 
 
 async def open_path(settings: Any, namespace: str, requested: int, explicit: bool, spare: int,
-                    in_process: bool = False) -> tuple[PathBackend, int | None]:
+                    in_process: bool = False, direct: bool = True) -> tuple[PathBackend, int | None]:
     """Attach to `namespace`'s path through the runtime's router (opening it if needed): the
     bridge's backend and the router's pid. `in_process` runs router and shards inside this process
-    without Ray. Raises the router's EngineError (ShardLocked, ShardCountMismatch, CorruptRecord...)."""
+    without Ray; `direct` sends session calls over the shards' direct data plane (else over Ray
+    actor calls). Raises the router's EngineError (ShardLocked, ShardCountMismatch, CorruptRecord...)."""
     # Imported late: importing api starts no Ray.
+    from actors.direct_link import ShardLink
     if in_process:
         from actors.local import local_router, wait_all
-        router = local_router()
+        router, direct = local_router(), False
     else:
         from actors import deploy
         router, wait_all = deploy.get_router(spare=spare), _ray_wait_all
     request = ops.OpenPathRequest(namespace, engine_config_for(settings), requested, explicit,
                                   settings.enable_compression, bridge_id=uuid.uuid4().hex)
     opened: ops.PathOpened = await router.open_path.remote(request)
-    transport = ActorTransport(router, opened, request, wait_all)
+    storage_path = request.template.storage_path
+    links = [ShardLink(handle, (storage_path, index), direct) for index, handle in enumerate(opened.shards)]
+    await asyncio.gather(*(link.prepare() for link in links))
+    transport = ActorTransport(router, opened, request, wait_all, links, direct)
     return PathBackend(transport, namespace, float(settings.request_timeout_s)), opened.router_pid
 
 
 def _ray_wait_all(refs: list[Any], timeout_s: float) -> list[Any]:
     import ray
     return list(ray.get(refs, timeout=timeout_s))
+
+
+DATA_PLANES = ("direct", "ray")
+DATA_PLANE_VARIABLE = "FFCHAT_DATA_PLANE"
+
+
+def data_plane_choice(choice: str | None) -> str:
+    """"direct" or "ray": the bridge's `data_plane` argument, else FFCHAT_DATA_PLANE, else "direct"."""
+    value = choice if choice is not None else os.environ.get(DATA_PLANE_VARIABLE, "direct").strip().lower() or "direct"
+    if value not in DATA_PLANES:
+        source = "data_plane" if choice is not None else DATA_PLANE_VARIABLE
+        raise ConfigurationError(f"{source} must be one of {', '.join(DATA_PLANES)}, got {value!r}",
+                                 config_field="data_plane")
+    return value
 
 
 def engine_config_for(config: Any) -> EngineConfig:
@@ -287,4 +317,4 @@ def engine_config_for(config: Any) -> EngineConfig:
     )
 
 
-__all__ = ["ActorTransport", "PathBackend", "Transport", "engine_config_for", "open_path"]
+__all__ = ["ActorTransport", "PathBackend", "Transport", "data_plane_choice", "engine_config_for", "open_path"]

@@ -16,7 +16,7 @@ from typing import Any
 from engine.errors import BridgeClosed, EngineError, ErrorCode, PathConfigMismatch, RequestTimeout, ShardLocked
 
 from . import runtime
-from .backend import PathBackend, open_path
+from .backend import PathBackend, data_plane_choice, open_path
 from .config import ChatAppStorageConfig, flatten_options
 from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
 from ._errors import describe_exception, unwrap_ray_error
@@ -41,13 +41,17 @@ class FFChatAppBridge:
         >>> await bridge.close()
     """
 
-    def __init__(self, config: ChatAppStorageConfig, *, in_process: bool = False) -> None:
+    def __init__(self, config: ChatAppStorageConfig, *, in_process: bool = False, data_plane: str | None = None
+                 ) -> None:
         """`in_process=True` runs the router and shards inside this process without Ray (tests and
-        tools; the path is then served to this process only)."""
+        tools; the path is then served to this process only). `data_plane` is how calls reach the
+        shards: "direct" (the default: each shard's own socket, set up through Ray) or "ray" (Ray
+        actor calls only); None reads FFCHAT_DATA_PLANE."""
         if not isinstance(config, ChatAppStorageConfig):
             raise ConfigurationError(f"FFChatAppBridge needs a ChatAppStorageConfig, got {type(config).__name__}")
         self.config = config
         self._in_process = in_process
+        self.data_plane = "in_process" if in_process else data_plane_choice(data_plane)
         self.start_time = time.time()
         self._initialized = False
         self._closed = False
@@ -161,7 +165,7 @@ class FFChatAppBridge:
             try:
                 self._backend, self._router_pid = await open_path(
                     settings, namespace, requested, self._shard_count_explicit, spare=runtime.cpu_count(),
-                    in_process=self._in_process)
+                    in_process=self._in_process, direct=self.data_plane == "direct")
             except PathConfigMismatch as exc:
                 raise ConfigurationError(exc.message, config_field=exc.config_field) from None
             except EngineError as exc:

@@ -80,6 +80,7 @@ async def _probe_shards(bridge: Any, result: dict[str, Any]) -> None:
     probes = await backend.probe_all(min(PROBE_TIMEOUT_S, backend.request_timeout_s))
     bridge.shard_snapshot.merge_probes(probes)
     result["shards"] = shards = [shard_health(p) for p in probes]
+    _report_transports(bridge, shards, result)
     answering = [p for p in probes if not p.get("unavailable") and p.get("log_open")]
     result["storage_accessible"] = bool(answering) and all(p.get("readable") for p in answering)
     result["write_permissions"] = bool(answering) and all(p.get("writable") for p in answering)
@@ -103,6 +104,16 @@ async def _probe_shards(bridge: Any, result: dict[str, Any]) -> None:
         result["warnings"].append("Less than 100 MiB free on a shard volume")
     if not result["configuration_valid"]:
         result["warnings"].append("Configuration is not valid")
+
+
+def _report_transports(bridge: Any, shards: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    """Each shard says how calls reach it; a shard the direct data plane should reach but does not
+    (its calls go over Ray actor calls, slower) is a warning with the reason."""
+    result["data_plane"] = bridge.data_plane
+    for shard, (transport, reason) in zip(shards, bridge.backend.transports()):
+        shard["transport"] = transport
+        if bridge.data_plane == "direct" and transport == "ray" and reason:
+            result["warnings"].append(f"Shard {shard['shard']} is reached over Ray actor calls: {reason}")
 
 
 # ---------------------------------------------------------------------- the monitor (§7)

@@ -17,6 +17,7 @@
     │   ├── ShardUnavailable                 a shard (or the router) cannot be reached
     │   ├── ShardClosed                      the shard's log is closed
     │   ├── ShardUnassigned                  a (restarted) actor serves no shard yet: assign, retry
+    │   ├── ConnectionLost                   the direct connection to a shard broke: reconnect, retry
     │   └── PathNotOpen                      the router does not know the path (restarted): re-register
     ├── RequestTimeout (TimeoutError)        TIMEOUT: the call's deadline passed
     └── BridgeClosed                         BRIDGE_CLOSED: the bridge was closed
@@ -134,6 +135,11 @@ class ShardUnavailable(Unavailable):
 
 class ShardClosed(Unavailable):
     """The shard's log is closed."""
+
+
+class ConnectionLost(Unavailable, ConnectionError):
+    """The direct connection to a shard broke, was refused, or its actor restarted: the caller
+    reconnects (asking Ray for the shard's endpoint again) and retries inside its deadline."""
 
 
 class ShardUnassigned(Unavailable):

@@ -190,16 +190,18 @@ async def test_an_import_ends_within_one_deadline_for_all_its_steps(tmp_path):
     lines = ['{"type": "session", "format": "ffchat-session", "version": 1, "session_id": "imp", "title": "t"}']
     lines += [f'{{"type": "message", "role": "user", "content": "m{i}", "message_id": "m{i}"}}' for i in range(10)]
     transport = bridge.backend.transport
-    originals = list(transport.shards)
+    originals = [link.handle for link in transport.links]
     try:
-        transport.shards[:] = [_SlowHandle(handle, 0.15) for handle in originals]
+        for link in transport.links:
+            link.handle = _SlowHandle(link.handle, 0.15)
         started = time.monotonic()
         result = await data.import_session("imp-user", jsonl="\n".join(lines) + "\n")
         elapsed = time.monotonic() - started
         assert result["metadata"]["error_code"] == "TIMEOUT", result
         assert elapsed <= 0.5 + DEADLINE_SLACK_S, elapsed
     finally:
-        transport.shards[:] = originals
+        for link, handle in zip(transport.links, originals):
+            link.handle = handle
         await bridge.close()
 
 
@@ -207,16 +209,18 @@ async def test_facade_create_session_ends_within_one_deadline(tmp_path):
     """storage.create_session's two steps (session, then user) share one deadline."""
     bridge = await _bridge(tmp_path, request_timeout_s=0.5)
     transport = bridge.backend.transport
-    originals = list(transport.shards)
+    originals = [link.handle for link in transport.links]
     try:
-        transport.shards[:] = [_SlowHandle(handle, 0.3) for handle in originals]
+        for link in transport.links:
+            link.handle = _SlowHandle(link.handle, 0.3)
         started = time.monotonic()
         with pytest.raises(StorageError) as caught:
             await bridge.get_data_layer().storage.create_session("fc-user", "t")
         elapsed = time.monotonic() - started
         assert caught.value.error_code == "TIMEOUT" and elapsed <= 0.5 + DEADLINE_SLACK_S, elapsed
     finally:
-        transport.shards[:] = originals
+        for link, handle in zip(transport.links, originals):
+            link.handle = handle
         await bridge.close()
 
 

@@ -1,0 +1,245 @@
+"""The client side of the direct data plane: how a bridge (or the router) reaches one shard actor.
+
+`ShardLink` sends a batch of typed operations over one pipelined, authenticated connection to the
+actor's `DirectServer` (a Unix socket on the same node, TCP otherwise), set up through Ray: the
+actor's `endpoint()` call hands out the address and the secret. One connection per (event loop,
+actor incarnation) is shared by every link of the process. A connection that breaks fails its
+calls with ConnectionLost (retried by the caller inside its deadline, with the same message ids);
+the next call asks Ray for the endpoint again, which also waits for a restarted actor. A call that
+waits long asks Ray whether the actor is still the same incarnation, so a dead node or a
+superseded instance is noticed without waiting for TCP. When the direct connection cannot be set
+up, calls go over Ray actor calls (`transport == "ray"`, with the reason) and setup is tried again
+a second later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+import weakref
+from typing import Any, Awaitable, Callable
+
+from engine import operations as ops
+from engine.errors import ConnectionLost
+
+from . import wire
+
+CONNECT_TIMEOUT_S = 2.0
+STALL_CHECK_S = 1.0      # a call unanswered this long makes the link check the actor's incarnation
+RETRY_DIRECT_S = 1.0     # after a failed setup, calls go over Ray this long before trying again
+WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024
+
+_channels: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Channel]]" = weakref.WeakKeyDictionary()
+
+
+class Channel:
+    """One authenticated, pipelined connection to one actor's data plane."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, endpoint: wire.Endpoint,
+                 kind: str) -> None:
+        self.endpoint = endpoint
+        self.kind = kind  # "unix" or "tcp"
+        self._writer = writer
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self.error: ConnectionLost | None = None
+        self._reader_task = asyncio.ensure_future(self._read_replies(reader))
+
+    @classmethod
+    async def connect(cls, endpoint: wire.Endpoint, same_node: bool, timeout_s: float) -> "Channel":
+        """Connect and authenticate; raises OSError, asyncio.TimeoutError or ConnectionLost."""
+        if same_node and endpoint.unix_address:
+            kind, opening = "unix", asyncio.open_unix_connection(endpoint.unix_address)
+        elif endpoint.host and endpoint.port:
+            kind, opening = "tcp", asyncio.open_connection(endpoint.host, endpoint.port)
+        else:
+            raise ConnectionLost("the shard actor offers no address this process can reach")
+        reader, writer = await asyncio.wait_for(opening, timeout_s)
+        try:
+            await asyncio.wait_for(_handshake(reader, writer, endpoint.secret), timeout_s)
+        except BaseException:
+            writer.close()
+            raise
+        if kind == "tcp":
+            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer, endpoint, kind)
+
+    @property
+    def closed(self) -> bool:
+        return self.error is not None
+
+    async def request(self, shard_key: tuple[str, int], operations: list[ops.ShardOperation],
+                      still_current: Callable[[], Awaitable[bool]]) -> list[ops.Reply]:
+        """Send one batch and wait for its replies; `still_current()` is asked whenever the answer
+        takes longer than STALL_CHECK_S, and a False closes the channel (ConnectionLost)."""
+        if self.error is not None:
+            raise self.error
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            self._writer.write(wire.encode(request_id, (shard_key, operations)))
+            if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_BYTES:
+                await self._writer.drain()
+            while True:
+                try:
+                    replies: list[ops.Reply] = await asyncio.wait_for(asyncio.shield(future), STALL_CHECK_S)
+                    return replies
+                except asyncio.TimeoutError:
+                    if not future.done() and not await still_current():
+                        self.close(ConnectionLost("the shard actor restarted or was replaced (direct call unanswered)"))
+        except ConnectionError as exc:
+            if isinstance(exc, ConnectionLost):
+                raise
+            self.close(ConnectionLost(f"direct connection failed: {type(exc).__name__}"))
+            raise self.error from None  # type: ignore[misc]
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                request_id, body = await wire.read_frame(reader)
+                future = self._pending.pop(request_id, None)
+                if future is None or future.done():
+                    continue  # its caller gave up (deadline): the answer is dropped
+                succeeded, value = wire.decode(body)
+                if succeeded:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
+            self.close(ConnectionLost(f"direct connection to the shard closed ({type(exc).__name__})"))
+        except asyncio.CancelledError:
+            self.close(ConnectionLost("direct connection closed"))
+
+    def close(self, error: ConnectionLost) -> None:
+        """Fail every pending call with `error`; later calls raise it too."""
+        if self.error is None:
+            self.error = error
+            self._writer.close()
+            _forget(self)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(self.error)
+        self._pending.clear()
+
+
+async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes) -> None:
+    greeting = await reader.readexactly(len(wire.MAGIC) + wire.NONCE_BYTES)
+    if not greeting.startswith(wire.MAGIC):
+        raise ConnectionLost("the address does not serve a shard data plane")
+    writer.write(wire.proof(secret, greeting[len(wire.MAGIC):]))
+    try:
+        answer = await reader.readexactly(1)
+    except asyncio.IncompleteReadError:
+        raise ConnectionLost("the shard refused the secret (the actor restarted or was re-pooled)") from None
+    if answer != wire.ACCEPTED:
+        raise ConnectionLost("the shard refused the secret")
+
+
+def _forget(channel: Channel) -> None:
+    for known in _channels.values():
+        if known.get(channel.endpoint.generation) is channel:
+            del known[channel.endpoint.generation]
+
+
+def _local_node_id() -> str | None:
+    try:
+        import ray
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # outside Ray: no node, so only TCP endpoints could be used
+        return None
+
+
+class ShardLink:
+    """One holder's way to one shard actor: direct when it can, over Ray actor calls otherwise.
+
+    Example:
+        >>> link = ShardLink(handle, ("/data/chat", 0))
+        >>> replies = await link.execute([ops.History("alice", "s1", 20)])
+    """
+
+    def __init__(self, handle: Any, shard_key: tuple[str, int], direct: bool = True) -> None:
+        self.handle = handle
+        self.shard_key = shard_key
+        self.direct = direct
+        self.fallback_reason: str | None = None  # why calls go over Ray although `direct` is on
+        self._channel: Channel | None = None
+        self._retry_direct_at = 0.0
+        self._setup: asyncio.Future[Channel | None] | None = None
+        self._check: asyncio.Future[bool] | None = None
+
+    @property
+    def transport(self) -> str:
+        """"unix" or "tcp" while a direct connection is up, else "ray"."""
+        channel = self._channel
+        return channel.kind if channel is not None and not channel.closed else "ray"
+
+    async def execute(self, operations: list[ops.ShardOperation], over_ray: bool = False) -> list[ops.Reply]:
+        """One batch to the shard (over a Ray actor call if `over_ray`, or while the direct path is
+        down); raises the shard's EngineError, ConnectionLost (retry) or Ray's error."""
+        channel = await self._ready_channel() if self.direct and not over_ray else None
+        if channel is not None:
+            return await channel.request(self.shard_key, operations, self._still_current)
+        replies: list[ops.Reply] = await self.handle.execute.remote(operations, self.shard_key)
+        return replies
+
+    async def prepare(self) -> None:
+        """Set the direct connection up ahead of the first call (a failure is left for that call)."""
+        if self.direct:
+            try:
+                await self._ready_channel()
+            except Exception:  # the first call retries the setup and reports what fails
+                pass
+
+    async def _ready_channel(self) -> Channel | None:
+        channel = self._channel
+        if channel is not None and not channel.closed:
+            return channel
+        if time.monotonic() < self._retry_direct_at:
+            return None
+        if self._setup is None or self._setup.done():
+            self._setup = asyncio.ensure_future(self._connect())
+        return await asyncio.shield(self._setup)
+
+    async def _connect(self) -> Channel | None:
+        """The shared channel to the actor's current incarnation, or None (fall back to Ray).
+        Ray errors of the endpoint call (the actor is dead or restarting) propagate: retried."""
+        endpoint: wire.Endpoint = await self.handle.endpoint.options(concurrency_group="health").remote()
+        loop = asyncio.get_running_loop()
+        known = _channels.setdefault(loop, {})
+        channel = known.get(endpoint.generation)
+        if channel is None or channel.closed:
+            try:
+                same_node = endpoint.node_id is not None and endpoint.node_id == _local_node_id()
+                channel = await Channel.connect(endpoint, same_node, CONNECT_TIMEOUT_S)
+            except (OSError, asyncio.TimeoutError, ConnectionLost) as exc:
+                self.fallback_reason = f"direct connection could not be set up: {type(exc).__name__}: {exc}"
+                self._retry_direct_at = time.monotonic() + RETRY_DIRECT_S
+                return None
+            known[endpoint.generation] = channel
+        self._channel, self.fallback_reason = channel, None
+        return channel
+
+    async def _still_current(self) -> bool:
+        """Whether the actor still runs the incarnation the channel talks to (one check at a time
+        per link; an actor too busy to say is given the benefit of the doubt)."""
+        if self._check is None or self._check.done():
+            self._check = asyncio.ensure_future(self._ask_generation())
+        return await asyncio.shield(self._check)
+
+    async def _ask_generation(self) -> bool:
+        channel = self._channel
+        if channel is None:
+            return False
+        try:
+            call = self.handle.endpoint.options(concurrency_group="health").remote()
+            endpoint: wire.Endpoint = await asyncio.wait_for(call, STALL_CHECK_S)
+        except asyncio.TimeoutError:
+            return True
+        except Exception:  # the actor died or is restarting: this incarnation is gone
+            return False
+        return endpoint.generation == channel.endpoint.generation

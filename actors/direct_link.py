@@ -214,7 +214,7 @@ class ShardLink:
         channel = known.get(endpoint.generation)
         if channel is None or channel.closed:
             try:
-                same_node = endpoint.node_id is not None and endpoint.node_id == _local_node_id()
+                same_node = endpoint.node_id == _local_node_id()  # both None: one process outside Ray
                 channel = await Channel.connect(endpoint, same_node, CONNECT_TIMEOUT_S)
             except (OSError, asyncio.TimeoutError, ConnectionLost) as exc:
                 self.fallback_reason = f"direct connection could not be set up: {type(exc).__name__}: {exc}"

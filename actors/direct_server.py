@@ -148,6 +148,7 @@ class DirectServer:
             outcome: Any = None
         except Exception as exc:  # delivered to every caller of the batch, as Ray delivers it
             outcome = exc
+        self.requests_served += len(group)
         position = 0
         for writer, request_id, _, batch in group:
             if outcome is None:
@@ -157,7 +158,6 @@ class DirectServer:
             position += len(batch)
             if not writer.is_closing():
                 writer.write(_reply_frame(request_id, body))
-        self.requests_served += len(group)
 
 
 def _by_shard(queued: list[_Queued]) -> list[list[tuple[asyncio.StreamWriter, int, Any, list[Any]]]]:

@@ -41,17 +41,20 @@ class OpenPath:
 
     async def call(self, index: int, operations: list[ops.ShardOperation], over_ray: bool = False
                    ) -> list[ops.Reply]:
-        """One batch to one shard; a restarted (unassigned) actor gets its shard back first, and a
-        broken direct connection is set up again (both once)."""
+        """One batch to one shard; a restarted (unassigned) actor gets its shard back, and a broken
+        direct connection is set up again, before the retry (one of each at most)."""
         link = self.links[index]
-        try:
-            replies: list[ops.Reply] = await link.execute(operations, over_ray)
-        except ShardUnassigned:
-            await self.assign(index)
-            replies = await link.execute(operations, over_ray)
-        except ConnectionLost:
-            replies = await link.execute(operations, over_ray)
-        return replies
+        healed: set[type] = set()
+        while True:
+            try:
+                replies: list[ops.Reply] = await link.execute(operations, over_ray)
+                return replies
+            except (ShardUnassigned, ConnectionLost) as exc:
+                if type(exc) in healed:
+                    raise
+                healed.add(type(exc))
+                if isinstance(exc, ShardUnassigned):
+                    await self.assign(index)
 
 
 class PathRegistry:

@@ -23,9 +23,11 @@ import tempfile
 import time
 from typing import Any
 
+from api.backend import DATA_PLANE_VARIABLE
 from engine.config import MB
 
 from .measure import Figure
+from .targets import OursTarget
 from .sections import SECTIONS, Context, WrongResult
 
 
@@ -97,30 +99,67 @@ def write_chart(path: str, scalability: dict[str, Any]) -> str | None:
     return path
 
 
+# Sections whose figures depend on how calls reach the shards: run once per data plane.
+PLANE_SECTIONS = ("operations", "throughput", "scalability", "search")
+
+
 async def run(args: argparse.Namespace) -> int:
     root = tempfile.mkdtemp(prefix="ffchat-bench-", dir=args.workdir)
     factors = [int(f) for f in args.factors.split(",")]
     ctx = Context(root=root, quick=args.quick, seed=args.seed, factors=factors)
     names = list(SECTIONS) if not args.sections else args.sections.split(",")
+    planes = [plane.strip() for plane in args.data_planes.split(",") if plane.strip()]
+    runs = [(name, planes[0]) for name in names] + \
+        [(name, plane) for plane in planes[1:] for name in names if name in PLANE_SECTIONS]
     failures: list[str] = []
     started = time.perf_counter()
     try:
-        for position, name in enumerate(names, start=1):
-            print(f"[{position}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
+        for position, (name, plane) in enumerate(runs, start=1):
+            print(f"[{position}/{len(runs)}] {name} ({plane} data plane) ...", file=sys.stderr, flush=True)
             section_started = time.perf_counter()
             try:
-                await SECTIONS[name](ctx)
+                await _run_section(ctx, name, plane, tagged=plane != planes[0])
             except WrongResult as exc:
-                failures.append(f"{name}: wrong result: {exc}")
+                failures.append(f"{name} ({plane}): wrong result: {exc}")
             print(f"      done in {time.perf_counter() - section_started:.1f} s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     ctx.details["total_seconds"] = time.perf_counter() - started
+    ctx.details["transports"] = {plane: sorted(seen) for plane, seen in OursTarget.transports_seen.items()}
     return _report(args, ctx, failures)
+
+
+async def _run_section(ctx: Context, name: str, plane: str, tagged: bool) -> None:
+    """Run one section with bridges on `plane`; a tagged run's figures say so (`operations[ray]`) and
+    its details go under details["<plane> data plane"]."""
+    os.environ[DATA_PLANE_VARIABLE] = plane
+    before, details = len(ctx.figures), dict(ctx.details)
+    try:
+        await SECTIONS[name](ctx)
+    finally:
+        if tagged:
+            for figure in ctx.figures[before:]:
+                figure.section = f"{figure.section}[{plane}]"
+            changed = {key: value for key, value in ctx.details.items() if details.get(key) is not value}
+            ctx.details = {**details, f"{plane} data plane": {**ctx.details.get(f"{plane} data plane", {}),
+                                                              **changed}}
+
+
+def _print_processes(memory: dict[str, Any]) -> None:
+    """Whole-system memory per process (the memory section's last step: 10,000 messages, fewer --quick)."""
+    system = memory.get("system", {}).get("10k")
+    if not system or not system.get("by_process"):
+        return
+    print(f"\nwhole-system USS at {memory['messages_in_10k_step']:,} messages: {system['uss_mb']:.0f} MB "
+          f"over {system['processes']} processes")
+    for label, uss_mb in system["by_process"]:
+        print(f"  {label:32s} {uss_mb:7.1f} MB")
 
 
 def _report(args: argparse.Namespace, ctx: Context, failures: list[str]) -> int:
     print()
+    transports = ", ".join(f"{plane} data plane -> {'/'.join(seen)}" for plane, seen in ctx.details["transports"].items())
+    print(f"transport in use: {transports}  (figures tagged [ray] went over Ray actor calls)")
     print_table(ctx.figures)
     chart = None
     if "scalability" in ctx.details and args.chart:
@@ -133,6 +172,7 @@ def _report(args: argparse.Namespace, ctx: Context, failures: list[str]) -> int:
         with open(args.json, "w") as handle:
             json.dump(payload, handle, indent=2, default=str)
         print(f"json: {args.json}")
+    _print_processes(ctx.details.get("memory", {}))
     missed = [f for f in ctx.figures if f.passed is False]
     print(f"\n{len(ctx.figures)} figures, {len(missed)} targets missed, {len(failures)} wrong results, "
           f"{ctx.details['total_seconds']:.0f} s (Ray start-up before the suite: {args.ray_start_s:.1f} s)")
@@ -156,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None, help="run against a running Ray cluster")
     parser.add_argument("--sections", default=None, help=f"comma list of {','.join(SECTIONS)}")
     parser.add_argument("--workdir", default=None, help="where scratch data goes (default: system temp)")
+    parser.add_argument("--data-planes", default="direct,ray",
+                        help="data planes to measure, first one for every section, the others for "
+                             f"{','.join(PLANE_SECTIONS)} (tagged [plane]); 'direct' or 'ray'")
     args = parser.parse_args(arguments)
     for target in (args.json, args.chart):
         if target and os.path.dirname(target):

@@ -57,23 +57,44 @@ def driver_rss_mb() -> float:
     return psutil.Process().memory_info().rss / MB
 
 
-def runtime_memory_mb() -> dict[str, float]:
-    """Memory of every process of this machine's Ray runtime plus this driver: RSS, USS and PSS sums."""
-    totals = {"rss_mb": 0.0, "uss_mb": 0.0, "pss_mb": 0.0, "processes": 0}
+def runtime_memory_mb() -> dict[str, Any]:
+    """Memory of every process of this machine's Ray runtime plus this driver: RSS, USS and PSS sums,
+    and `by_process`: (what it is, USS MB) for each, largest first."""
+    totals: dict[str, Any] = {"rss_mb": 0.0, "uss_mb": 0.0, "pss_mb": 0.0, "processes": 0}
+    rows: list[tuple[str, float]] = []
     me = os.getpid()
     for process in psutil.process_iter(["pid", "name", "cmdline"]):
         try:
-            cmdline = " ".join(process.info.get("cmdline") or [])
-            name = process.info.get("name") or ""
-            is_ray = name.startswith("ray::") or "raylet" in cmdline or "gcs_server" in cmdline or \
-                "ray/_private" in cmdline or "default_worker.py" in cmdline or "ray/dashboard" in cmdline
-            if process.info["pid"] != me and not is_ray:
+            label = _ray_process_label(process, me)
+            if label is None:
                 continue
             info = process.memory_full_info()
             totals["rss_mb"] += info.rss / MB
             totals["uss_mb"] += info.uss / MB
             totals["pss_mb"] += getattr(info, "pss", 0) / MB
             totals["processes"] += 1
+            rows.append((label, info.uss / MB))
         except (psutil.Error, OSError):
             continue
+    totals["by_process"] = sorted(rows, key=lambda row: -row[1])
     return totals
+
+
+_PROCESS_MARKERS = (("gcs_server", "gcs_server"), ("raylet", "raylet"), ("dashboard/agent", "dashboard agent"),
+                    ("runtime_env/agent", "runtime env agent"), ("log_monitor", "log monitor"),
+                    ("dashboard.py", "dashboard"), ("monitor.py", "autoscaler monitor"),
+                    ("default_worker.py", "idle worker"))
+
+
+def _ray_process_label(process: psutil.Process, me: int) -> str | None:
+    """What a process of the runtime is ("driver", "ray::ShardActor", "raylet", ...), None if not one."""
+    if process.info["pid"] == me:
+        return "driver"
+    name = process.info.get("name") or ""
+    if name.startswith("ray::"):
+        return name
+    joined = " ".join(process.info.get("cmdline") or [])
+    for marker, label in _PROCESS_MARKERS:
+        if marker in joined:
+            return label
+    return "ray (other)" if "ray/_private" in joined or "ray/dashboard" in joined else None

@@ -13,6 +13,8 @@ from .baseline import SqliteBaseline
 
 class OursTarget:
     name = "ours"
+    # How the bridges of this run reached their shards ("unix", "tcp", "ray"), by data plane.
+    transports_seen: dict[str, set[str]] = {}
 
     def __init__(self, bridge: FFChatAppBridge) -> None:
         self.bridge = bridge
@@ -24,6 +26,7 @@ class OursTarget:
         # Let the router finish starting its spare actors before we measure: otherwise process
         # start-ups from the previous section's bridges compete with the workload for the 2 cores.
         await bridge.backend.transport.router.warm.remote()
+        cls.transports_seen.setdefault(bridge.data_plane, set()).update(t for t, _ in bridge.backend.transports())
         return cls(bridge)
 
     async def create_session(self, user_id: str, title: str) -> str:

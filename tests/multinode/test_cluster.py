@@ -117,6 +117,12 @@ async def test_node_loss_during_stores_loses_and_duplicates_nothing(cluster, clu
     data = cluster_bridge.get_data_layer()
     sessions = [await data.storage.create_session(f"writer{w}", "failover") for w in range(8)]
     health = await cluster_bridge.health_check()
+    import ray
+    here = ray.get_runtime_context().get_node_id()
+    # The direct data plane: TCP to shards on other nodes, the Unix socket to those on this one.
+    assert [s["transport"] for s in health["shards"]] == \
+        ["unix" if s["node_id"] == here else "tcp" for s in health["shards"]], health["shards"]
+    assert any(s["transport"] == "tcp" for s in health["shards"])
     victim = next(w for w in workers if any(s["node_id"] == w.node_id for s in health["shards"]))
     victim_shards = [s["shard"] for s in health["shards"] if s["node_id"] == victim.node_id]
     seen = await _store_while_removing_node(cluster_handle, victim, data, sessions)

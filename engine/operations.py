@@ -1,20 +1,28 @@
 """The typed calls that cross a process boundary: shard operations, fan-out requests and their replies.
 
-A bridge sends a list of `ShardOperation`s to one shard (one actor call, one group commit) and gets
-one `Reply` per operation; a user-level read or delete is one `FanOutRequest` to the router, which
-plans per-shard operations and merges their replies (engine/fan_out.py). Every type here is a
-frozen, slotted dataclass or NamedTuple: plain data that pickles fast (Ray sends it with cloudpickle)
-and that mypy checks at every call site. Dataclasses, not pydantic: the values were validated by
-the api before they are built and are re-checked by the shard's handlers, so a second validation
-pass on every message would only add cost.
-"""
+A bridge sends a list of `ShardOperation`s to one shard (one call, one group commit) and gets one
+`Reply` per operation; a user-level read or delete is one `FanOutRequest` to the router (engine/fan_out.py).
+Every type is a frozen, slotted dataclass or NamedTuple (fast to pickle, checked by mypy), not pydantic:
+the api validated the values and the handlers re-check them; a third pass would only cost."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, NamedTuple, TypeVar, dataclass_transform
 
 from .errors import EngineError
+
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def _typed(cls: type[_T]) -> type[_T]:
+    """A frozen slotted dataclass pickled as a constructor call (5 Appends: 16 -> 9 us a round trip)."""
+    typed = dataclass(frozen=True, slots=True)(cls)
+    names = tuple(item.name for item in fields(typed))  # type: ignore[arg-type]
+    setattr(typed, "__reduce__", lambda self: (typed, tuple(getattr(self, name) for name in names)))
+    return typed
 
 
 class Reply(NamedTuple):
@@ -42,7 +50,7 @@ class Cached(NamedTuple):
 
 
 # ---------------------------------------------------------------------- shard operations
-@dataclass(frozen=True, slots=True)
+@_typed
 class ShardOperation:
     """One call to a shard. `writes`: changes the log (paused after a failed commit); `after_commit`:
     writes the log itself, so it runs once the batch's own records are committed."""
@@ -51,21 +59,21 @@ class ShardOperation:
     after_commit: ClassVar[bool] = False
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class UserOperation(ShardOperation):
     """An operation on one user's data: it goes to the shard holding the user's profile."""
 
     user_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class SessionOperation(UserOperation):
     """An operation on one session: it goes to the shard the (user_id, session_id) pair hashes to."""
 
     session_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class CreateUser(UserOperation):
     """Reply: True if created, False if the user exists (the profile is kept)."""
 
@@ -73,17 +81,17 @@ class CreateUser(UserOperation):
     profile: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class GetUser(UserOperation):
     """Reply: the profile dict, or None."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class UserExists(UserOperation):
     """Reply: bool."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class UpdateUser(UserOperation):
     """Reply: True if the user exists (preferences and metadata merge shallowly)."""
 
@@ -91,12 +99,12 @@ class UpdateUser(UserOperation):
     updates: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ListUsers(ShardOperation):
     """Reply: this shard's user ids, sorted."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class CreateSession(SessionOperation):
     """Reply: True if created, False if (user_id, session_id) exists."""
 
@@ -108,12 +116,12 @@ class CreateSession(SessionOperation):
     updated_at: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class GetSession(SessionOperation):
     """Reply: the session dict (with message_count), or None."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class UpdateSession(SessionOperation):
     """Reply: True if the session exists (title, metadata merged, updated_at)."""
 
@@ -121,32 +129,32 @@ class UpdateSession(SessionOperation):
     updates: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class DeleteSession(SessionOperation):
     """Reply: the number of messages deleted."""
 
     writes: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ListUserSessions(UserOperation):
     """Reply: Cached(list of session dicts)."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class SessionStats(SessionOperation):
     """Reply: {message_count, total_size_bytes, average_message_size, created_at, updated_at,
     last_activity, vector_count}."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class DeleteUserData(UserOperation):
     """Reply: {sessions_deleted, messages_deleted, profile_deleted} on this shard."""
 
     writes: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class Purge(ShardOperation):
     """Reply: {messages_deleted, sessions_deleted} on this shard."""
 
@@ -155,7 +163,7 @@ class Purge(ShardOperation):
     user_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class Append(SessionOperation):
     """Reply: AppendReply. Idempotent on each message's message_id."""
 
@@ -164,7 +172,7 @@ class Append(SessionOperation):
     session_updated_at: str | None = None  # an import keeps the exported session's updated_at
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class History(SessionOperation):
     """Reply: Cached(page dict {messages, total_count, has_more})."""
 
@@ -175,7 +183,7 @@ class History(SessionOperation):
     latest: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ReadRange(SessionOperation):
     """Reply: {messages, total_count}, messages [start, min(start + count, end))."""
 
@@ -184,19 +192,19 @@ class ReadRange(SessionOperation):
     end: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ExportSession(SessionOperation):
     """Reply: {session, messages} in log order."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class SearchStats(UserOperation):
     """Reply: the user's corpus statistics on this shard {doc_count, total_length, doc_freq}."""
 
     terms: list[str]
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class Search(UserOperation):
     """Reply: Cached(SearchPart) scored with the user's global corpus statistics."""
 
@@ -208,7 +216,7 @@ class Search(UserOperation):
     include_metadata: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class VectorSearch(UserOperation):
     """Reply: SearchPart (with `pending`)."""
 
@@ -220,14 +228,14 @@ class VectorSearch(UserOperation):
     sort: str = "relevance"
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class EmbedPending(ShardOperation):
     """Reply: messages embedded (of any user)."""
 
     limit: int = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class Analytics(UserOperation):
     """Reply: Cached(analytics partial over the `days` before `now`, epoch seconds)."""
 
@@ -235,12 +243,12 @@ class Analytics(UserOperation):
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ClearCache(ShardOperation):
     """Reply: cache entries dropped."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class Compact(ShardOperation):
     """Reply: {bytes_before, bytes_after}; runs after the batch's commit."""
 
@@ -248,7 +256,7 @@ class Compact(ShardOperation):
     after_commit: ClassVar[bool] = True
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class Flush(ShardOperation):
     """Reply: None; writes the none-mode buffer, after the batch's commit."""
 
@@ -256,7 +264,7 @@ class Flush(ShardOperation):
 
 
 # ---------------------------------------------------------------------- shard replies
-@dataclass(frozen=True, slots=True)
+@_typed
 class AppendReply:
     message_ids: list[str]
     stored_at: str
@@ -266,7 +274,7 @@ class AppendReply:
     session_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class SearchPart:
     """One shard's ranked hits (dicts with relevance_score and timestamp_epoch) and match count."""
 
@@ -276,12 +284,12 @@ class SearchPart:
 
 
 # ---------------------------------------------------------------------- fan-out requests (to the router)
-@dataclass(frozen=True, slots=True)
+@_typed
 class FanOutRequest:
     """A user-level call the router answers from every shard of a path."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class SearchRequest(FanOutRequest):
     """Ranked search over one user's messages; `mode` is text, vector or hybrid. Reply: SearchResult."""
 
@@ -302,7 +310,7 @@ class SearchRequest(FanOutRequest):
         return self.offset + self.limit
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ListSessionsRequest(FanOutRequest):
     """Reply: SessionListing."""
 
@@ -310,7 +318,7 @@ class ListSessionsRequest(FanOutRequest):
     user_shard: int
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class AnalyticsRequest(FanOutRequest):
     """Reply: Cached(analytics dict); `now` is the window's end (epoch seconds)."""
 
@@ -320,7 +328,7 @@ class AnalyticsRequest(FanOutRequest):
     now: float
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class DeleteUserRequest(FanOutRequest):
     """Reply: {sessions_deleted, messages_deleted}. Raises UserNotFound."""
 
@@ -328,7 +336,7 @@ class DeleteUserRequest(FanOutRequest):
     user_shard: int
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class PurgeRequest(FanOutRequest):
     """Reply: {messages_deleted, sessions_deleted}."""
 
@@ -336,23 +344,23 @@ class PurgeRequest(FanOutRequest):
     user_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ListUsersRequest(FanOutRequest):
     """Reply: sorted list of user ids."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class ClearCacheRequest(FanOutRequest):
     """Reply: cache entries dropped over every shard."""
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class EmbedPendingRequest(FanOutRequest):
     """Reply: messages embedded over every shard."""
 
 
 # ---------------------------------------------------------------------- fan-out replies
-@dataclass(frozen=True, slots=True)
+@_typed
 class SearchResult:
     results: list[dict[str, Any]]
     total: int  # matches before offset/limit
@@ -361,7 +369,7 @@ class SearchResult:
     pending: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class SessionListing:
     sessions: list[dict[str, Any]]  # newest first
     user_exists: bool
@@ -369,7 +377,7 @@ class SessionListing:
 
 
 # ---------------------------------------------------------------------- path registration (to the router)
-@dataclass(frozen=True, slots=True)
+@_typed
 class OpenPathRequest:
     """Attach a bridge to a storage path, opening it first if needed (`template` is the bridge's
     EngineConfig for the whole path; the router divides the cache over the stored shard count).
@@ -384,7 +392,7 @@ class OpenPathRequest:
     bridge_id: str = ""  # the attaching bridge: the path is released when its last bridge detaches
 
 
-@dataclass(frozen=True, slots=True)
+@_typed
 class PathOpened:
     shards: list[Any]  # actor handles, one per shard
     config: Any  # the EngineConfig each shard was assigned

@@ -70,9 +70,8 @@ class Channel:
     def closed(self) -> bool:
         return self.error is not None
 
-    async def request(self, shard_key: tuple[str, int], operations: list[ops.ShardOperation],
-                      still_current: Callable[[], Awaitable[bool]]) -> list[ops.Reply]:
-        """Send one batch and wait for its replies; `still_current()` is asked whenever the answer
+    async def request(self, body: Any, still_current: Callable[[], Awaitable[bool]]) -> Any:
+        """Send one request and wait for its answer; `still_current()` is asked whenever the answer
         takes longer than STALL_CHECK_S, and a False closes the channel (ConnectionLost)."""
         if self.error is not None:
             raise self.error
@@ -80,13 +79,12 @@ class Channel:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._writer.write(wire.encode(request_id, (shard_key, operations)))
+            self._writer.write(wire.encode(request_id, body))
             if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_BYTES:
                 await self._writer.drain()
             while True:
                 try:
-                    replies: list[ops.Reply] = await asyncio.wait_for(asyncio.shield(future), STALL_CHECK_S)
-                    return replies
+                    return await asyncio.wait_for(asyncio.shield(future), STALL_CHECK_S)
                 except asyncio.TimeoutError:
                     if not future.done() and not await still_current():
                         self.close(ConnectionLost("the shard actor restarted or was replaced (direct call unanswered)"))
@@ -154,17 +152,12 @@ def _local_node_id() -> str | None:
         return None
 
 
-class ShardLink:
-    """One holder's way to one shard actor: direct when it can, over Ray actor calls otherwise.
+class _Link:
+    """One holder's way to one actor's direct listener: set up through Ray, shared per (loop,
+    incarnation), re-established after a break, given up for RETRY_DIRECT_S when it cannot be set up."""
 
-    Example:
-        >>> link = ShardLink(handle, ("/data/chat", 0))
-        >>> replies = await link.execute([ops.History("alice", "s1", 20)])
-    """
-
-    def __init__(self, handle: Any, shard_key: tuple[str, int], direct: bool = True) -> None:
+    def __init__(self, handle: Any, direct: bool) -> None:
         self.handle = handle
-        self.shard_key = shard_key
         self.direct = direct
         self.fallback_reason: str | None = None  # why calls go over Ray although `direct` is on
         self._channel: Channel | None = None
@@ -178,15 +171,6 @@ class ShardLink:
         channel = self._channel
         return channel.kind if channel is not None and not channel.closed else "ray"
 
-    async def execute(self, operations: list[ops.ShardOperation], over_ray: bool = False) -> list[ops.Reply]:
-        """One batch to the shard (over a Ray actor call if `over_ray`, or while the direct path is
-        down); raises the shard's EngineError, ConnectionLost (retry) or Ray's error."""
-        channel = await self._ready_channel() if self.direct and not over_ray else None
-        if channel is not None:
-            return await channel.request(self.shard_key, operations, self._still_current)
-        replies: list[ops.Reply] = await self.handle.execute.remote(operations, self.shard_key)
-        return replies
-
     async def prepare(self) -> None:
         """Set the direct connection up ahead of the first call (a failure is left for that call)."""
         if self.direct:
@@ -194,6 +178,17 @@ class ShardLink:
                 await self._ready_channel()
             except Exception:  # the first call retries the setup and reports what fails
                 pass
+
+    def _endpoint_call(self) -> Any:
+        """The Ray call that hands out the actor's endpoint (an awaitable)."""
+        return self.handle.endpoint.remote()
+
+    async def _request(self, body: Any, over_ray: bool) -> tuple[bool, Any]:
+        """(True, answer) over the direct connection, or (False, None) when the caller must use Ray."""
+        channel = await self._ready_channel() if self.direct and not over_ray else None
+        if channel is None:
+            return False, None
+        return True, await channel.request(body, self._still_current)
 
     async def _ready_channel(self) -> Channel | None:
         channel = self._channel
@@ -208,7 +203,7 @@ class ShardLink:
     async def _connect(self) -> Channel | None:
         """The shared channel to the actor's current incarnation, or None (fall back to Ray).
         Ray errors of the endpoint call (the actor is dead or restarting) propagate: retried."""
-        endpoint: wire.Endpoint = await self.handle.endpoint.options(concurrency_group="health").remote()
+        endpoint: wire.Endpoint = await self._endpoint_call()
         loop = asyncio.get_running_loop()
         known = _channels.setdefault(loop, {})
         channel = known.get(endpoint.generation)
@@ -236,10 +231,43 @@ class ShardLink:
         if channel is None:
             return False
         try:
-            call = self.handle.endpoint.options(concurrency_group="health").remote()
-            endpoint: wire.Endpoint = await asyncio.wait_for(call, STALL_CHECK_S)
+            endpoint: wire.Endpoint = await asyncio.wait_for(self._endpoint_call(), STALL_CHECK_S)
         except asyncio.TimeoutError:
             return True
         except Exception:  # the actor died or is restarting: this incarnation is gone
             return False
         return endpoint.generation == channel.endpoint.generation
+
+
+class ShardLink(_Link):
+    """A bridge's (or the router's) way to one shard actor: direct when it can, Ray actor calls otherwise.
+
+    Example:
+        >>> link = ShardLink(handle, ("/data/chat", 0))
+        >>> replies = await link.execute([ops.History("alice", "s1", 20)])
+    """
+
+    def __init__(self, handle: Any, shard_key: tuple[str, int], direct: bool = True) -> None:
+        super().__init__(handle, direct)
+        self.shard_key = shard_key
+
+    def _endpoint_call(self) -> Any:
+        return self.handle.endpoint.options(concurrency_group="health").remote()  # not behind a long batch
+
+    async def execute(self, operations: list[ops.ShardOperation], over_ray: bool = False) -> list[ops.Reply]:
+        """One batch to the shard (over a Ray actor call if `over_ray`, or while the direct path is
+        down); raises the shard's EngineError, ConnectionLost (retry) or Ray's error."""
+        sent, replies = await self._request((self.shard_key, operations), over_ray)
+        if not sent:
+            replies = await self.handle.execute.remote(operations, self.shard_key)
+        result: list[ops.Reply] = replies
+        return result
+
+
+class RouterLink(_Link):
+    """A bridge's way to the router's fan-out: direct when it can, a Ray actor call otherwise."""
+
+    async def fan_out(self, *arguments: Any) -> Any:
+        """`RouterActor.fan_out(*arguments)`: its answer, or its error (PathNotOpen, ...)."""
+        sent, answer = await self._request(arguments, False)
+        return answer if sent else await self.handle.fan_out.remote(*arguments)

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from engine import operations as ops
 from engine.errors import EngineError
@@ -28,40 +28,18 @@ _Queued = tuple[asyncio.StreamWriter, int, bytes]
 START_TIMEOUT_S = 10.0
 
 
-class DirectServer:
-    """Serve `execute(operations, shard_key)` to authenticated connections.
+class _Listener:
+    """Authenticated listeners (Unix socket, and TCP on the node's address) handing each request
+    frame to `_received`; `rotate()` changes the secret and drops every connection."""
 
-    Example:
-        >>> server = DirectServer(actor.execute); endpoint = server.start("10.0.0.5", node_id)
-        >>> server.rotate()   # released: old secret and connections are gone
-    """
-
-    def __init__(self, execute: Execute) -> None:
-        self._execute = execute
+    def __init__(self) -> None:
         self._secret = wire.new_secret()
         self._generation = os.urandom(8).hex()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[asyncio.StreamWriter] = set()
-        self._queue: list[_Queued] = []
-        self._wake: asyncio.Event | None = None
         self._addresses: tuple[str | None, str | None, int | None] = (None, None, None)
         self._node_id: str | None = None
         self.requests_served = 0
-
-    # ------------------------------------------------------------------ lifecycle (any thread)
-    def start(self, host: str | None, node_id: str | None) -> wire.Endpoint:
-        """Start listening (Unix socket, and TCP on `host` when given); returns the endpoint."""
-        self._node_id = node_id
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        thread = threading.Thread(target=self._run, args=(host, ready, failure), name="direct-data-plane",
-                                  daemon=True)
-        thread.start()
-        if not ready.wait(START_TIMEOUT_S):
-            raise TimeoutError("the direct data plane did not start listening in time")
-        if failure:
-            raise failure[0]
-        return self.endpoint()
 
     def endpoint(self) -> wire.Endpoint:
         unix_address, host, port = self._addresses
@@ -79,21 +57,8 @@ class DirectServer:
             writer.close()
         self._connections.clear()
 
-    # ------------------------------------------------------------------ the server thread
-    def _run(self, host: str | None, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._listen(host))
-        except BaseException as exc:  # reported to start(), which raises it in the actor's thread
-            failure.append(exc)
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        loop.run_forever()
-
-    async def _listen(self, host: str | None) -> None:
-        self._wake = asyncio.Event()
+    async def _listen(self, host: str | None, node_id: str | None) -> None:
+        self._loop, self._node_id = asyncio.get_running_loop(), node_id
         unix_address = _unix_address()
         await asyncio.start_unix_server(self._serve, path=unix_address)
         port = None
@@ -101,7 +66,6 @@ class DirectServer:
             server = await asyncio.start_server(self._serve, host=host, port=0)
             port = server.sockets[0].getsockname()[1]
         self._addresses = (unix_address, host, port)
-        asyncio.ensure_future(self._execute_loop())
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _no_delay(writer)
@@ -111,9 +75,7 @@ class DirectServer:
             self._connections.add(writer)
             while not writer.is_closing():
                 request_id, body = await wire.read_frame(reader)
-                self._queue.append((writer, request_id, body))
-                assert self._wake is not None
-                self._wake.set()
+                self._received(writer, request_id, body)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, OSError):
             pass  # the client went away, sent garbage or failed the handshake: drop it
         finally:
@@ -129,6 +91,57 @@ class DirectServer:
             return False  # a wrong secret, or one rotated during the handshake
         writer.write(wire.ACCEPTED)
         return True
+
+    def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
+        raise NotImplementedError  # each server answers requests its own way
+
+
+class DirectServer(_Listener):
+    """Serve a sync shard actor's `execute(operations, shard_key)` from a thread of its own.
+
+    Example:
+        >>> server = DirectServer(actor.execute); endpoint = server.start("10.0.0.5", node_id)
+        >>> server.rotate()   # released: old secret and connections are gone
+    """
+
+    def __init__(self, execute: Execute) -> None:
+        super().__init__()
+        self._execute = execute
+        self._queue: list[_Queued] = []
+        self._wake: asyncio.Event | None = None
+
+    def start(self, host: str | None, node_id: str | None) -> wire.Endpoint:
+        """Start listening (Unix socket, and TCP on `host` when given); returns the endpoint."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        thread = threading.Thread(target=self._run, args=(host, node_id, ready, failure), name="direct-data-plane",
+                                  daemon=True)
+        thread.start()
+        if not ready.wait(START_TIMEOUT_S):
+            raise TimeoutError("the direct data plane did not start listening in time")
+        if failure:
+            raise failure[0]
+        return self.endpoint()
+
+    def _run(self, host: str | None, node_id: str | None, ready: threading.Event,
+             failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._listen(host, node_id))
+            self._wake = asyncio.Event()
+            loop.create_task(self._execute_loop())
+        except BaseException as exc:  # reported to start(), which raises it in the actor's thread
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        loop.run_forever()
+
+    def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
+        self._queue.append((writer, request_id, body))
+        assert self._wake is not None
+        self._wake.set()
 
     async def _execute_loop(self) -> None:
         assert self._wake is not None
@@ -158,6 +171,43 @@ class DirectServer:
             position += len(batch)
             if not writer.is_closing():
                 writer.write(_reply_frame(request_id, body))
+
+
+class CallServer(_Listener):
+    """Serve an async actor's `handle(*arguments)` on the actor's own event loop (the router's
+    fan-out): each request runs as a task, and its reply goes out when it finishes."""
+
+    def __init__(self, handle: Callable[..., Awaitable[Any]]) -> None:
+        super().__init__()
+        self._handle = handle
+        self._running: set[asyncio.Future[None]] = set()
+
+    async def start(self, host: str | None, node_id: str | None) -> wire.Endpoint:
+        await self._listen(host, node_id)
+        return self.endpoint()
+
+    def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
+        task = asyncio.ensure_future(self._answer(writer, request_id, body))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _answer(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
+        try:
+            reply: Any = (True, await self._handle(*wire.decode(body)))
+        except Exception as exc:  # delivered to the caller, as Ray delivers an actor's error
+            reply = (False, exc)
+        self.requests_served += 1
+        if not writer.is_closing():
+            writer.write(_reply_frame(request_id, reply))
+
+
+def node_address() -> str | None:
+    """The address this node is reached at (TCP listeners bind it, not 0.0.0.0); None outside Ray."""
+    try:
+        import ray
+        return str(ray.util.get_node_ip_address()) if ray.is_initialized() else None
+    except Exception:  # outside Ray: Unix socket only
+        return None
 
 
 def _by_shard(queued: list[_Queued]) -> list[list[tuple[asyncio.StreamWriter, int, Any, list[Any]]]]:

@@ -14,6 +14,8 @@ from engine import operations as ops
 from engine.errors import PathNotOpen
 from engine.fan_out import Answers, Plan, flow_for
 
+from . import wire
+from .direct_server import CallServer, node_address
 from .paths import OpenPath, PathRegistry
 from .pool import ActorPool
 
@@ -60,6 +62,11 @@ def _alive_nodes() -> list[str]:
     return sorted(node["NodeID"] for node in ray.nodes() if node.get("Alive"))
 
 
+def _node_id() -> str | None:
+    import ray
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def _kill(handle: Any) -> None:
     import ray
     try:
@@ -80,6 +87,7 @@ class RouterActor:
                  direct: bool = True) -> None:
         self.pool = ActorPool(spawn, alive_nodes, kill, spare, idle_max)
         self._direct = direct  # fan-outs over the shards' direct data plane (False in one process)
+        self._server: CallServer | None = None
         self.registry = PathRegistry()
         self._lock = asyncio.Lock()
 
@@ -150,6 +158,15 @@ class RouterActor:
     async def reassign(self, namespace: str, index: int, bridge_id: str = "") -> None:
         """Give a restarted (unassigned) shard actor of the path its shard back."""
         await self.registry.get(namespace, bridge_id).assign(index)
+
+    async def endpoint(self) -> wire.Endpoint:
+        """Where and with which secret bridges reach `fan_out` directly (listening on this actor's
+        own event loop, started on first use; handed out only through Ray)."""
+        if self._server is None:
+            server = CallServer(self.fan_out)
+            await server.start(node_address(), _node_id())
+            self._server = server
+        return self._server.endpoint()
 
     def info(self) -> dict[str, Any]:
         return {"paths": self.registry.info(), "idle": len(self.pool.idle), "pid": os.getpid()}

@@ -23,17 +23,9 @@ from engine.config import EngineConfig
 from engine.errors import EngineError, ShardUnassigned, ShardUnavailable, StaleEpoch, StorageFailure
 from engine.shard import Shard
 
+from . import direct_server
 from .direct_server import DirectServer
 from .wire import Endpoint
-
-
-def _node_address() -> str | None:
-    """The address this node is reached at (the direct plane's TCP listener binds it, not 0.0.0.0)."""
-    try:
-        import ray
-        return str(ray.util.get_node_ip_address()) if ray.is_initialized() else None
-    except Exception:  # outside Ray: Unix socket only
-        return None
 
 
 def _runtime_facts() -> tuple[str | None, bool]:
@@ -203,7 +195,7 @@ class ShardActor:
         with self._server_lock:
             if self._server is None:
                 server = DirectServer(self.execute)
-                server.start(_node_address(), self._node_id)
+                server.start(direct_server.node_address(), self._node_id)
                 self._server = server
             return self._server.endpoint()
 

@@ -42,6 +42,7 @@ class Transport(Protocol):
     async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any: ...
     async def reregister(self) -> None: ...
     def transports(self) -> list[tuple[str, str | None]]: ...
+    def router_transport(self) -> tuple[str, str | None]: ...
     async def probe(self, index: int) -> dict[str, Any]: ...
     async def stats(self, index: int) -> dict[str, Any]: ...
     def clear_caches(self, timeout_s: float) -> int: ...
@@ -136,6 +137,10 @@ class PathBackend:
         """How each shard is reached now: ("unix" | "tcp" | "ray", why not direct or None)."""
         return self.transport.transports()
 
+    def router_transport(self) -> tuple[str, str | None]:
+        """How the router's fan-out is reached now, as `transports()` says it for shards."""
+        return self.transport.router_transport()
+
     def search_phase_timeout(self) -> float:
         """How long each search phase waits for a silent shard before answering with the others."""
         return min(SEARCH_PHASE_MAX_S, self.request_timeout_s / 2.5)
@@ -190,8 +195,10 @@ class ActorTransport:
     `wait_all(refs, timeout_s)` waits for calls synchronously (ray.get for Ray)."""
 
     def __init__(self, router: Any, opened: ops.PathOpened, request: ops.OpenPathRequest,
-                 wait_all: Callable[[list[Any], float], list[Any]], links: list[Any], direct: bool) -> None:
+                 wait_all: Callable[[list[Any], float], list[Any]], links: list[Any], router_link: Any,
+                 direct: bool) -> None:
         self.router = router
+        self.router_link = router_link  # actors.direct_link.RouterLink
         self.shards = opened.shards
         self.links = links  # one actors.direct_link.ShardLink per shard
         self.shard_count = len(opened.shards)
@@ -209,6 +216,9 @@ class ActorTransport:
         """(transport, why not direct) of each shard: "unix", "tcp" or "ray"."""
         return [(link.transport, link.fallback_reason) for link in self.links]
 
+    def router_transport(self) -> tuple[str, str | None]:
+        return self.router_link.transport, self.router_link.fallback_reason
+
     async def reassign(self, index: int) -> None:
         """Ask the router to give a restarted shard actor its shard back (re-registering the path
         first if the router restarted too)."""
@@ -220,8 +230,8 @@ class ActorTransport:
             await self.router.reassign.remote(namespace, index, bridge_id)
 
     async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any:
-        return await self.router.fan_out.remote(self._request.namespace, request, phase_timeout_s, total_timeout_s,
-                                                self._request.bridge_id, self.direct)
+        return await self.router_link.fan_out(self._request.namespace, request, phase_timeout_s, total_timeout_s,
+                                              self._request.bridge_id, self.direct)
 
     async def reregister(self) -> None:
         """Attach this bridge again to a router that restarted (or that forgot it): with its existing
@@ -268,7 +278,7 @@ async def open_path(settings: Any, namespace: str, requested: int, explicit: boo
     without Ray; `direct` sends session calls over the shards' direct data plane (else over Ray
     actor calls). Raises the router's EngineError (ShardLocked, ShardCountMismatch, CorruptRecord...)."""
     # Imported late: importing api starts no Ray.
-    from actors.direct_link import ShardLink
+    from actors.direct_link import RouterLink, ShardLink
     if in_process:
         from actors.local import local_router, wait_all
         router, direct = local_router(), False
@@ -280,8 +290,9 @@ async def open_path(settings: Any, namespace: str, requested: int, explicit: boo
     opened: ops.PathOpened = await router.open_path.remote(request)
     storage_path = request.template.storage_path
     links = [ShardLink(handle, (storage_path, index), direct) for index, handle in enumerate(opened.shards)]
-    await asyncio.gather(*(link.prepare() for link in links))
-    transport = ActorTransport(router, opened, request, wait_all, links, direct)
+    router_link = RouterLink(router, direct)
+    await asyncio.gather(router_link.prepare(), *(link.prepare() for link in links))
+    transport = ActorTransport(router, opened, request, wait_all, links, router_link, direct)
     return PathBackend(transport, namespace, float(settings.request_timeout_s)), opened.router_pid
 
 

@@ -110,6 +110,9 @@ def _report_transports(bridge: Any, shards: list[dict[str, Any]], result: dict[s
     """Each shard says how calls reach it; a shard the direct data plane should reach but does not
     (its calls go over Ray actor calls, slower) is a warning with the reason."""
     result["data_plane"] = bridge.data_plane
+    result["router_transport"], reason = bridge.backend.router_transport()
+    if bridge.data_plane == "direct" and result["router_transport"] == "ray" and reason:
+        result["warnings"].append(f"The router is reached over Ray actor calls: {reason}")
     for shard, (transport, reason) in zip(shards, bridge.backend.transports()):
         shard["transport"] = transport
         if bridge.data_plane == "direct" and transport == "ray" and reason:

@@ -70,7 +70,7 @@ async def test_tcp_is_used_for_another_node(served, monkeypatch):
     actor.endpoint()  # the server is started without a node address outside Ray: start TCP by hand
     monkeypatch.setattr(direct_link, "_local_node_id", lambda: "elsewhere")
     actor._server = None
-    monkeypatch.setattr("actors.shard_actor._node_address", lambda: "127.0.0.1")
+    monkeypatch.setattr("actors.direct_server.node_address", lambda: "127.0.0.1")
     link = ShardLink(handle, key)
     assert (await link.execute(_store()))[1].ok and link.transport == "tcp"
 
@@ -155,9 +155,30 @@ async def test_a_stalled_call_ends_when_the_actor_is_another_incarnation(served,
 
 def test_the_server_listens_on_the_node_address_not_every_interface(served, monkeypatch):
     actor, _, _ = served
-    monkeypatch.setattr("actors.shard_actor._node_address", lambda: "127.0.0.1")
+    monkeypatch.setattr("actors.direct_server.node_address", lambda: "127.0.0.1")
     actor._server = None
     endpoint = actor.endpoint()
     assert endpoint.host == "127.0.0.1"
     with socket.create_connection((endpoint.host, endpoint.port), timeout=2):
         pass
+
+
+async def test_the_router_answers_fan_outs_on_its_own_loop_and_its_errors_cross_intact(tmp_path):
+    from actors.direct_link import RouterLink
+    from actors.router_actor import RouterActor
+    from engine.errors import PathNotOpen
+    actors = [ShardActor(i, tune_gc=False, exit_on_fatal=False) for i in range(2)]
+    router = RouterActor(spawn=None, alive_nodes=list, direct=False)
+    config = engine_config(tmp_path, shard_count=1)
+    await router.open_path(ops.OpenPathRequest("ns", config, 2, False, False, [LocalHandle(a) for a in actors], "b1"))
+    try:
+        actors[0].execute([ops.CreateUser("u"), ops.CreateSession("u", "a"), ops.Append("u", "a", [message("apple")])])
+        link = RouterLink(LocalHandle(router), True)
+        request = ops.SearchRequest("u", 0, "text", ["apple"], 0, 10)
+        found = await link.fan_out("ns", request, 5.0, 5.0, "b1", True)
+        assert link.transport == "unix" and found.total == 1 and found.results[0]["content"] == "apple"
+        with pytest.raises(PathNotOpen):  # a bridge the router does not know re-registers
+            await link.fan_out("ns", request, 5.0, 5.0, "stranger", True)
+        assert router._server.requests_served == 2
+    finally:
+        await router.close_path("ns", "b1")

@@ -21,6 +21,7 @@ async def test_the_default_bridge_reaches_every_shard_directly(ray_runtime, tmp_
         health = await bridge.health_check()
         assert health["data_plane"] == "direct" and health["status"] == "healthy", health
         assert [shard["transport"] for shard in health["shards"]] == ["unix", "unix"]
+        assert health["router_transport"] == "unix"
     finally:
         await bridge.close()
 

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import time
 import weakref
 from typing import Any, Awaitable, Callable
 
 from engine import operations as ops
-from engine.errors import ConnectionLost
+from engine.errors import ConnectionLost, EngineError
 
 from . import wire
 
 CONNECT_TIMEOUT_S = 2.0
 STALL_CHECK_S = 1.0      # a call unanswered this long makes the link check the actor's incarnation
-RETRY_DIRECT_S = 1.0     # after a failed setup, calls go over Ray this long before trying again
+RETRY_DIRECT_S = 1.0     # after a failed setup, calls go over Ray this long (doubling) before trying again
+RETRY_DIRECT_MAX_S = 30.0
 WRITE_BUFFER_HIGH_BYTES = 4 * 1024 * 1024
 
 _channels: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Channel]]" = weakref.WeakKeyDictionary()
@@ -63,7 +63,7 @@ class Channel:
             writer.close()
             raise
         if kind == "tcp":
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            wire.tune_tcp(writer.get_extra_info("socket"))
         return cls(reader, writer, endpoint, kind)
 
     @property
@@ -87,7 +87,8 @@ class Channel:
                     return await asyncio.wait_for(asyncio.shield(future), STALL_CHECK_S)
                 except asyncio.TimeoutError:
                     if not future.done() and not await still_current():
-                        self.close(ConnectionLost("the shard actor restarted or was replaced (direct call unanswered)"))
+                        self.close(ConnectionLost("a direct call went unanswered: the actor restarted, was "
+                                                  "replaced, or the connection went silent"))
         except ConnectionError as exc:
             if isinstance(exc, ConnectionLost):
                 raise
@@ -103,15 +104,13 @@ class Channel:
                 future = self._pending.pop(request_id, None)
                 if future is None or future.done():
                     continue  # its caller gave up (deadline): the answer is dropped
-                succeeded, value = wire.decode(body)
-                if succeeded:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                _deliver(future, body)
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             self.close(ConnectionLost(f"direct connection to the shard closed ({type(exc).__name__})"))
         except asyncio.CancelledError:
             self.close(ConnectionLost("direct connection closed"))
+        except Exception as exc:  # never leave the channel open with nobody reading it
+            self.close(ConnectionLost(f"direct connection failed while reading: {type(exc).__name__}"))
 
     def close(self, error: ConnectionLost) -> None:
         """Fail every pending call with `error`; later calls raise it too."""
@@ -125,17 +124,36 @@ class Channel:
         self._pending.clear()
 
 
+def _deliver(future: "asyncio.Future[Any]", body: bytes) -> None:
+    """Resolve a call with its reply; a reply that cannot be read fails that call alone."""
+    try:
+        succeeded, value = wire.decode(body)
+    except Exception as exc:  # e.g. an error type that pickles on the server but not back here
+        future.set_exception(EngineError(f"the shard's reply could not be read: {type(exc).__name__}: {exc}"))
+        return
+    if not succeeded and not isinstance(value, BaseException):
+        value = EngineError(f"the shard answered with a malformed error: {type(value).__name__}")
+    if succeeded:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
 async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes) -> None:
+    """Prove we hold the secret, and check that the server does too (mutual: a process that took
+    over the address cannot feed us replies)."""
     greeting = await reader.readexactly(len(wire.MAGIC) + wire.NONCE_BYTES)
     if not greeting.startswith(wire.MAGIC):
         raise ConnectionLost("the address does not serve a shard data plane")
-    writer.write(wire.proof(secret, greeting[len(wire.MAGIC):]))
+    server_nonce, client_nonce = greeting[len(wire.MAGIC):], wire.new_nonce()
+    writer.write(wire.proof(secret, server_nonce) + client_nonce)
     try:
-        answer = await reader.readexactly(1)
+        answer = await reader.readexactly(len(wire.ACCEPTED) + wire.PROOF_BYTES)
     except asyncio.IncompleteReadError:
         raise ConnectionLost("the shard refused the secret (the actor restarted or was re-pooled)") from None
-    if answer != wire.ACCEPTED:
-        raise ConnectionLost("the shard refused the secret")
+    if not answer.startswith(wire.ACCEPTED) or \
+            not wire.accepts(secret, server_nonce + client_nonce, answer[len(wire.ACCEPTED):], wire.SERVER_ROLE):
+        raise ConnectionLost("the server at the shard's address did not prove it holds the secret")
 
 
 def _forget(channel: Channel) -> None:
@@ -154,13 +172,15 @@ def _local_node_id() -> str | None:
 
 class _Link:
     """One holder's way to one actor's direct listener: set up through Ray, shared per (loop,
-    incarnation), re-established after a break, given up for RETRY_DIRECT_S when it cannot be set up."""
+    incarnation), re-established after a break, given up for a while (Ray calls instead, with the
+    reason in `fallback_reason`) when it cannot be set up or goes silent."""
 
     def __init__(self, handle: Any, direct: bool) -> None:
         self.handle = handle
         self.direct = direct
         self.fallback_reason: str | None = None  # why calls go over Ray although `direct` is on
         self._channel: Channel | None = None
+        self._failures = 0
         self._retry_direct_at = 0.0
         self._setup: asyncio.Future[Channel | None] | None = None
         self._check: asyncio.Future[bool] | None = None
@@ -191,19 +211,32 @@ class _Link:
         return True, await channel.request(body, self._still_current)
 
     async def _ready_channel(self) -> Channel | None:
+        """The channel to use, or None for a Ray call. While the direct path works (or was never
+        tried) a missing channel is set up and waited for (after a restart: one Ray call and a
+        connect); after it failed, calls go over Ray and setup is retried in the background with
+        backoff, so no call waits on an address that does not answer."""
         channel = self._channel
         if channel is not None and not channel.closed:
             return channel
-        if time.monotonic() < self._retry_direct_at:
-            return None
-        if self._setup is None or self._setup.done():
+        if self.fallback_reason is None:
+            if self._setup is None or self._setup.done():
+                self._setup = asyncio.ensure_future(self._connect())
+            return await asyncio.shield(self._setup)
+        if time.monotonic() >= self._retry_direct_at and (self._setup is None or self._setup.done()):
+            self._retry_direct_at = float("inf")  # one attempt at a time; _connect sets the next
             self._setup = asyncio.ensure_future(self._connect())
-        return await asyncio.shield(self._setup)
+            self._setup.add_done_callback(_consume)
+        return None
 
     async def _connect(self) -> Channel | None:
         """The shared channel to the actor's current incarnation, or None (fall back to Ray).
         Ray errors of the endpoint call (the actor is dead or restarting) propagate: retried."""
-        endpoint: wire.Endpoint = await self._endpoint_call()
+        try:
+            endpoint: wire.Endpoint = await self._endpoint_call()
+        except BaseException:
+            if self.fallback_reason is not None:
+                self._fall_back(self.fallback_reason)  # keep backing off while the actor is away
+            raise
         loop = asyncio.get_running_loop()
         known = _channels.setdefault(loop, {})
         channel = known.get(endpoint.generation)
@@ -212,21 +245,29 @@ class _Link:
                 same_node = endpoint.node_id == _local_node_id()  # both None: one process outside Ray
                 channel = await Channel.connect(endpoint, same_node, CONNECT_TIMEOUT_S)
             except (OSError, asyncio.TimeoutError, ConnectionLost) as exc:
-                self.fallback_reason = f"direct connection could not be set up: {type(exc).__name__}: {exc}"
-                self._retry_direct_at = time.monotonic() + RETRY_DIRECT_S
+                self._fall_back(f"direct connection could not be set up: {type(exc).__name__}: {exc}")
                 return None
             known[endpoint.generation] = channel
-        self._channel, self.fallback_reason = channel, None
+        self._channel, self.fallback_reason, self._failures = channel, None, 0
         return channel
 
+    def _fall_back(self, reason: str) -> None:
+        """Send calls over Ray for a while: 1 s after the first failure, doubling to 30 s."""
+        self.fallback_reason = reason
+        self._failures += 1
+        self._retry_direct_at = time.monotonic() + min(RETRY_DIRECT_MAX_S, RETRY_DIRECT_S * 2 ** (self._failures - 1))
+
     async def _still_current(self) -> bool:
-        """Whether the actor still runs the incarnation the channel talks to (one check at a time
-        per link; an actor too busy to say is given the benefit of the doubt)."""
+        """Whether the channel still reaches a live server (one check at a time per link)."""
         if self._check is None or self._check.done():
-            self._check = asyncio.ensure_future(self._ask_generation())
+            self._check = asyncio.ensure_future(self._ask_server())
         return await asyncio.shield(self._check)
 
-    async def _ask_generation(self) -> bool:
+    async def _ask_server(self) -> bool:
+        """Ask Ray about the actor: another incarnation (or none) means the channel is dead; the
+        same one idle for a whole check while our call waited means our request never reached it
+        (a silently dropped connection): give the direct path up for a while. An actor too busy
+        to answer is given the benefit of the doubt."""
         channel = self._channel
         if channel is None:
             return False
@@ -236,7 +277,19 @@ class _Link:
             return True
         except Exception:  # the actor died or is restarting: this incarnation is gone
             return False
-        return endpoint.generation == channel.endpoint.generation
+        if endpoint.generation != channel.endpoint.generation:
+            return False
+        if endpoint.idle_s >= STALL_CHECK_S:
+            self._fall_back(f"a direct call went unanswered while the actor sat idle for {endpoint.idle_s:.1f} s "
+                            f"(a silently dropped {channel.kind} connection)")
+            return False
+        return True
+
+
+def _consume(task: "asyncio.Future[Any]") -> None:
+    """A background setup's failure is already recorded in fallback_reason."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ShardLink(_Link):

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 from engine import operations as ops
@@ -39,11 +39,20 @@ class _Listener:
         self._connections: set[asyncio.StreamWriter] = set()
         self._addresses: tuple[str | None, str | None, int | None] = (None, None, None)
         self._node_id: str | None = None
+        self._handshakes = 0
+        self._last_active = time.monotonic()
         self.requests_served = 0
 
     def endpoint(self) -> wire.Endpoint:
         unix_address, host, port = self._addresses
-        return wire.Endpoint(self._node_id, unix_address, host, port, self._secret, self._generation)
+        return wire.Endpoint(self._node_id, unix_address, host, port, self._secret, self._generation, self.idle_s())
+
+    def idle_s(self) -> float:
+        """Seconds since the server last had work (0 while it has some)."""
+        return 0.0 if self._working() else time.monotonic() - self._last_active
+
+    def _working(self) -> bool:
+        return False
 
     def rotate(self) -> None:
         """A new secret and generation; every open connection is closed (thread-safe)."""
@@ -68,9 +77,17 @@ class _Listener:
         self._addresses = (unix_address, host, port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _no_delay(writer)
+        wire.tune_tcp(writer.get_extra_info("socket"))
+        if self._handshakes >= wire.MAX_HANDSHAKES:
+            writer.close()  # a flood of connections that never authenticate holds nothing here
+            return
         try:
-            if not await self._authenticate(reader, writer):
+            self._handshakes += 1
+            try:
+                authenticated = await self._authenticate(reader, writer)
+            finally:
+                self._handshakes -= 1
+            if not authenticated:
                 return
             self._connections.add(writer)
             while not writer.is_closing():
@@ -83,13 +100,15 @@ class _Listener:
             writer.close()
 
     async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        nonce = os.urandom(wire.NONCE_BYTES)
+        nonce = wire.new_nonce()
         secret = self._secret
         writer.write(wire.MAGIC + nonce)
-        answer = await asyncio.wait_for(reader.readexactly(wire.NONCE_BYTES), wire.HANDSHAKE_TIMEOUT_S)
-        if secret is not self._secret or not wire.accepts(secret, nonce, answer):
+        answer = await asyncio.wait_for(reader.readexactly(wire.PROOF_BYTES + wire.NONCE_BYTES),
+                                        wire.HANDSHAKE_TIMEOUT_S)
+        client_proof, client_nonce = answer[:wire.PROOF_BYTES], answer[wire.PROOF_BYTES:]
+        if secret is not self._secret or not wire.accepts(secret, nonce, client_proof):
             return False  # a wrong secret, or one rotated during the handshake
-        writer.write(wire.ACCEPTED)
+        writer.write(wire.ACCEPTED + wire.proof(secret, nonce + client_nonce, wire.SERVER_ROLE))
         return True
 
     def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
@@ -107,6 +126,7 @@ class DirectServer(_Listener):
     def __init__(self, execute: Execute) -> None:
         super().__init__()
         self._execute = execute
+        self._executing = False
         self._queue: list[_Queued] = []
         self._wake: asyncio.Event | None = None
 
@@ -138,6 +158,9 @@ class DirectServer(_Listener):
         ready.set()
         loop.run_forever()
 
+    def _working(self) -> bool:
+        return self._executing or bool(self._queue)
+
     def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
         self._queue.append((writer, request_id, body))
         assert self._wake is not None
@@ -156,11 +179,14 @@ class DirectServer(_Listener):
     def _run_group(self, group: list[tuple[asyncio.StreamWriter, int, Any, list[ops.ShardOperation]]]) -> None:
         """One `execute` for every queued request of one shard key; each gets its own replies."""
         operations = [operation for _, _, _, batch in group for operation in batch]
+        self._executing = True
         try:
             replies = self._execute(operations, group[0][2])
             outcome: Any = None
         except Exception as exc:  # delivered to every caller of the batch, as Ray delivers it
             outcome = exc
+        finally:
+            self._executing, self._last_active = False, time.monotonic()
         self.requests_served += len(group)
         position = 0
         for writer, request_id, _, batch in group:
@@ -186,6 +212,9 @@ class CallServer(_Listener):
         await self._listen(host, node_id)
         return self.endpoint()
 
+    def _working(self) -> bool:
+        return bool(self._running)
+
     def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
         task = asyncio.ensure_future(self._answer(writer, request_id, body))
         self._running.add(task)
@@ -197,6 +226,7 @@ class CallServer(_Listener):
         except Exception as exc:  # delivered to the caller, as Ray delivers an actor's error
             reply = (False, exc)
         self.requests_served += 1
+        self._last_active = time.monotonic()
         if not writer.is_closing():
             writer.write(_reply_frame(request_id, reply))
 
@@ -247,9 +277,3 @@ def _unix_address() -> str:
         return "\0" + name
     import tempfile
     return os.path.join(tempfile.mkdtemp(prefix="ffchat-"), "shard.sock")
-
-
-def _no_delay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

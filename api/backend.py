@@ -38,6 +38,7 @@ class Transport(Protocol):
     shard_count: int
 
     async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]: ...
+    async def prepare(self, index: int) -> None: ...
     async def reassign(self, index: int) -> None: ...
     async def fan_out(self, request: ops.FanOutRequest, phase_timeout_s: float, total_timeout_s: float) -> Any: ...
     async def reregister(self) -> None: ...
@@ -62,7 +63,8 @@ class PathBackend:
         self.namespace = namespace
         self.shard_count = transport.shard_count
         self.request_timeout_s = request_timeout_s
-        self.clients = [ShardClient(functools.partial(transport.execute, index), index, transport.reassign)
+        self.clients = [ShardClient(functools.partial(transport.execute, index), index, transport.reassign,
+                                    connect=functools.partial(transport.prepare, index))
                         for index in range(self.shard_count)]
         self._routes: dict[tuple[str, str], int] = {}
 
@@ -211,6 +213,10 @@ class ActorTransport:
         # The shard the batch is for travels with it: an actor that serves another shard refuses it.
         replies: list[ops.Reply] = await self.links[index].execute(operations)
         return replies
+
+    async def prepare(self, index: int) -> None:
+        """Set shard `index`'s direct connection up if it is down (a failure is left to the send)."""
+        await self.links[index].prepare()
 
     def transports(self) -> list[tuple[str, str | None]]:
         """(transport, why not direct) of each shard: "unix", "tcp" or "ray"."""

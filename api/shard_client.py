@@ -30,8 +30,12 @@ class ShardClient:
     """
 
     def __init__(self, send: Send, index: int, reassign: Callable[[int], Awaitable[None]] | None = None,
-                 max_in_flight: int = 4, max_batch: int = 1000) -> None:
+                 max_in_flight: int = 4, max_batch: int = 1000,
+                 connect: Callable[[], Awaitable[None]] | None = None) -> None:
         self._send_batch = send  # one call carrying a batch (api.backend owns the transport)
+        self._connect = connect  # sets the transport's connection up, so a send right after it does not wait
+        self._recovering: dict[int, asyncio.Future[None]] = {}  # batches (by number) that failed once, retrying
+        self._batch_number = 0
         self.index = index
         self._reassign = reassign
         self.max_in_flight = max_in_flight
@@ -87,12 +91,13 @@ class ShardClient:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._previous = done
             self._in_flight += 1
-            asyncio.ensure_future(self._send(batch, previous, done))
+            self._batch_number += 1
+            asyncio.ensure_future(self._send(batch, previous, done, self._batch_number))
 
     async def _send(self, batch: list[_Pending], previous: asyncio.Future[None] | None,
-                    done: asyncio.Future[None]) -> None:
+                    done: asyncio.Future[None], number: int) -> None:
         try:
-            replies = await self._execute_with_retries(batch)
+            replies = await self._execute_with_retries(batch, _Turn(previous, done, number))
             if previous is not None and not previous.done():
                 await asyncio.shield(previous)  # deliver acks in submission order
             for (_, future, _), reply in zip(batch, replies):
@@ -104,28 +109,50 @@ class ShardClient:
             if self._queue and not self._scheduled:
                 self._dispatch()
 
-    async def _execute_with_retries(self, batch: list[_Pending]) -> list[Reply]:
+    async def _execute_with_retries(self, batch: list[_Pending], turn: "_Turn") -> list[Reply]:
         operations = [operation for operation, _, _ in batch]
         # The batch is retried until its latest deadline; each caller stops waiting at its own.
-        outcome = await self._attempt(operations, Retry(max(item[2] for item in batch)))
+        outcome = await self._attempt(operations, Retry(max(item[2] for item in batch)), turn)
         return [failed(outcome)] * len(batch) if isinstance(outcome, Exception) else outcome
 
-    async def _attempt(self, operations: list[ShardOperation], retry: Retry) -> list[Reply] | Exception:
+    async def _send_in_turn(self, operations: list[ShardOperation], turn: "_Turn") -> list[Reply]:
+        """Keep log order equal to submission order across failures: a retry goes after the batch
+        before it has finished; a first send waits while an earlier batch is being retried. The
+        connection is set up before the check, and the send follows it without a pause."""
+        while True:
+            if self._connect is not None:
+                await self._connect()
+            if turn.retrying and turn.previous is not None and not turn.previous.done():
+                await asyncio.shield(turn.previous)
+                continue
+            earlier = [future for number, future in self._recovering.items() if number < turn.number]
+            if turn.retrying or not earlier:
+                break
+            await asyncio.wait(earlier)
+        self.batches_sent += 1
+        self.operations_sent += len(operations)
+        return await self._send_batch(operations)
+
+    def _failed_once(self, turn: "_Turn") -> None:
+        turn.retrying = True
+        self.retries += 1
+        if turn.number not in self._recovering:
+            self._recovering[turn.number] = turn.done
+            turn.done.add_done_callback(lambda _: self._recovering.pop(turn.number, None))
+
+    async def _attempt(self, operations: list[ShardOperation], retry: Retry, turn: "_Turn") -> list[Reply] | Exception:
         """Send until the shard answers (its replies) or a final error (returned, not raised)."""
         while True:
             remaining = retry.remaining()
             if remaining <= 0:
                 return RequestTimeout(f"shard {self.index} did not answer before the request deadline")
             try:
-                self.batches_sent += 1
-                self.operations_sent += len(operations)
-                replies: list[Reply] = await asyncio.wait_for(self._send_batch(operations), timeout=remaining)
-                return replies
+                return await asyncio.wait_for(self._send_in_turn(operations, turn), timeout=remaining)
             except asyncio.TimeoutError:
                 return RequestTimeout(f"shard {self.index} did not answer before the request deadline")
             except ShardUnassigned as exc:
                 # The actor restarted and lost its assignment: give the shard back, then retry.
-                self.retries += 1
+                self._failed_once(turn)
                 if self._reassign is None:
                     return exc
                 given_back = await self._give_back(retry)
@@ -136,7 +163,7 @@ class ShardClient:
             except Exception as exc:  # api boundary: every transport failure is mapped, none escapes raw
                 if not is_retryable_ray_error(exc):
                     return map_ray_errors(exc, f"shard {self.index}")
-                self.retries += 1
+                self._failed_once(turn)
                 if not await retry.pause():
                     return ShardUnavailable(f"shard {self.index} is unavailable and did not come back in time")
 
@@ -151,3 +178,12 @@ class ShardClient:
             return closed
         except Exception:  # the reassignment itself may hit the restart; the caller's loop retries
             return await retry.pause()
+
+
+class _Turn:
+    """A batch's place in its client's order: the batch before it, its own completion, its number."""
+
+    __slots__ = ("previous", "done", "number", "retrying")
+
+    def __init__(self, previous: "asyncio.Future[None] | None", done: "asyncio.Future[None]", number: int) -> None:
+        self.previous, self.done, self.number, self.retrying = previous, done, number, False

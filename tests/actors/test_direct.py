@@ -11,7 +11,7 @@ from actors.direct_link import Channel, ShardLink
 from actors.local import LocalHandle
 from actors.shard_actor import ShardActor
 from engine import operations as ops
-from engine.errors import ConnectionLost, ShardUnassigned, ShardUnavailable
+from engine.errors import ConnectionLost, EngineError, ShardUnassigned, ShardUnavailable
 from tests.factories import engine_config, message
 
 
@@ -149,7 +149,7 @@ async def test_a_stalled_call_ends_when_the_actor_is_another_incarnation(served,
     call = asyncio.ensure_future(link.execute([ops.ListUsers()]))
     await asyncio.sleep(0.01)
     actor._server._generation = "another-incarnation"  # what Ray reports; the socket stays silent
-    with pytest.raises(ConnectionLost, match="restarted or was replaced"):
+    with pytest.raises(ConnectionLost, match="restarted, was replaced"):
         await call
 
 
@@ -182,3 +182,50 @@ async def test_the_router_answers_fan_outs_on_its_own_loop_and_its_errors_cross_
         assert router._server.requests_served == 2
     finally:
         await router.close_path("ns", "b1")
+
+
+async def test_a_silently_dropped_connection_falls_back_to_ray_and_health_can_say_why(served, monkeypatch):
+    """Frames that vanish without the connection closing (a partition, a middlebox): the call ends
+    with ConnectionLost once Ray says the actor sat idle, later calls go over Ray with the reason."""
+    actor, handle, key = served
+    monkeypatch.setattr(direct_link, "STALL_CHECK_S", 0.05)
+    link = ShardLink(handle, key)
+    await link.execute(_store())
+    monkeypatch.setattr(actor._server, "_received", lambda writer, request_id, body: None)  # swallowed
+    with pytest.raises(ConnectionLost):
+        await link.execute([ops.ListUsers()])
+    assert link.transport == "ray" and "silently dropped" in link.fallback_reason
+    assert (await link.execute([ops.ListUsers()]))[0].ok and handle.ray_executes == 1
+
+
+async def test_a_reply_that_cannot_be_read_fails_its_call_alone(served, monkeypatch):
+    actor, handle, key = served
+    link = ShardLink(handle, key)
+    await link.execute(_store())
+    real = wire.decode
+    calls = iter([None, ValueError("not readable here")])  # the request reads, its reply does not
+
+    def decode_once(body):
+        failure = next(calls, None)
+        if failure is not None:
+            raise failure
+        return real(body)
+    monkeypatch.setattr(wire, "decode", decode_once)
+    with pytest.raises(EngineError, match="could not be read"):
+        await link.execute([ops.ListUsers()])
+    assert (await link.execute([ops.ListUsers()]))[0].ok and link.transport == "unix"
+
+
+async def test_connections_that_never_authenticate_are_capped(served):
+    actor, handle, key = served
+    endpoint = actor.endpoint()
+    idle = [await asyncio.open_unix_connection(endpoint.unix_address) for _ in range(wire.MAX_HANDSHAKES)]
+    try:
+        reader, writer = await asyncio.open_unix_connection(endpoint.unix_address)
+        assert await reader.read() == b""  # closed at once: the listener holds no more of them
+        writer.close()
+    finally:
+        for _, held in idle:
+            held.close()
+    await asyncio.sleep(0.05)
+    assert (await ShardLink(handle, key).execute(_store()))[1].ok

@@ -45,6 +45,9 @@ class _Transport:
     async def reassign(self, index):
         pass
 
+    async def prepare(self, index):
+        pass
+
 
 async def test_session_and_user_operations_go_to_the_owning_shard():
     """A session operation reaches the shard its (user, session) hashes to; a user one the profile's shard."""

@@ -367,3 +367,32 @@ async def test_counters_count_every_actor_call_including_resends():
     # ShardUnassigned (reassign, resend), then RayActorError (back off, resend), then success.
     assert shard.batches == [["a", "b", "c"]] * 3
     assert (client.batches_sent, client.operations_sent, client.retries) == (3, 9, 2)
+
+
+# ---------------------------------------------------------------------------------------- order
+async def test_a_failed_batch_is_committed_before_any_later_one():
+    """Batch A fails (its connection broke) while B is in flight behind it: A's retry is committed
+    before B, and a batch C submitted meanwhile waits for A; the shard's commit order is A, B, C."""
+    from engine.errors import ConnectionLost
+    committed: list[Any] = []
+    first_attempt = {"a": True}
+    b_sent = asyncio.Event()
+
+    async def send(operations):
+        if operations == ["a"] and first_attempt.pop("a", False):
+            await b_sent.wait()  # B is on the wire when A's connection breaks
+            raise ConnectionLost("connection broke")
+        if operations == ["b"]:
+            b_sent.set()
+            if not committed:  # B must not commit before A: fail it too, as the same break would
+                raise ConnectionLost("connection broke")
+        committed.append(operations[0])
+        return [Reply(True, f"done:{operations[0]}")]
+    client = ShardClient(send, 0)
+    first = asyncio.create_task(_call(client, "a", _in(2)))
+    await _turns()
+    second = asyncio.create_task(_call(client, "b", _in(2)))
+    await _turns()
+    third = asyncio.create_task(_call(client, "c", _in(2)))
+    assert await _settle(first, second, third, timeout_s=3) == ["done:a", "done:b", "done:c"]
+    assert committed == ["a", "b", "c"]

@@ -30,10 +30,21 @@ def spawn_shard_actor(slot: str, node_id: str | None = None) -> Any:
     ).remote(slot)
 
 
-def get_router(spare: int = 2) -> Any:
-    """The runtime's router (created on first use, then found by name by every driver)."""
+def idle_max_for(spare: int, cpu_count: int) -> int:
+    """How many released shard actors the pool keeps idle: twice the default shard count (one CPU,
+    one shard) or twice the spare count, whichever is more, so that a closed path's actors serve the
+    next bridge however few are started ahead of need."""
+    return 2 * max(spare, cpu_count, 1)
+
+
+def get_router(spare: int = 0) -> Any:
+    """The runtime's router (created on first use, then found by name by every driver).
+
+    It starts `spare` idle shard actors ahead of need and keeps released ones up to `idle_max_for`.
+    """
+    cpu_count = int(ray.cluster_resources().get("CPU", 1))
     return ray.remote(RouterActor).options(
         name=ROUTER_NAME, namespace=SYSTEM_NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
         max_restarts=-1, max_concurrency=1000,
-    ).remote(spawn_shard_actor, spare, 2 * spare)  # keep at most twice the spare count idle
+    ).remote(spawn_shard_actor, spare, idle_max_for(spare, cpu_count))
 

@@ -164,7 +164,7 @@ class FFChatAppBridge:
             requested = settings.shard_count or runtime.cpu_count()
             try:
                 self._backend, self._router_pid = await open_path(
-                    settings, namespace, requested, self._shard_count_explicit, spare=runtime.cpu_count(),
+                    settings, namespace, requested, self._shard_count_explicit, spare=runtime.spare_actor_count(),
                     in_process=self._in_process, direct=self.data_plane == "direct")
             except PathConfigMismatch as exc:
                 raise ConfigurationError(exc.message, config_field=exc.config_field) from None

@@ -24,6 +24,13 @@ _owned = False
 
 # The local default caps the object store: messages travel in small batches, never as huge objects.
 LOCAL_OBJECT_STORE_BYTES = 256 * MB
+# Ray settings of the local runtime this module starts (Ray's `_system_config`). The raylet connects to
+# its own object store right after starting it; when the store is not listening yet, the first attempt
+# fails and the retry waits raylet_client_connect_timeout_milliseconds, 1 s by default. That stall hit
+# 37 of 103 raylet starts on our 2-core machine and made ray.init 1 s slower each time (the driver
+# polls for the node once a second). 100 attempts 100 ms apart keep Ray's 10 s budget.
+LOCAL_SYSTEM_CONFIG: dict[str, Any] = {"raylet_client_connect_timeout_milliseconds": 100,
+                                       "raylet_client_num_connect_attempts": 100}
 AUTH_MODE_VAR = "RAY_AUTH_MODE"
 LOOPBACK = "127.0.0.1"
 
@@ -166,7 +173,8 @@ def _start_or_join(address: str | None) -> None:
         if address is None:
             # "local": a new runtime even if /tmp/ray names another one (a `ray start` or Cluster head).
             _start_local(ray, {"address": "local", "include_dashboard": False,
-                               "object_store_memory": LOCAL_OBJECT_STORE_BYTES, **common})
+                               "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
+                               "_system_config": dict(LOCAL_SYSTEM_CONFIG), **common})
             _owned = True
             atexit.register(_shutdown_owned)
         else:
@@ -195,6 +203,17 @@ async def ensure_ray(address: str | None) -> None:
 
 def owns_runtime() -> bool:
     return _owned
+
+
+def spare_actor_count() -> int:
+    """Idle shard actors the router starts ahead of need: none in a runtime this process started.
+
+    Each costs a process (~55 MB unique memory here) that only a second storage path opened while the
+    first is still open would use; a closed bridge's actors stay pooled for the next bridge anyway. A
+    joined runtime (a cluster, or one the application started) keeps one per CPU for the processes
+    that come and go on it.
+    """
+    return 0 if _owned else cpu_count()
 
 
 def cpu_count() -> int:

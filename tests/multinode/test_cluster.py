@@ -220,3 +220,39 @@ async def test_second_driver_process_sees_the_same_data(cluster, cluster_bridge)
     assert b"COUNT 5" in output, output
     history = await data.get_chat_history("driver-one", "shared-session", limit=100)
     assert history["data"]["messages"][-1]["content"] == "from two"
+
+
+_JOINING_DRIVER = """
+import asyncio, os, sys, time
+sys.path.insert(0, {repo!r})
+os.environ.pop("RAY_ADDRESS", None)
+started = time.perf_counter()
+from api import FFChatAppBridge
+import ray
+
+async def main():
+    bridge = await FFChatAppBridge.create_for_chat_app({path!r})
+    print("CREATED_IN", time.perf_counter() - started)
+    print("JOINED", ray.get_runtime_context().gcs_address)
+    page = await bridge.get_data_layer().get_chat_history("driver-one", "shared-session", limit=100)
+    print("COUNT", page["data"]["total_count"])
+    await bridge.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_driver_without_an_address_joins_the_runtime_running_on_this_machine(cluster, cluster_bridge):
+    """As ray.init() does: no ray_address and no RAY_ADDRESS, but a runtime is running here (a `ray
+    start --head`, here the test cluster's head): the bridge joins it instead of starting its own."""
+    cluster_handle, _ = cluster
+    data = cluster_bridge.get_data_layer()
+    await data.storage.create_session("driver-one", "shared", session_id="shared-session")
+    script = _JOINING_DRIVER.format(repo=REPO, path=cluster_bridge.config.storage_path)
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.DEVNULL, env=environment)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert f"JOINED {cluster_handle.address}".encode() in output, output
+    assert b"COUNT " in output, output
+    print("\n" + output.decode().strip().splitlines()[0])

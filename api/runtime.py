@@ -1,5 +1,4 @@
-"""One Ray runtime per process: start it once (or join the application's / a cluster's, or the one
-`ray start --head` left running on this machine, as ray.init() does), then reuse it.
+"""One Ray runtime per process: start it once (or join the application's / a cluster's), then reuse it.
 
 Security (contract §10.13): the local runtime this module starts accepts no process that lacks Ray's
 auth token. With `RAY_AUTH_MODE` unset it runs with token auth on (the token file is
@@ -12,7 +11,6 @@ changes nothing: the environment decides, as for any Ray driver.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import secrets
 import threading
@@ -21,7 +19,6 @@ from typing import Any
 
 from engine.config import MB
 
-logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _owned = False
 
@@ -173,10 +170,8 @@ def _start_or_join(address: str | None) -> None:
         from_environment = os.environ.get("RAY_ADDRESS", "").strip()
         if address is None and from_environment not in ("", "local"):
             address = from_environment  # ray.init() would join it anyway: treat it as a join
-        if address is None and from_environment != "local" and _join_running(ray, common):
-            return
         if address is None:
-            # "local": a new runtime, not the stale or unreachable one /tmp/ray may still name.
+            # "local": a new runtime even if /tmp/ray names another one (a `ray start` or Cluster head).
             _start_local(ray, {"address": "local", "include_dashboard": False,
                                "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
                                "_system_config": dict(LOCAL_SYSTEM_CONFIG), **common})
@@ -184,37 +179,6 @@ def _start_or_join(address: str | None) -> None:
             atexit.register(_shutdown_owned)
         else:
             ray.init(address=address, **common)
-
-
-def running_runtime_address() -> str | None:
-    """The runtime `ray start --head` (or a test Cluster head) left running on this machine, as
-    ray.init() finds it: the address /tmp/ray/ray_current_cluster names, if a gcs_server is
-    serving it right now (a stale file from a runtime that died is ignored)."""
-    try:
-        from ray._private import services
-        address = services.find_bootstrap_address(None)
-        return address if address and address in services.find_gcs_addresses() else None
-    except Exception:  # Ray's internals moved: start a runtime of our own, as before
-        return None
-
-
-def _join_running(ray: Any, common: dict[str, Any]) -> bool:
-    """Join a runtime already running on this machine, as ray.init() would (~0.1 s instead of
-    starting one, ~2 s). With RAY_AUTH_MODE unset the join uses token auth, Ray 2.60's default for
-    a runtime `ray start` began. False if there is none or it refused us (we then start our own)."""
-    address = running_runtime_address()
-    if address is None:
-        return False
-    if AUTH_MODE_VAR not in os.environ:
-        use_token_auth()
-    try:
-        ray.init(address=address, **common)
-    except Exception as exc:  # e.g. another auth mode or token: a runtime of our own still works
-        logger.warning("could not join the Ray runtime running at %s (%s); starting a local one", address, exc)
-        if ray.is_initialized():
-            ray.shutdown()
-        return False
-    return True
 
 
 def _shutdown_owned() -> None:

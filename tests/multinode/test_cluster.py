@@ -231,7 +231,7 @@ from api import FFChatAppBridge
 import ray
 
 async def main():
-    bridge = await FFChatAppBridge.create_for_chat_app({path!r})
+    bridge = await FFChatAppBridge.create_for_chat_app({path!r}, {{"ray_address": "auto"}})
     print("CREATED_IN", time.perf_counter() - started)
     print("JOINED", ray.get_runtime_context().gcs_address)
     page = await bridge.get_data_layer().get_chat_history("driver-one", "shared-session", limit=100)
@@ -242,9 +242,9 @@ asyncio.run(main())
 """
 
 
-async def test_a_driver_without_an_address_joins_the_runtime_running_on_this_machine(cluster, cluster_bridge):
-    """As ray.init() does: no ray_address and no RAY_ADDRESS, but a runtime is running here (a `ray
-    start --head`, here the test cluster's head): the bridge joins it instead of starting its own."""
+async def test_auto_joins_the_runtime_running_on_this_machine(cluster, cluster_bridge):
+    """ray_address="auto" with no RAY_ADDRESS finds the runtime running here (a `ray start --head`,
+    here the test cluster's head) as ray.init(address="auto") does, and joins it."""
     cluster_handle, _ = cluster
     data = cluster_bridge.get_data_layer()
     await data.storage.create_session("driver-one", "shared", session_id="shared-session")

@@ -31,10 +31,10 @@ def spawn_shard_actor(slot: str, node_id: str | None = None) -> Any:
 
 
 def idle_max_for(spare: int, cpu_count: int) -> int:
-    """How many released shard actors the pool keeps idle: twice the default shard count (one CPU,
-    one shard) or twice the spare count, whichever is more, so that a closed path's actors serve the
-    next bridge however few are started ahead of need."""
-    return 2 * max(spare, cpu_count, 1)
+    """How many released shard actors the pool keeps idle: what the next bridge needs, the default
+    shard count (one per CPU) or the spare count, whichever is more. Each idle actor is a ~55 MB
+    process; a closed path's actors serve the next bridge however few are started ahead of need."""
+    return max(spare, cpu_count, 1)
 
 
 def get_router(spare: int = 0) -> Any:

@@ -41,17 +41,16 @@ def _machine() -> dict[str, Any]:
 
 
 def _start_ray(address: str | None) -> float:
+    """Start or join Ray as the library does (the local default: token auth, capped object store,
+    a runtime the library owns, so no spare actors are started ahead of need)."""
     import ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not address:  # a local runtime with token auth, as the library starts it; a join keeps the environment's
-        from api.runtime import use_token_auth
-        use_token_auth()
     started = time.perf_counter()
     if address:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
-        ray.init(address="local", include_dashboard=False, object_store_memory=256 * MB,
-                 log_to_driver=False, configure_logging=False)
+        from api import runtime
+        asyncio.run(runtime.ensure_ray(None))
     return time.perf_counter() - started
 
 

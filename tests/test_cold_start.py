@@ -71,9 +71,9 @@ def test_owned_runtime_starts_no_spare_actors_a_joined_one_one_per_cpu(monkeypat
     assert runtime.spare_actor_count() == 4
 
 
-@pytest.mark.parametrize("spare, cpu_count, expected", [(0, 2, 4), (0, 0, 2), (4, 2, 8), (1, 16, 32)])
-def test_idle_max_keeps_twice_the_default_shard_count_however_few_spares(spare, cpu_count, expected):
-    """Released actors are kept up to twice the default shard count (one per CPU) or the spare count."""
+@pytest.mark.parametrize("spare, cpu_count, expected", [(0, 2, 2), (0, 0, 1), (4, 2, 4), (1, 16, 16)])
+def test_idle_max_keeps_what_the_next_default_bridge_needs(spare, cpu_count, expected):
+    """Released actors are kept up to the default shard count (one per CPU) or the spare count."""
     assert deploy.idle_max_for(spare, cpu_count) == expected
 
 

@@ -76,10 +76,13 @@ class Channel:
         if self.error is not None:
             raise self.error
         request_id = next(self._ids)
+        frame = wire.encode(request_id, body)
+        if len(frame) - wire.HEADER.size > wire.MAX_FRAME_BYTES:
+            raise wire.TooLargeForDirect(f"request of {len(frame)} bytes")  # the caller uses Ray for it
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._writer.write(wire.encode(request_id, body))
+            self._writer.write(frame)
             if self._writer.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_BYTES:
                 await self._writer.drain()
             while True:
@@ -142,7 +145,11 @@ def _deliver(future: "asyncio.Future[Any]", body: bytes) -> None:
 async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: bytes) -> None:
     """Prove we hold the secret, and check that the server does too (mutual: a process that took
     over the address cannot feed us replies)."""
-    greeting = await reader.readexactly(len(wire.MAGIC) + wire.NONCE_BYTES)
+    try:
+        greeting = await reader.readexactly(len(wire.MAGIC) + wire.NONCE_BYTES)
+    except asyncio.IncompleteReadError:
+        raise ConnectionLost("the listener closed before greeting (too many connections, or the actor went away)"
+                             ) from None
     if not greeting.startswith(wire.MAGIC):
         raise ConnectionLost("the address does not serve a shard data plane")
     server_nonce, client_nonce = greeting[len(wire.MAGIC):], wire.new_nonce()
@@ -184,6 +191,8 @@ class _Link:
         self._retry_direct_at = 0.0
         self._setup: asyncio.Future[Channel | None] | None = None
         self._check: asyncio.Future[bool] | None = None
+        self._ray_calls = 0
+        self._ray_idle = asyncio.Event()
 
     @property
     def transport(self) -> str:
@@ -204,11 +213,33 @@ class _Link:
         return self.handle.endpoint.remote()
 
     async def _request(self, body: Any, over_ray: bool) -> tuple[bool, Any]:
-        """(True, answer) over the direct connection, or (False, None) when the caller must use Ray."""
+        """(True, answer) over the direct connection, or (False, None) when the caller must use Ray
+        (off, down, or the request or its reply too large for a frame)."""
         channel = await self._ready_channel() if self.direct and not over_ray else None
         if channel is None:
             return False, None
-        return True, await channel.request(body, self._still_current)
+        if self._ray_calls:
+            # Back from Ray to the socket: the calls still on Ray go first, or a batch sent now could
+            # be committed before an earlier one (each transport keeps its own order, not each other's).
+            await self._ray_idle.wait()
+            channel = await self._ready_channel()
+            if channel is None:
+                return False, None
+        try:
+            return True, await channel.request(body, self._still_current)
+        except wire.TooLargeForDirect:
+            return False, None
+
+    async def _over_ray(self, call: Any) -> Any:
+        """Await a Ray call, counted, so a switch back to the socket waits for it."""
+        self._ray_calls += 1
+        self._ray_idle.clear()
+        try:
+            return await call
+        finally:
+            self._ray_calls -= 1
+            if not self._ray_calls:
+                self._ray_idle.set()
 
     async def _ready_channel(self) -> Channel | None:
         """The channel to use, or None for a Ray call. While the direct path works (or was never
@@ -244,7 +275,7 @@ class _Link:
             try:
                 same_node = endpoint.node_id == _local_node_id()  # both None: one process outside Ray
                 channel = await Channel.connect(endpoint, same_node, CONNECT_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError, ConnectionLost) as exc:
+            except (OSError, EOFError, asyncio.TimeoutError, ConnectionLost) as exc:
                 self._fall_back(f"direct connection could not be set up: {type(exc).__name__}: {exc}")
                 return None
             known[endpoint.generation] = channel
@@ -312,7 +343,7 @@ class ShardLink(_Link):
         down); raises the shard's EngineError, ConnectionLost (retry) or Ray's error."""
         sent, replies = await self._request((self.shard_key, operations), over_ray)
         if not sent:
-            replies = await self.handle.execute.remote(operations, self.shard_key)
+            replies = await self._over_ray(self.handle.execute.remote(operations, self.shard_key))
         result: list[ops.Reply] = replies
         return result
 
@@ -323,4 +354,4 @@ class RouterLink(_Link):
     async def fan_out(self, *arguments: Any) -> Any:
         """`RouterActor.fan_out(*arguments)`: its answer, or its error (PathNotOpen, ...)."""
         sent, answer = await self._request(arguments, False)
-        return answer if sent else await self.handle.fan_out.remote(*arguments)
+        return answer if sent else await self._over_ray(self.handle.fan_out.remote(*arguments))

@@ -54,6 +54,9 @@ class _Listener:
     def _working(self) -> bool:
         return False
 
+    def _touch(self) -> None:
+        self._last_active = time.monotonic()
+
     def rotate(self) -> None:
         """A new secret and generation; every open connection is closed (thread-safe)."""
         self._secret = wire.new_secret()
@@ -91,7 +94,7 @@ class _Listener:
                 return
             self._connections.add(writer)
             while not writer.is_closing():
-                request_id, body = await wire.read_frame(reader)
+                request_id, body = await wire.read_frame(reader, self._touch)
                 self._received(writer, request_id, body)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError, OSError):
             pass  # the client went away, sent garbage or failed the handshake: drop it
@@ -173,20 +176,21 @@ class DirectServer(_Listener):
             self._wake.clear()
             await asyncio.sleep(0)  # let connections with data ready queue their frames: one commit
             queued, self._queue = self._queue, []
-            for group in _by_shard(queued):
-                self._run_group(group)
+            self._executing = True  # decoding counts as work too
+            try:
+                for group in _by_shard(queued):
+                    self._run_group(group)
+            finally:
+                self._executing, self._last_active = False, time.monotonic()
 
     def _run_group(self, group: list[tuple[asyncio.StreamWriter, int, Any, list[ops.ShardOperation]]]) -> None:
         """One `execute` for every queued request of one shard key; each gets its own replies."""
         operations = [operation for _, _, _, batch in group for operation in batch]
-        self._executing = True
         try:
             replies = self._execute(operations, group[0][2])
             outcome: Any = None
         except Exception as exc:  # delivered to every caller of the batch, as Ray delivers it
             outcome = exc
-        finally:
-            self._executing, self._last_active = False, time.monotonic()
         self.requests_served += len(group)
         position = 0
         for writer, request_id, _, batch in group:
@@ -264,9 +268,12 @@ def _reply_frame(request_id: int, body: Any) -> bytes:
     """The reply's frame; a value or error that does not pickle is answered as an EngineError
     naming it (the loop must never die on one reply)."""
     try:
-        return wire.encode(request_id, body)
+        frame = wire.encode(request_id, body)
     except Exception as exc:  # an unpicklable reply fails its own caller only
         return wire.encode(request_id, (False, EngineError(f"reply could not be sent: {type(exc).__name__}: {exc}")))
+    if len(frame) - wire.HEADER.size > wire.MAX_FRAME_BYTES:
+        return wire.encode(request_id, (False, wire.TooLargeForDirect(f"reply of {len(frame)} bytes")))
+    return frame
 
 
 def _unix_address() -> str:

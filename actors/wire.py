@@ -48,6 +48,11 @@ class FrameTooLarge(ConnectionError):
     """A frame's header announced more than MAX_FRAME_BYTES: the connection is dropped."""
 
 
+class TooLargeForDirect(Exception):
+    """A request or reply over MAX_FRAME_BYTES: the caller sends that request over Ray instead (which
+    carries large objects through its object store). Sent in place of a reply that is too large."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where and how to reach one shard actor's data plane (handed out through Ray).
@@ -101,9 +106,12 @@ def encode(request_id: int, body: Any) -> bytes:
     return HEADER.pack(len(payload), request_id) + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """(request id, body bytes) of the next frame; IncompleteReadError at end of stream."""
+async def read_frame(reader: asyncio.StreamReader, on_header: Any = None) -> tuple[int, bytes]:
+    """(request id, body bytes) of the next frame; IncompleteReadError at end of stream.
+    `on_header()` is called once a header has arrived (the server counts reading a body as work)."""
     length, request_id = HEADER.unpack(await reader.readexactly(HEADER.size))
+    if on_header is not None:
+        on_header()
     if length > MAX_FRAME_BYTES:
         raise FrameTooLarge(f"frame of {length} bytes is over the {MAX_FRAME_BYTES}-byte limit")
     return request_id, await reader.readexactly(length)

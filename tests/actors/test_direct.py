@@ -224,8 +224,45 @@ async def test_connections_that_never_authenticate_are_capped(served):
         reader, writer = await asyncio.open_unix_connection(endpoint.unix_address)
         assert await reader.read() == b""  # closed at once: the listener holds no more of them
         writer.close()
+        crowded = ShardLink(handle, key)  # a bridge arriving now still gets its answer, over Ray
+        assert (await crowded.execute(_store()))[1].ok and handle.ray_executes == 1
+        assert crowded.transport == "ray" and "before greeting" in crowded.fallback_reason
     finally:
         for _, held in idle:
             held.close()
     await asyncio.sleep(0.05)
     assert (await ShardLink(handle, key).execute(_store()))[1].ok
+
+
+async def test_a_reply_too_large_for_a_frame_is_fetched_over_ray_and_the_connection_stays(served, monkeypatch):
+    actor, handle, key = served
+    link = ShardLink(handle, key)
+    await link.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("x" * 5000)])])
+    monkeypatch.setattr(wire, "MAX_FRAME_BYTES", 4000)
+    page = (await link.execute([ops.History("u", "s", 10)]))[0].unwrap()
+    assert page.value["messages"][0]["content"] == "x" * 5000 and handle.ray_executes == 1
+    big = [ops.Append("u", "s", [message("y" * 5000)])]  # a request too large: sent over Ray as well
+    assert (await link.execute(big))[0].ok and handle.ray_executes == 2
+    assert link.transport == "unix" and (await link.execute([ops.ListUsers()]))[0].ok
+
+
+async def test_back_from_ray_the_socket_waits_for_the_calls_still_on_ray(served):
+    """Each transport keeps its own order, not each other's: a batch must not reach the socket
+    while an earlier one is still on its way over Ray."""
+    actor, handle, key = served
+    link = ShardLink(handle, key)
+    order = []
+    release = asyncio.get_running_loop().create_future()
+
+    async def slow_ray_call():
+        await release
+        order.append("over ray")
+        return actor.execute([ops.ListUsers()], key)
+    ray_call = asyncio.ensure_future(link._over_ray(slow_ray_call()))
+    await asyncio.sleep(0)
+    direct = asyncio.ensure_future(link.execute([ops.ListUsers()]))
+    await asyncio.sleep(0.05)
+    assert not direct.done()  # the socket is up, but a Ray call is still in flight
+    release.set_result(None)
+    await ray_call
+    assert (await direct)[0].ok and order == ["over ray"] and link.transport == "unix"

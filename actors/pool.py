@@ -11,6 +11,16 @@ import os
 from typing import Any, Callable
 
 
+def distinct(handles: list[Any]) -> list[Any]:
+    """Each actor once, in order: a path's handle list repeats an actor that hosts several shards.
+    (By equality, not hash: Ray handles of one actor unpickled twice are equal, not identical.)"""
+    unique: list[Any] = []
+    for handle in handles:
+        if all(handle != seen for seen in unique):
+            unique.append(handle)
+    return unique
+
+
 def least_used(alive_nodes: list[str], usage: dict[str | None, int]) -> str | None:
     """The alive node with the fewest actors in `usage` (ties by node id); None outside Ray."""
     return min(alive_nodes, key=lambda node: (usage.get(node, 0), node)) if alive_nodes else None
@@ -99,7 +109,9 @@ class ActorPool:
         return len(self.idle)
 
     async def give_back(self, handles: list[Any]) -> None:
-        """Release each actor's shard and keep it idle (up to `idle_max`); stop the others."""
+        """Release each actor's shards and keep it idle (up to `idle_max`); stop the others. An actor
+        listed more than once (it hosts several of the path's shards) is released and kept once."""
+        handles = distinct(handles)
         results = await asyncio.gather(*(h.release.remote() for h in handles), return_exceptions=True)
         for handle, result in zip(handles, results):
             if result is True and len(self.idle) < self.idle_max:

@@ -13,11 +13,12 @@ from typing import Any, Awaitable, Callable
 from engine import operations as ops
 from engine.errors import PathNotOpen
 from engine.fan_out import Answers, Plan, flow_for
+from engine.routing import shards_per_host
 
 from . import wire
 from .direct_server import CallServer, node_address
 from .paths import OpenPath, PathRegistry
-from .pool import ActorPool
+from .pool import ActorPool, distinct
 
 
 ShardCall = Callable[[int, list[ops.ShardOperation]], Awaitable[list[ops.Reply]]]
@@ -113,7 +114,7 @@ class RouterActor:
         handles: list[Any] = []
         try:
             if fresh:
-                handles = await self.pool.take(config.shard_count)
+                handles = await self._take(config.shard_count, request.cpu_count)
             else:  # re-registration: these actors serve the path, so none of them may stay in the pool
                 handles = list(request.shards or [])
                 self.pool.idle = [(h, node) for h, node in self.pool.idle if all(h != s for s in handles)]
@@ -130,13 +131,25 @@ class RouterActor:
         # the others go back to the pool. On re-registration after a router restart, a shard that
         # is itself restarting is re-assigned on first contact (OpenPath.call).
         if failures and fresh:
-            await self.pool.give_back([h for h, o in zip(handles, outcomes) if not isinstance(o, BaseException)])
-            for handle, outcome in zip(handles, outcomes):
-                if isinstance(outcome, BaseException):
-                    self.pool.stop(handle)
+            await self._abandon(handles, outcomes)
             manifest.close()
             raise failures[0]
         return path
+
+    async def _take(self, shard_count: int, cpu_count: int) -> list[Any]:
+        """One handle per shard: shard i goes to actor i // per_host, so a path with more shards than
+        the runtime has CPUs takes about one actor per CPU (neighbouring shards share one)."""
+        per_host = shards_per_host(shard_count, cpu_count)
+        hosts = await self.pool.take(-(-shard_count // per_host))
+        return [hosts[index // per_host] for index in range(shard_count)]
+
+    async def _abandon(self, handles: list[Any], outcomes: list[Any]) -> None:
+        """After a failed fresh open: stop each actor that failed to open any of its shards (it may
+        hold the others' locks in a bad state), give the others back to the pool (each actor once)."""
+        failed = distinct([h for h, o in zip(handles, outcomes) if isinstance(o, BaseException)])
+        await self.pool.give_back([h for h in distinct(handles) if all(h != f for f in failed)])
+        for handle in failed:
+            self.pool.stop(handle)
 
     async def close_path(self, namespace: str, bridge_id: str = "") -> int:
         """Detach one bridge; the last one releases the shards back to the pool. Returns bridges left."""

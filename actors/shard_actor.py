@@ -1,11 +1,13 @@
 """ShardActor: a thin Ray-facing wrapper around one engine Shard (undecorated; deploy.py applies ray.remote).
 
 Shard actors are pooled per Ray runtime so a bridge does not pay for starting processes: an idle
-actor is *assigned* one shard of one path (it opens and replays that shard's log), serves it, and
-is *released* (log closed, lock dropped) when the path's last bridge closes. One actor holds at
-most one shard; the shard's lock file and epoch guarantee one writer per shard log.
+actor is *assigned* shards of one path (it opens and replays each shard's log), serves them, and is
+*released* (logs closed, locks dropped) when the path's last bridge closes. An actor hosts one shard,
+or several of one path when the path has more shards than the runtime has CPUs (each process costs
+~55 MB; more processes than cores buy no parallelism). Calls name their shard by key (storage_path,
+index); each shard's lock file and epoch guarantee one writer per shard log.
 Ray restarts a crashed actor by re-running __init__: it comes back unassigned, answers
-`ShardUnassigned`, and the caller re-assigns it (replaying the log) before retrying.
+`ShardUnassigned`, and each shard's next caller re-assigns it (replaying the log) before retrying.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import gc
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -28,6 +31,22 @@ from .direct_server import DirectServer
 from .wire import Endpoint
 
 
+def _count_restart(shard: Shard, restarted: bool) -> int:
+    """Record in the shard's RESTARTS file how often its actor restarted while serving it (0: opened
+    by a bridge); each hosted shard has its own file and count."""
+    path = os.path.join(shard.directory, "RESTARTS")
+    count = 0
+    if restarted:
+        try:
+            with open(path) as handle:
+                count = int(handle.read().strip() or 0) + 1
+        except (OSError, ValueError):
+            count = 1
+    with open(path, "w") as handle:
+        handle.write(str(count))
+    return count
+
+
 def _runtime_facts() -> tuple[str | None, bool]:
     try:
         import ray
@@ -39,31 +58,41 @@ def _runtime_facts() -> tuple[str | None, bool]:
         return None, False
 
 
+ShardKey = tuple[str, int]  # (storage_path, shard index)
+
+
+@dataclass
+class _Hosted:
+    """One shard this actor serves: the engine shard, its replay facts, restarts and upkeep stop."""
+
+    shard: Shard
+    recovery: dict[str, Any]
+    restarts: int
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 class ShardActor:
-    """A pooled shard host. `assign(config, index)` opens a shard; `execute(ops)` serves it.
+    """A pooled shard host. `assign(config, index)` opens a shard; `execute(ops, key)` serves it.
 
     Example (in-process, as unit tests use it):
         >>> actor = ShardActor(0); actor.assign(config, 0)
-        >>> actor.execute([CreateSession("u", "s")])
+        >>> actor.execute([CreateSession("u", "s")], (config.storage_path, 0))
     """
 
     def __init__(self, slot: int | str = 0, tune_gc: bool = True, exit_on_fatal: bool = True) -> None:
         if tune_gc:
-            # This process holds one shard's messages as millions of small objects, and none of them
+            # This process holds its shards' messages as millions of small objects, and none of them
             # form reference cycles worth hunting often: rarer young-generation collections keep
             # append cost flat as the shard grows.
             gc.set_threshold(100_000, 50, 1000)
         self._slot = slot
-        self._exit_on_fatal = exit_on_fatal  # False in one process without Ray: drop the shard instead
-        self._shard: Shard | None = None
-        self._key: tuple[str, int] | None = None
-        self._recovery: dict[str, Any] = {}
+        self._exit_on_fatal = exit_on_fatal  # False in one process without Ray: drop the shards instead
+        self._hosted: dict[ShardKey, _Hosted] = {}  # in assignment order (probe(None) reports the first)
         self._node_id, self._reconstructed = _runtime_facts()
-        self._restarts = 0
         self._started = time.time()
-        self._stop = threading.Event()
-        # Ray runs one call of this (sync) actor at a time, but the upkeep thread and the health
-        # group run beside it: the engine is touched by one thread at a time under this lock.
+        # Ray runs one call of this (sync) actor at a time, but the upkeep threads and the health
+        # group run beside it: the engine is touched by one thread at a time under this lock. One
+        # lock for all hosted shards: they share the process's one core anyway.
         self._engine_lock = threading.Lock()
         self._server: DirectServer | None = None
         self._server_lock = threading.Lock()
@@ -71,52 +100,40 @@ class ShardActor:
     # ------------------------------------------------------------------ assignment
     def assign(self, config: EngineConfig, index: int, compress_records: bool = False,
                fresh_open: bool = True) -> dict[str, Any]:
-        """Open shard `index` of `config.storage_path` (idempotent for the same shard).
+        """Open shard `index` of `config.storage_path` beside the shards of that path it already
+        serves (idempotent for the same shard). A path with more shards than the runtime has CPUs
+        has several per actor; shards of two paths never share one (ShardUnavailable).
 
         `fresh_open` is True when a bridge opens the path, False when a caller re-assigns a shard
         whose actor restarted (that counts as a restart). Raises ShardLocked, CorruptRecord.
         """
         key = (config.storage_path, index)
-        if self._shard is not None:
-            if self._key == key:
-                return dict(self._recovery)
-            raise ShardUnavailable(f"actor slot {self._slot} already serves another shard")  # never name its path
+        if key in self._hosted:
+            return dict(self._hosted[key].recovery)
+        if any(path != config.storage_path for path, _ in self._hosted):
+            raise ShardUnavailable(f"actor slot {self._slot} already serves another path")  # never name it
         shard = Shard(config, index)
-        self._recovery = shard.open()  # a failed open releases the shard's lock before raising
+        recovery = shard.open()  # a failed open releases the shard's lock before raising
         gc.freeze()  # the replayed state is long-lived: keep it out of every later collection
         shard.set_record_compression(compress_records)
-        self._shard, self._key = shard, key
-        self._restarts = self._count_restart(not fresh_open and self._reconstructed)
-        self._stop = threading.Event()
-        threading.Thread(target=self._upkeep_loop, args=(shard, self._stop), name=f"shard-{index}-upkeep",
+        hosted = _Hosted(shard, recovery, _count_restart(shard, not fresh_open and self._reconstructed))
+        self._hosted[key] = hosted
+        threading.Thread(target=self._upkeep_loop, args=(shard, hosted.stop), name=f"shard-{index}-upkeep",
                          daemon=True).start()
-        return dict(self._recovery)
+        return dict(recovery)
 
     def release(self) -> bool:
-        """Flush and close the shard, drop its lock; the actor returns to the pool (the direct
+        """Flush and close every shard, drop their locks; the actor returns to the pool (the direct
         plane's secret changes and its connections close, so no holder of the old one stays)."""
-        self._stop.set()
+        for hosted in self._hosted.values():
+            hosted.stop.set()
         if self._server is not None:
             self._server.rotate()
-        if self._shard is not None:
-            with self._engine_lock:
-                self._shard.close()
-        self._shard, self._key, self._recovery, self._restarts = None, None, {}, 0
+        with self._engine_lock:
+            hosted_all, self._hosted = list(self._hosted.values()), {}
+            for hosted in hosted_all:
+                hosted.shard.close()
         return True
-
-    def _count_restart(self, restarted: bool) -> int:
-        assert self._shard is not None
-        path = os.path.join(self._shard.directory, "RESTARTS")
-        count = 0
-        if restarted:
-            try:
-                with open(path) as handle:
-                    count = int(handle.read().strip() or 0) + 1
-            except (OSError, ValueError):
-                count = 1
-        with open(path, "w") as handle:
-            handle.write(str(count))
-        return count
 
     def _upkeep_loop(self, shard: Shard, stop: threading.Event) -> None:
         """Run the shard's upkeep: due `none`-mode flushes, the about-once-a-second fsync of flush and
@@ -135,57 +152,70 @@ class ShardActor:
                     pass  # recorded by the shard (degraded in health) and retried on a later tick
 
     # ------------------------------------------------------------------ serving
-    def _require(self) -> Shard:
-        if self._shard is None:
+    def _hosted_for(self, shard_key: tuple[str, int] | list[Any] | None) -> _Hosted:
+        """The shard `shard_key` names (None: the only one, for callers that predate hosting).
+
+        Raises ShardUnassigned when this actor serves no shard, or not this one of the path it serves
+        (a restarted host gets its shards back one by one, each from its first caller), and
+        ShardUnavailable when it serves another path (a stale handle must never reach that data)."""
+        if not self._hosted:
             raise ShardUnassigned(f"actor slot {self._slot} serves no shard (restarted or released)")
-        return self._shard
+        if shard_key is None:
+            if len(self._hosted) > 1:
+                raise ShardUnavailable(f"actor slot {self._slot} serves several shards: name one")
+            return next(iter(self._hosted.values()))
+        key = (shard_key[0], shard_key[1])
+        hosted = self._hosted.get(key)
+        if hosted is not None:
+            return hosted
+        if any(path == key[0] for path, _ in self._hosted):
+            raise ShardUnassigned(f"actor slot {self._slot} does not serve shard {key[1]} of that path (yet)")
+        raise ShardUnavailable(f"actor slot {self._slot} no longer serves shard {key[1]} of that path")
 
     def execute(self, operations: list[ops.ShardOperation], shard_key: tuple[str, int] | None = None
                 ) -> list[ops.Reply]:
         """Run a batch of typed operations with one group commit; one Reply per operation.
 
-        `shard_key` (storage_path, index) names the shard the caller means: an actor that was
-        released and now serves another shard refuses the batch (ShardUnavailable), so a caller
-        holding a stale handle can never read or write another path's data."""
-        shard = self._require()
-        if shard_key is not None and tuple(shard_key) != self._key:
-            raise ShardUnavailable(f"actor slot {self._slot} no longer serves shard {shard_key[1]} of that path")
+        `shard_key` (storage_path, index) names the shard the caller means (see `_hosted_for`)."""
+        shard = self._hosted_for(shard_key).shard
         with self._engine_lock:
             try:
                 return shard.execute(operations)
             except (StorageFailure, StaleEpoch) as exc:
                 # A successor owns the log, or memory could not be rebuilt from it after a failed
-                # write: exit so Ray restarts this actor; the caller re-assigns it (replay) and retries.
+                # write: exit so Ray restarts this actor; the callers re-assign its shards and retry.
                 self._fatal(exc)
                 raise
 
     def _fatal(self, exc: Exception) -> None:
         """Stop serving after a fatal shard error: exit the process (Ray restarts it unassigned), or
-        in-process drop the shard so the next call finds it unassigned and re-assigns it."""
+        in-process drop every shard, as an exit would, so the next calls re-assign them."""
         if self._exit_on_fatal:
             os._exit(1)
-        self._stop.set()
-        shard, self._shard, self._key = self._shard, None, None
-        if shard is not None:
-            shard.log.release()
+        hosted_all, self._hosted = list(self._hosted.values()), {}
+        for hosted in hosted_all:
+            hosted.stop.set()
+            hosted.shard.log.release()
 
-    def probe(self) -> dict[str, Any]:
-        """Health probe (own concurrency group): real log and directory checks, no writes."""
-        shard = self._shard
-        if shard is None:
-            return {"log_open": False, "assigned": False, "error": "actor serves no shard", "pid": os.getpid(),
+    def probe(self, shard_key: tuple[str, int] | None = None) -> dict[str, Any]:
+        """Health probe (own concurrency group) of the shard `shard_key` names (None: the first one
+        assigned): real log and directory checks, no writes."""
+        hosted = self._hosted.get((shard_key[0], shard_key[1])) if shard_key is not None else \
+            next(iter(self._hosted.values()), None)
+        if hosted is None:
+            return {"log_open": False, "assigned": False, "error": "actor serves no such shard", "pid": os.getpid(),
                     "node_id": self._node_id}
-        facts = shard.probe()
-        facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid(), assigned=True,
-                     uptime_s=time.time() - self._started)
+        facts = hosted.shard.probe()
+        facts.update(node_id=self._node_id, restarts=hosted.restarts, pid=os.getpid(), assigned=True,
+                     hosted=len(self._hosted), uptime_s=time.time() - self._started)
         return facts
 
-    def stats(self) -> dict[str, Any]:
-        shard = self._require()
+    def stats(self, shard_key: tuple[str, int] | None = None) -> dict[str, Any]:
+        hosted = self._hosted_for(shard_key)
         with self._engine_lock:
-            facts = shard.stats()
+            facts = hosted.shard.stats()
         # The process's own RSS: the driver cannot look up a pid on another node.
-        facts.update(node_id=self._node_id, restarts=self._restarts, pid=os.getpid(),
+        facts.update(node_id=self._node_id, restarts=hosted.restarts, pid=os.getpid(), hosted=len(self._hosted),
                      rss_bytes=psutil.Process().memory_info().rss)
         return facts
 

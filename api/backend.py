@@ -248,17 +248,22 @@ class ActorTransport:
                                       self._request.compress_records, self.shards, self._request.bridge_id)
         await self.router.open_path.remote(request)
 
+    def shard_key(self, index: int) -> tuple[str, int]:
+        """(storage_path, index): which shard a call means (an actor may host several of the path)."""
+        return self._request.template.storage_path, index
+
     async def probe(self, index: int) -> dict[str, Any]:
-        facts: dict[str, Any] = await self.shards[index].probe.options(concurrency_group="health").remote()
+        probe = self.shards[index].probe.options(concurrency_group="health")
+        facts: dict[str, Any] = await probe.remote(self.shard_key(index))
         return facts
 
     async def stats(self, index: int) -> dict[str, Any]:
-        facts: dict[str, Any] = await self.shards[index].stats.remote()
+        facts: dict[str, Any] = await self.shards[index].stats.remote(self.shard_key(index))
         return facts
 
     def clear_caches(self, timeout_s: float) -> int:
         deadline = time.monotonic() + timeout_s
-        refs = [handle.execute.remote([ops.ClearCache()]) for handle in self.shards]
+        refs = [handle.execute.remote([ops.ClearCache()], self.shard_key(i)) for i, handle in enumerate(self.shards)]
         dropped = 0
         for index, ref in enumerate(refs):
             try:
@@ -278,11 +283,13 @@ class ActorTransport:
 
 
 async def open_path(settings: Any, namespace: str, requested: int, explicit: bool, spare: int,
-                    in_process: bool = False, direct: bool = True) -> tuple[PathBackend, int | None]:
+                    in_process: bool = False, direct: bool = True, cpu_count: int = 0
+                    ) -> tuple[PathBackend, int | None]:
     """Attach to `namespace`'s path through the runtime's router (opening it if needed): the
     bridge's backend and the router's pid. `in_process` runs router and shards inside this process
     without Ray; `direct` sends session calls over the shards' direct data plane (else over Ray
-    actor calls). Raises the router's EngineError (ShardLocked, ShardCountMismatch, CorruptRecord...)."""
+    actor calls); `cpu_count` (the runtime's CPUs) lets one actor host several shards of a path that
+    has more (0: one actor per shard). Raises the router's EngineError (ShardLocked, CorruptRecord...)."""
     # Imported late: importing api starts no Ray.
     from actors.direct_link import RouterLink, ShardLink
     if in_process:
@@ -292,7 +299,7 @@ async def open_path(settings: Any, namespace: str, requested: int, explicit: boo
         from actors import deploy
         router, wait_all = deploy.get_router(spare=spare), _ray_wait_all
     request = ops.OpenPathRequest(namespace, engine_config_for(settings), requested, explicit,
-                                  settings.enable_compression, bridge_id=uuid.uuid4().hex)
+                                  settings.enable_compression, bridge_id=uuid.uuid4().hex, cpu_count=cpu_count)
     opened: ops.PathOpened = await router.open_path.remote(request)
     storage_path = request.template.storage_path
     links = [ShardLink(handle, (storage_path, index), direct) for index, handle in enumerate(opened.shards)]

@@ -161,11 +161,13 @@ class FFChatAppBridge:
                 self._embedder = self._check_embedder(settings.embedder)
             step = "storage_lock"
             namespace = settings.resolved_namespace()
-            requested = settings.shard_count or runtime.cpu_count()
+            # Ray's CPUs: the default shard count and how many shards share a process (none in-process).
+            cpu_count = 0 if self._in_process and settings.shard_count else runtime.cpu_count()
             try:
                 self._backend, self._router_pid = await open_path(
-                    settings, namespace, requested, self._shard_count_explicit, spare=runtime.spare_actor_count(),
-                    in_process=self._in_process, direct=self.data_plane == "direct")
+                    settings, namespace, settings.shard_count or cpu_count, self._shard_count_explicit,
+                    spare=runtime.spare_actor_count(), in_process=self._in_process,
+                    direct=self.data_plane == "direct", cpu_count=0 if self._in_process else cpu_count)
             except PathConfigMismatch as exc:
                 raise ConfigurationError(exc.message, config_field=exc.config_field) from None
             except EngineError as exc:

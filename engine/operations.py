@@ -379,9 +379,8 @@ class SessionListing:
 # ---------------------------------------------------------------------- path registration (to the router)
 @_typed
 class OpenPathRequest:
-    """Attach a bridge to a storage path, opening it first if needed (`template` is the bridge's
-    EngineConfig for the whole path; the router divides the cache over the stored shard count).
-    `shards` re-registers a path whose shard actors already exist (after a router restart)."""
+    """Attach a bridge to a storage path, opening it first if needed (`template`: the bridge's whole-path
+    EngineConfig; `shards`: re-register a path whose shard actors exist, after a router restart)."""
 
     namespace: str
     template: Any  # EngineConfig
@@ -390,11 +389,12 @@ class OpenPathRequest:
     compress_records: bool
     shards: list[Any] | None = None
     bridge_id: str = ""  # the attaching bridge: the path is released when its last bridge detaches
+    cpu_count: int = 0  # the runtime's CPUs: more shards than that share actors (0: one actor per shard)
 
 
 @_typed
 class PathOpened:
-    shards: list[Any]  # actor handles, one per shard
+    shards: list[Any]  # actor handles, one per shard (a handle repeats when its actor hosts several)
     config: Any  # the EngineConfig each shard was assigned
     attached: int
     router_pid: int

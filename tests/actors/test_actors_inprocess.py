@@ -23,8 +23,8 @@ def test_shard_actor_assign_execute_release(tmp_path):
     probe = actor.probe()
     assert probe["log_open"] and probe["writable"] and probe["messages"] == 1 and probe["restarts"] == 0
     assert actor.assign(engine_config(tmp_path), 0)["epoch"] == 1
-    with pytest.raises(EngineError):
-        actor.assign(engine_config(tmp_path), 1)
+    with pytest.raises(EngineError):  # another path's shard (one path's shards may share an actor)
+        actor.assign(engine_config(tmp_path / "other"), 1)
     assert actor.release() is True and actor.probe()["assigned"] is False
     assert actor.assign(engine_config(tmp_path), 0)["records"] == 2
     actor.release()

@@ -158,17 +158,19 @@ class ShardActor:
         Raises ShardUnassigned when this actor serves no shard, or not this one of the path it serves
         (a restarted host gets its shards back one by one, each from its first caller), and
         ShardUnavailable when it serves another path (a stale handle must never reach that data)."""
-        if not self._hosted:
+        # A snapshot: the direct plane's thread calls this while Ray's thread may assign a shard.
+        held = dict(self._hosted)
+        if not held:
             raise ShardUnassigned(f"actor slot {self._slot} serves no shard (restarted or released)")
         if shard_key is None:
-            if len(self._hosted) > 1:
+            if len(held) > 1:
                 raise ShardUnavailable(f"actor slot {self._slot} serves several shards: name one")
-            return next(iter(self._hosted.values()))
+            return next(iter(held.values()))
         key = (shard_key[0], shard_key[1])
-        hosted = self._hosted.get(key)
+        hosted = held.get(key)
         if hosted is not None:
             return hosted
-        if any(path == key[0] for path, _ in self._hosted):
+        if any(path == key[0] for path, _ in held):
             raise ShardUnassigned(f"actor slot {self._slot} does not serve shard {key[1]} of that path (yet)")
         raise ShardUnavailable(f"actor slot {self._slot} no longer serves shard {key[1]} of that path")
 
@@ -200,8 +202,8 @@ class ShardActor:
     def probe(self, shard_key: tuple[str, int] | None = None) -> dict[str, Any]:
         """Health probe (own concurrency group) of the shard `shard_key` names (None: the first one
         assigned): real log and directory checks, no writes."""
-        hosted = self._hosted.get((shard_key[0], shard_key[1])) if shard_key is not None else \
-            next(iter(self._hosted.values()), None)
+        held = dict(self._hosted)  # a snapshot, as in `_hosted_for` (this runs in the health group's thread)
+        hosted = held.get((shard_key[0], shard_key[1])) if shard_key is not None else next(iter(held.values()), None)
         if hosted is None:
             return {"log_open": False, "assigned": False, "error": "actor serves no such shard", "pid": os.getpid(),
                     "node_id": self._node_id}

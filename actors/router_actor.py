@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 from engine import operations as ops
 from engine.errors import PathNotOpen
 from engine.fan_out import Answers, Plan, flow_for
-from engine.routing import shards_per_host
+from engine.routing import host_count
 
 from . import wire
 from .direct_server import CallServer, node_address
@@ -137,11 +137,10 @@ class RouterActor:
         return path
 
     async def _take(self, shard_count: int, cpu_count: int) -> list[Any]:
-        """One handle per shard: shard i goes to actor i // per_host, so a path with more shards than
-        the runtime has CPUs takes about one actor per CPU (neighbouring shards share one)."""
-        per_host = shards_per_host(shard_count, cpu_count)
-        hosts = await self.pool.take(-(-shard_count // per_host))
-        return [hosts[index // per_host] for index in range(shard_count)]
+        """One handle per shard: a path with more shards than the runtime has CPUs takes one actor per
+        CPU, shard i on actor i % CPUs (so the pool's spread over nodes still covers every node)."""
+        hosts = await self.pool.take(host_count(shard_count, cpu_count))
+        return [hosts[index % len(hosts)] for index in range(shard_count)]
 
     async def _abandon(self, handles: list[Any], outcomes: list[Any]) -> None:
         """After a failed fresh open: stop each actor that failed to open any of its shards (it may

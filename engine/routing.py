@@ -22,10 +22,11 @@ def user_shard_index(user_id: str, shard_count: int) -> int:
     return _stable_hash(user_id) % shard_count
 
 
-def shards_per_host(shard_count: int, cpu_count: int) -> int:
-    """How many of a path's shards one actor process hosts: one each while the runtime has a CPU per
-    shard, else ceil(shard_count / cpu_count), so the path takes about one process per CPU (each is
-    ~55 MB, and processes beyond the cores add no parallelism). `cpu_count` 0: unknown, one each."""
+def host_count(shard_count: int, cpu_count: int) -> int:
+    """How many actor processes host a path's shards: one per shard while the runtime has a CPU per
+    shard, else one per CPU (each process is ~55 MB, and processes beyond the cores add no
+    parallelism); shard i goes to host i % host_count, so every CPU (and node) gets one.
+    `cpu_count` 0: unknown, one per shard."""
     if cpu_count <= 0 or shard_count <= cpu_count:
-        return 1
-    return -(-shard_count // cpu_count)
+        return shard_count
+    return cpu_count

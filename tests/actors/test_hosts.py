@@ -16,15 +16,15 @@ from actors.shard_actor import ShardActor
 from api import FFChatAppBridge
 from engine import operations as ops
 from engine.errors import ShardUnassigned, ShardUnavailable
-from engine.routing import shards_per_host
+from engine.routing import host_count
 from tests.factories import engine_config, message
 
 
 @pytest.mark.parametrize("shard_count, cpu_count, expected",
-                         [(2, 2, 1), (1, 4, 1), (4, 2, 2), (5, 2, 3), (4, 3, 2), (4, 0, 1), (16, 1, 16)])
-def test_shards_per_host_is_one_until_shards_outnumber_cpus(shard_count, cpu_count, expected):
-    """One shard per actor while there is a CPU per shard (or the count is unknown), else ceil(shards/CPUs)."""
-    assert shards_per_host(shard_count, cpu_count) == expected
+                         [(2, 2, 2), (1, 4, 1), (4, 2, 2), (5, 2, 2), (4, 3, 3), (4, 0, 4), (16, 1, 1)])
+def test_one_host_per_shard_until_shards_outnumber_cpus_then_one_per_cpu(shard_count, cpu_count, expected):
+    """One actor per shard while there is a CPU per shard (or the count is unknown), else one per CPU."""
+    assert host_count(shard_count, cpu_count) == expected
 
 
 def _two_shard_actor(tmp_path):
@@ -92,13 +92,13 @@ def _router(spawned):
 
 
 def test_the_router_maps_four_shards_onto_two_actors_and_gives_each_back_once(tmp_path):
-    """cpu_count 2, four shards: actors a, a, b, b; fan-outs reach every shard; closing pools two actors."""
+    """cpu_count 2, four shards: actors a, b, a, b; fan-outs reach every shard; closing pools two actors."""
     async def scenario():
         spawned: list[ShardActor] = []
         router = _router(spawned)
         request = ops.OpenPathRequest("ns", engine_config(tmp_path), 4, True, False, cpu_count=2)
         opened = await router.open_path(request)
-        assert len(spawned) == 2 and [spawned.index(h.actor) for h in opened.shards] == [0, 0, 1, 1]
+        assert len(spawned) == 2 and [spawned.index(h.actor) for h in opened.shards] == [0, 1, 0, 1]
         path = router.registry.get("ns")
         for index in range(4):
             await path.call(index, [ops.CreateUser(f"user-{index}")])
@@ -115,10 +115,10 @@ def test_a_restarted_host_gets_each_shard_back_from_its_first_caller(tmp_path):
         router = _router(spawned)
         await router.open_path(ops.OpenPathRequest("ns", engine_config(tmp_path), 4, True, False, cpu_count=2))
         path = router.registry.get("ns")
-        for index in (0, 1):
+        for index in (0, 2):  # the two shards of the first actor (shard i on actor i % 2)
             await path.call(index, [ops.CreateUser(f"user-{index}")])
         spawned[0].release()  # what a restart leaves: an actor with no shard
-        for index in (1, 0):
+        for index in (2, 0):
             assert (await path.call(index, [ops.ListUsers()]))[0].value == [f"user-{index}"]
         assert spawned[0].probe()["hosted"] == 2
         await router.close_path("ns")
@@ -149,7 +149,7 @@ async def test_a_four_shard_path_on_two_cpus_runs_in_two_processes_and_survives_
     try:
         backend, data = bridge.backend, bridge.get_data_layer()
         pids = [probe["pid"] for probe in await backend.probe_all(5.0)]
-        assert pids[0] == pids[1] != pids[2] == pids[3], pids
+        assert pids[0] == pids[2] != pids[1] == pids[3], pids  # shard i on actor i % 2
         users, sessions = await _two_writers_per_shard(bridge)
         acknowledged = await _write_while_killing(bridge, users, sessions)
         for user, session_id in zip(users, sessions):
@@ -160,7 +160,7 @@ async def test_a_four_shard_path_on_two_cpus_runs_in_two_processes_and_survives_
         probes = await backend.probe_all(5.0)
         assert all(probe["log_open"] for probe in probes), probes
         after = [probe["pid"] for probe in probes]
-        assert after[0] == after[1] not in pids and after[2:] == pids[2:], (pids, after)
+        assert after[0] == after[2] not in pids and after[1::2] == pids[1::2], (pids, after)
     finally:
         await bridge.close()
 

@@ -164,6 +164,7 @@ class PathBackend:
             try:
                 facts = await asyncio.wait_for(self.transport.probe(index), timeout=timeout_s)
                 facts["error"] = facts.get("error")
+                facts.setdefault("shard", index)
             except asyncio.TimeoutError:
                 facts = {"shard": index, "unavailable": True, "error": f"no answer within {timeout_s * 1000:.0f} ms"}
             except Exception as exc:  # api boundary: a dead shard is a health fact, not a crash

@@ -30,11 +30,12 @@ _DEFAULT_LIMITS = (200, 500)
 def shard_health(probe: dict[str, Any]) -> dict[str, Any]:
     """One entry of health_check()["shards"]: unavailable, degraded (slow, or a failed write or
     background step not yet recovered, with the reason in `error`) or healthy."""
-    unavailable = probe.get("unavailable") or not probe.get("log_open")
+    restarting = _restarting(probe)
+    unavailable = not restarting and (probe.get("unavailable") or not probe.get("log_open"))
     slow = probe.get("response_time_ms", 0.0) > SLOW_SHARD_MS
     failing = bool(probe.get("degraded"))
-    status = "unavailable" if unavailable else "degraded" if slow or failing else "healthy"
-    error = probe.get("error")
+    status = "unavailable" if unavailable else "degraded" if slow or failing or restarting else "healthy"
+    error = RESTARTING if restarting else probe.get("error")
     if failing and not unavailable:
         pending = probe.get("pending_steps") or []
         error = "; ".join(part for part in (probe.get("degraded_reason"),
@@ -45,6 +46,15 @@ def shard_health(probe: dict[str, Any]) -> dict[str, Any]:
             "response_time_ms": probe.get("response_time_ms", 0.0), "sessions": probe.get("sessions", 0),
             "messages": probe.get("messages", 0), "cache_bytes": probe.get("cache_bytes", 0),
             "restarts": probe.get("restarts", 0), "node_id": probe.get("node_id"), "error": error}
+
+
+RESTARTING = "its actor restarted; the shard re-opens its log on its next call"
+
+
+def _restarting(probe: dict[str, Any]) -> bool:
+    """The shard's actor answered but holds no shard yet (restarted): nothing is lost, and the first
+    call re-opens it. A health check never does that itself: re-opening may cut a torn tail (a write)."""
+    return probe.get("assigned") is False and not probe.get("unavailable")
 
 
 async def bridge_health_check(bridge: Any) -> dict[str, Any]:
@@ -89,13 +99,15 @@ async def _probe_shards(bridge: Any, result: dict[str, Any]) -> None:
     capacity = sum(p.get("cache_capacity_bytes", 0) for p in answering)
     result["performance_metrics"]["cache_utilization"] = (
         sum(p.get("cache_bytes", 0) for p in answering) / capacity if capacity else 0.0)
-    if not answering:
+    if not answering and not any(_restarting(p) for p in probes):
         result["errors"].append("No shard answered the health probe")
-    elif not result["storage_accessible"] or not result["write_permissions"]:
+    elif answering and (not result["storage_accessible"] or not result["write_permissions"]):
         result["errors"].append("Storage path is not readable and writable")
     for shard in shards:
         if shard["status"] == "unavailable":
             result["warnings"].append(f"Shard {shard['shard']} unavailable: {shard['error']}")
+        elif shard["error"] == RESTARTING:
+            result["warnings"].append(f"Shard {shard['shard']} restarted: it re-opens its log on its next call")
         elif shard["status"] == "degraded" and shard["error"]:
             result["warnings"].append(f"Shard {shard['shard']} degraded: {shard['error']}")
         elif shard["status"] == "degraded":

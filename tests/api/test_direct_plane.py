@@ -74,3 +74,27 @@ async def test_a_shard_killed_mid_stream_is_reconnected_directly_and_loses_nothi
         assert health["shards"][0]["transport"] == "unix" and (await bridge.backend.probe_all(5.0))[0]["pid"] != old_pid
     finally:
         await bridge.close()
+
+
+async def test_a_restarted_shard_is_reported_as_restarting_not_as_an_error(ray_runtime, tmp_path):
+    """Between a restart and the shard's next call its actor holds no shard: health says degraded with
+    the reason (and the shard's index), not "error"; the next call re-opens it and health is healthy."""
+    bridge = await FFChatAppBridge.create_for_chat_app(str(tmp_path), {"shard_count": 1})
+    try:
+        data = bridge.get_data_layer()
+        session_id = await data.storage.create_session("h", "restart")
+        assert (await data.store_chat_message("h", session_id, message("before")))["success"]
+        old_pid = (await bridge.backend.probe_all(5.0))[0]["pid"]
+        ray.kill(bridge.backend.transport.shards[0], no_restart=False)
+        for _ in range(200):
+            probe = (await bridge.backend.probe_all(5.0))[0]
+            if probe.get("pid") not in (None, old_pid) and probe.get("assigned") is False:
+                break
+            await asyncio.sleep(0.05)
+        health = await bridge.health_check()
+        assert health["status"] == "degraded" and not health["errors"], health
+        assert health["shards"][0]["shard"] == 0 and "re-opens its log" in health["shards"][0]["error"]
+        assert (await data.get_chat_history("h", session_id))["data"]["total_count"] == 1
+        assert (await bridge.health_check())["status"] == "healthy"
+    finally:
+        await bridge.close()

@@ -6,10 +6,11 @@ actor's `endpoint()` call hands out the address and the secret. One connection p
 actor incarnation) is shared by every link of the process. A connection that breaks fails its
 calls with ConnectionLost (retried by the caller inside its deadline, with the same message ids);
 the next call asks Ray for the endpoint again, which also waits for a restarted actor. A call that
-waits long asks Ray whether the actor is still the same incarnation, so a dead node or a
-superseded instance is noticed without waiting for TCP. When the direct connection cannot be set
-up, calls go over Ray actor calls (`transport == "ray"`, with the reason) and setup is tried again
-a second later.
+waits long asks Ray whether the actor is still the same incarnation and busy, so a dead node, a
+superseded instance or a silently dropped connection is noticed without waiting for TCP. When the
+direct connection cannot be set up (or went silent), calls go over Ray actor calls
+(`transport == "ray"`, with the reason) while setup is retried in the background, 1 s doubling to
+30 s; a request or reply too large for a frame goes over Ray alone.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ connection: a client holding the old one must ask Ray again and learns what the 
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import sys
@@ -28,7 +29,7 @@ _Queued = tuple[asyncio.StreamWriter, int, bytes]
 START_TIMEOUT_S = 10.0
 
 
-class _Listener:
+class _Listener(abc.ABC):
     """Authenticated listeners (Unix socket, and TCP on the node's address) handing each request
     frame to `_received`; `rotate()` changes the secret and drops every connection."""
 
@@ -114,8 +115,9 @@ class _Listener:
         writer.write(wire.ACCEPTED + wire.proof(secret, nonce + client_nonce, wire.SERVER_ROLE))
         return True
 
+    @abc.abstractmethod
     def _received(self, writer: asyncio.StreamWriter, request_id: int, body: bytes) -> None:
-        raise NotImplementedError  # each server answers requests its own way
+        """Take one request frame (each server answers requests its own way)."""
 
 
 class DirectServer(_Listener):

@@ -50,7 +50,8 @@ async def demo(path: str) -> int:
               f"by role {analytics['messages_by_role']}")
         health = await bridge.health_check()
         print(f"health: {health['status']} in {health['check_duration_ms']:.1f} ms; shards "
-              + ", ".join(f"{s['shard']}:{s['status']}" for s in health["shards"]))
+              + ", ".join(f"{s['shard']}:{s['status']} over {s.get('transport', '?')}" for s in health["shards"])
+              + f"; router over {health.get('router_transport', '?')}")
         metrics = await data.fetch_performance_metrics()
         for name, op in sorted(metrics["operation_metrics"].items()):
             print(f"   {name:24s} n={op['total_operations']:3d} p50={op['p50_ms']:.2f} ms p95={op['p95_ms']:.2f} ms")

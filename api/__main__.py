@@ -1,4 +1,5 @@
-"""`chat-bridge demo` (also `python -m api`) and `chat-bridge bench` (the scale-test harness)."""
+"""`chat-bridge demo` (also `python -m api`), `chat-bridge bench` (the scale-test harness) and the
+operator commands `stats`, `health`, `sessions`, `history`, `search` (api/operator_cli.py)."""
 
 from __future__ import annotations
 
@@ -69,9 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--path", default="./chat_data")
     sub.add_parser("bench", help="run the scale-test harness (same flags as python -m scale_tests)",
                    add_help=False)
+    from . import operator_cli
+    operator_cli.add_commands(sub)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _plugin("bench")(rest)
+    if args.command in operator_cli.COMMANDS:
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return asyncio.run(operator_cli.run(args))
     return asyncio.run(demo(getattr(args, "path", "./chat_data")))
 
 

@@ -122,6 +122,11 @@ def _report_transports(bridge: Any, shards: list[dict[str, Any]], result: dict[s
     """Each shard says how calls reach it; a shard the direct data plane should reach but does not
     (its calls go over Ray actor calls, slower) is a warning with the reason."""
     result["data_plane"] = bridge.data_plane
+    if bridge.data_plane == "in_process":  # no processes to reach: every call is a local call
+        result["router_transport"] = "in_process"
+        for shard in shards:
+            shard["transport"] = "in_process"
+        return
     result["router_transport"], reason = bridge.backend.router_transport()
     if bridge.data_plane == "direct" and result["router_transport"] == "ray" and reason:
         result["warnings"].append(f"The router is reached over Ray actor calls: {reason}")

@@ -1,0 +1,149 @@
+"""`chat-bridge stats | health | sessions | history | search`: look at a live store from a terminal.
+
+Each command works on a local path (`--path`: the shards run inside this command's process, no Ray
+runtime is started) or on a running runtime (`--address auto|host:port`: it attaches to the path
+there, sharing its actors). A path that another runtime is serving cannot be opened locally: the
+command says so and how to connect instead. `--json` prints one JSON document for scripts.
+
+Exit codes: 0 done (health: healthy), 1 health degraded, 2 error (bad argument, missing path,
+path busy, health error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Awaitable, Callable
+
+COMMANDS = ("stats", "health", "sessions", "history", "search")
+EXIT_OK, EXIT_DEGRADED, EXIT_ERROR = 0, 1, 2
+
+
+def add_commands(sub: Any) -> None:
+    """Register the operator commands on the `chat-bridge` argument parser."""
+    specs = {"stats": ("users, sessions, messages and bytes per shard and in total", []),
+             "health": ("health check; exit 0 healthy, 1 degraded, 2 error", []),
+             "sessions": ("a user's sessions, newest first", ["user"]),
+             "history": ("a session's messages, oldest first", ["user", "session"]),
+             "search": ("ranked search over a user's messages", ["user", "query"])}
+    for name, (text, positionals) in specs.items():
+        command = sub.add_parser(name, help=text, description=text)
+        for positional in positionals:
+            command.add_argument(positional)
+        where = command.add_mutually_exclusive_group(required=True)
+        where.add_argument("--path", help="the storage path, opened in this process")
+        where.add_argument("--address", help="a running Ray runtime serving the path: auto or host:port")
+        command.add_argument("--storage-path", help="with --address: the path as the runtime knows it")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        if name in ("sessions", "history", "search"):
+            command.add_argument("--limit", type=int, default=20)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run one operator command; returns its exit code."""
+    bridge = await _open(args)
+    if isinstance(bridge, int):
+        return bridge
+    try:
+        action: Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]] = _ACTIONS[args.command]
+        code, document, text = await action(bridge, args)
+    finally:
+        await bridge.close()
+    print(json.dumps(document, indent=2, default=str) if args.json else text)
+    return code
+
+
+async def _open(args: argparse.Namespace) -> Any:
+    """A bridge on the path, or an exit code after saying what is wrong."""
+    from api import ChatAppStorageConfig, FFChatAppBridge
+    from api.errors import ChatIntegrationError
+    path = args.path or args.storage_path
+    if not path:
+        return _fail("--address needs --storage-path: the path as the runtime serving it knows it")
+    if args.path and not _has_store(path):
+        return _fail(f"no chat store at {path}")
+    try:
+        config = ChatAppStorageConfig(os.path.abspath(path), ray_address=args.address)
+        bridge = FFChatAppBridge(config, in_process=args.address is None)
+        await bridge.initialize()
+        return bridge
+    except ChatIntegrationError as exc:
+        if "held by another" in str(exc) or "locked by another" in str(exc):
+            return _fail(f"{path} is being served by another runtime (a running application): connect to it "
+                         f"with --address auto (or host:port) --storage-path {path}")
+        return _fail(str(exc))
+
+
+def _has_store(path: str) -> bool:
+    """A directory a bridge has opened (it holds shard directories): the commands never create one."""
+    return os.path.isdir(path) and any(name.startswith("shard-") for name in os.listdir(path))
+
+
+def _fail(message: str) -> int:
+    print(f"chat-bridge: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+async def _stats(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    shards = [facts or {} for facts in await bridge.backend.stats_all(10.0)]
+    fields = ("users", "sessions", "messages", "log_bytes", "ram_bytes")
+    rows = [{"shard": index, **{name: int(facts.get(name, 0)) for name in fields}} for index, facts in enumerate(shards)]
+    total = {"shard": "total", **{name: sum(row[name] for row in rows) for name in fields}}
+    return EXIT_OK, {"shards": rows, "total": total}, _table([*rows, total], ("shard", *fields))
+
+
+async def _health(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    health = await bridge.health_check()
+    code = {"healthy": EXIT_OK, "degraded": EXIT_DEGRADED}.get(health["status"], EXIT_ERROR)
+    rows = [{"shard": s["shard"], "status": s["status"], "transport": s.get("transport", "-"),
+             "messages": s["messages"], "restarts": s["restarts"], "error": s["error"] or ""} for s in health["shards"]]
+    lines = [f"status: {health['status']}", *[f"error: {e}" for e in health["errors"]],
+             *[f"warning: {w}" for w in health["warnings"]], _table(rows, tuple(rows[0]) if rows else ())]
+    return code, health, "\n".join(lines)
+
+
+async def _sessions(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    result = await bridge.get_data_layer().list_sessions(args.user, limit=args.limit)
+    if not result["success"]:
+        return _envelope_error(result)
+    rows = [{"session_id": s["session_id"], "title": s.get("title", ""), "messages": s.get("message_count", 0),
+             "updated_at": s.get("updated_at", "")} for s in result["data"]["sessions"]]
+    return EXIT_OK, result["data"], _table(rows, ("session_id", "title", "messages", "updated_at"))
+
+
+async def _history(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    result = await bridge.get_data_layer().get_chat_history(args.user, args.session, limit=args.limit, latest=True)
+    if not result["success"]:
+        return _envelope_error(result)
+    lines = [f"{m['timestamp']}  {m['role']:9s} {m['content']}" for m in result["data"]["messages"]]
+    return EXIT_OK, result["data"], "\n".join([f"{result['data']['total_count']} messages", *lines])
+
+
+async def _search(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    result = await bridge.get_data_layer().search_conversations(args.user, args.query, {"limit": args.limit})
+    if not result["success"]:
+        return _envelope_error(result)
+    rows = [{"score": f"{hit['relevance_score']:.3f}", "session_id": hit["session_id"], "content": hit["content"]}
+            for hit in result["data"]["results"]]
+    meta = result["data"]["search_metadata"]
+    return EXIT_OK, result["data"], f"{meta['total_matches']} matches\n" + _table(rows, ("score", "session_id", "content"))
+
+
+def _envelope_error(result: dict[str, Any]) -> tuple[int, Any, str]:
+    code = result["metadata"]["error_code"]
+    return EXIT_ERROR, {"error": result["error"], "error_code": code}, f"error ({code}): {result['error']}"
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(row.get(column, ""))[:80] for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    render = ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in cells]
+    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), *render])
+
+
+_ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {
+    "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search}

@@ -1,0 +1,75 @@
+"""`chat-bridge stats | health | sessions | history | search`, run as a user runs them: a subprocess on a
+store written by a bridge, checking output and exit codes, including a bad argument, a missing
+path and a path another runtime is serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from api import ChatAppStorageConfig, FFChatAppBridge
+from tests.factories import message
+
+IN_PROCESS = True  # the commands open the path in their own process: no Ray anywhere
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.run([sys.executable, "-m", "api", *arguments], capture_output=True, text=True, timeout=120,
+                          env=environment, cwd=REPO)
+
+
+async def _store(path) -> str:
+    bridge = FFChatAppBridge(ChatAppStorageConfig(str(path), shard_count=2), in_process=True)
+    await bridge.initialize()
+    try:
+        data = bridge.get_data_layer()
+        session_id = await data.storage.create_session("ops", "Lisbon trip", session_id="lisbon")
+        await data.store_chat_messages("ops", session_id, [message(f"tram {i} to Alfama") for i in range(5)])
+        return session_id
+    finally:
+        await bridge.close()
+
+
+async def test_each_command_reads_a_store_written_by_a_bridge(tmp_path):
+    session_id = await _store(tmp_path)
+    stats = _cli("stats", "--path", str(tmp_path), "--json")
+    assert stats.returncode == 0, stats.stderr
+    totals = json.loads(stats.stdout)["total"]
+    assert (totals["users"], totals["sessions"], totals["messages"]) == (1, 1, 5) and totals["log_bytes"] > 0
+    health = _cli("health", "--path", str(tmp_path))
+    assert health.returncode == 0 and health.stdout.startswith("status: healthy"), health.stdout + health.stderr
+    sessions = _cli("sessions", "ops", "--path", str(tmp_path))
+    assert sessions.returncode == 0 and "lisbon" in sessions.stdout and "Lisbon trip" in sessions.stdout
+    history = _cli("history", "ops", session_id, "--path", str(tmp_path), "--limit", "3")
+    assert history.returncode == 0 and history.stdout.splitlines()[0] == "5 messages"
+    assert len(history.stdout.splitlines()) == 4 and "tram 4 to Alfama" in history.stdout
+    found = _cli("search", "ops", "alfama", "--path", str(tmp_path), "--json")
+    assert found.returncode == 0 and json.loads(found.stdout)["search_metadata"]["total_matches"] == 5
+
+
+async def test_bad_arguments_missing_paths_and_unknown_sessions_exit_2(tmp_path):
+    await _store(tmp_path)
+    missing_argument = _cli("history", "ops", "--path", str(tmp_path))
+    assert missing_argument.returncode == 2 and "required" in missing_argument.stderr
+    neither = _cli("stats")
+    assert neither.returncode == 2 and "--path" in neither.stderr
+    missing_path = _cli("stats", "--path", str(tmp_path / "nowhere"))
+    assert missing_path.returncode == 2 and "no chat store" in missing_path.stderr
+    assert not (tmp_path / "nowhere").exists()  # a command never creates a store
+    unknown = _cli("history", "ops", "no-such-session", "--path", str(tmp_path))
+    assert unknown.returncode == 2 and "SESSION_NOT_FOUND" in unknown.stdout
+
+
+async def test_a_path_served_by_another_runtime_says_how_to_connect(tmp_path):
+    await _store(tmp_path)
+    bridge = FFChatAppBridge(ChatAppStorageConfig(str(tmp_path), shard_count=2), in_process=True)
+    await bridge.initialize()  # this process now serves the path, as a running application would
+    try:
+        busy = _cli("stats", "--path", str(tmp_path))
+        assert busy.returncode == 2 and "--address" in busy.stderr, busy.stderr
+    finally:
+        await bridge.close()

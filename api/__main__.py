@@ -70,11 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--path", default="./chat_data")
     sub.add_parser("bench", help="run the scale-test harness (same flags as python -m scale_tests)",
                    add_help=False)
+    sub.add_parser("verify", help="read every record of every shard of PATH and check it (exit 0 ok, "
+                                  "1 damaged, 2 no such path): chat-bridge verify PATH [--json]", add_help=False)
     from . import operator_cli
     operator_cli.add_commands(sub)
     args, rest = parser.parse_known_args(argv)
-    if args.command == "bench":
-        return _plugin("bench")(rest)
+    if args.command in ("bench", "verify"):
+        return _plugin(args.command)(rest)
     if args.command in operator_cli.COMMANDS:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -88,8 +90,8 @@ def _plugin(name: str) -> Callable[[list[str]], int]:
     layering test forbids that arrow)."""
     found = [point for point in entry_points(group=PLUGIN_GROUP) if point.name == name]
     if not found:
-        raise SystemExit(f"chat-bridge {name}: no '{name}' command is installed (it comes with the "
-                         f"scale_tests package of this project: pip install .)")
+        raise SystemExit(f"chat-bridge {name}: no '{name}' command is installed (it comes with this "
+                         f"project's package metadata: pip install -e .)")
     command: Callable[[list[str]], int] = found[0].load()
     return command
 

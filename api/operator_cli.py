@@ -1,4 +1,4 @@
-"""`chat-bridge stats | health | sessions | history | search`: look at a live store from a terminal.
+"""`chat-bridge stats | health | sessions | history | search | export | purge`: a live store from a terminal.
 
 Each command works on a local path (`--path`: the shards run inside this command's process, no Ray
 runtime is started) or on a running runtime (`--address auto|host:port`: it attaches to the path
@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Awaitable, Callable
 
-COMMANDS = ("stats", "health", "sessions", "history", "search")
+COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "purge")
 EXIT_OK, EXIT_DEGRADED, EXIT_ERROR = 0, 1, 2
 
 
@@ -27,7 +27,9 @@ def add_commands(sub: Any) -> None:
              "health": ("health check; exit 0 healthy, 1 degraded, 2 error", []),
              "sessions": ("a user's sessions, newest first", ["user"]),
              "history": ("a session's messages, oldest first", ["user", "session"]),
-             "search": ("ranked search over a user's messages", ["user", "query"])}
+             "search": ("ranked search over a user's messages", ["user", "query"]),
+             "export": ("a session as JSONL (header line, then one line per message)", ["user", "session"]),
+             "purge": ("delete messages older than --older-than DAYS (all users, or --user)", [])}
     for name, (text, positionals) in specs.items():
         command = sub.add_parser(name, help=text, description=text)
         for positional in positionals:
@@ -39,6 +41,11 @@ def add_commands(sub: Any) -> None:
         command.add_argument("--json", action="store_true", help="print JSON")
         if name in ("sessions", "history", "search"):
             command.add_argument("--limit", type=int, default=20)
+        if name == "export":
+            command.add_argument("--out", help="write the JSONL to this file (atomically) instead of stdout")
+        if name == "purge":
+            command.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+            command.add_argument("--user", help="only this user's messages")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -131,6 +138,23 @@ async def _search(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]
     return EXIT_OK, result["data"], f"{meta['total_matches']} matches\n" + _table(rows, ("score", "session_id", "content"))
 
 
+async def _export(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    result = await bridge.get_data_layer().export_session(args.user, args.session, args.out)
+    if not result["success"]:
+        return _envelope_error(result)
+    data = result["data"]
+    text = (f"{data['message_count']} messages written to {args.out}" if args.out else data.get("jsonl", "").rstrip("\n"))
+    return EXIT_OK, {key: value for key, value in data.items() if key != "jsonl"}, text
+
+
+async def _purge(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    result = await bridge.get_data_layer().purge_older_than(args.older_than, user_id=args.user)
+    if not result["success"]:
+        return _envelope_error(result)
+    data = result["data"]
+    return EXIT_OK, data, ", ".join(f"{key}: {value}" for key, value in data.items())
+
+
 def _envelope_error(result: dict[str, Any]) -> tuple[int, Any, str]:
     code = result["metadata"]["error_code"]
     return EXIT_ERROR, {"error": result["error"], "error_code": code}, f"error ({code}): {result['error']}"
@@ -146,4 +170,5 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 
 _ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {
-    "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search}
+    "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search,
+    "export": _export, "purge": _purge}

@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.path):
+        print(f"{args.path}: no such directory", file=sys.stderr)
+        return 2
     report = verify_store(args.path)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -208,7 +208,8 @@ def _bench(argv):
 def test_bench_is_found_through_the_entry_point_group(monkeypatch):
     """`chat-bridge bench` loads the harness from the ff_chat_bridge.commands entry point, never by import."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["entry-points"][api_main.PLUGIN_GROUP] == {"bench": "scale_tests.__main__:main"}
+    assert project["entry-points"][api_main.PLUGIN_GROUP] == {"bench": "scale_tests.__main__:main",
+                                                             "verify": "engine.verify:main"}
     assert api_main.PLUGIN_GROUP == "ff_chat_bridge.commands"
     point = importlib.metadata.EntryPoint("bench", f"{__name__}:_bench", api_main.PLUGIN_GROUP)
     monkeypatch.setattr(api_main, "entry_points", lambda group: [point] if group == api_main.PLUGIN_GROUP else [])

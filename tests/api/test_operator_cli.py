@@ -73,3 +73,42 @@ async def test_a_path_served_by_another_runtime_says_how_to_connect(tmp_path):
         assert busy.returncode == 2 and "--address" in busy.stderr, busy.stderr
     finally:
         await bridge.close()
+
+
+async def test_export_writes_jsonl_and_purge_deletes_old_messages(tmp_path):
+    store = tmp_path / "store"
+    session_id = await _store(store)
+    exported = _cli("export", "ops", session_id, "--path", str(store))
+    lines = exported.stdout.splitlines()
+    assert exported.returncode == 0 and len(lines) == 6 and json.loads(lines[0])["type"] == "session"
+    to_file = _cli("export", "ops", session_id, "--path", str(store), "--out", str(tmp_path / "lisbon.jsonl"))
+    assert to_file.returncode == 0 and (tmp_path / "lisbon.jsonl").read_text().splitlines() == lines
+    nothing_old = _cli("purge", "--older-than", "30", "--path", str(store), "--json")
+    assert nothing_old.returncode == 0 and json.loads(nothing_old.stdout)["messages_deleted"] == 0
+    everything = _cli("purge", "--older-than", "0.000001", "--path", str(store), "--json")  # ~0.09 s
+    assert everything.returncode == 0 and json.loads(everything.stdout)["messages_deleted"] == 5
+    assert json.loads(_cli("stats", "--path", str(store), "--json").stdout)["total"]["messages"] == 0
+    bad = _cli("purge", "--older-than", "0", "--path", str(store))
+    assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stdout
+
+
+async def test_verify_reports_ok_damage_with_file_and_offset_and_a_missing_path(tmp_path):
+    for text in ("first message that will be damaged", "second message, written later"):
+        bridge = FFChatAppBridge(ChatAppStorageConfig(str(tmp_path), shard_count=1), in_process=True)
+        await bridge.initialize()  # a bridge per message: the second lands in a record of its own
+        data = bridge.get_data_layer()
+        await data.storage.create_session("ops", "t", session_id="s")
+        await data.store_chat_message("ops", "s", message(text))
+        await bridge.close()
+    healthy = _cli("verify", str(tmp_path))
+    assert healthy.returncode == 0 and healthy.stdout.rstrip().endswith("OK"), healthy.stdout + healthy.stderr
+    segment = next((tmp_path / "shard-0000").glob("seg-*.log"))
+    raw = bytearray(segment.read_bytes())
+    raw[raw.index(b"first message")] ^= 0xFF  # damage inside a record that a later, intact one follows
+    segment.write_bytes(bytes(raw))
+    damaged = _cli("verify", str(tmp_path), "--json")
+    report = json.loads(damaged.stdout)
+    assert damaged.returncode == 1 and not report["ok"], damaged.stdout
+    assert segment.name in json.dumps(report) and "offset" in json.dumps(report).lower(), report
+    missing = _cli("verify", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "no such directory" in missing.stderr

@@ -1,4 +1,5 @@
-"""`chat-bridge stats | health | sessions | history | search | export | purge`: a live store from a terminal.
+"""`chat-bridge stats | health | sessions | history | search | export | import | purge`: a live store
+from a terminal.
 
 Each command works on a local path (`--path`: the shards run inside this command's process, no Ray
 runtime is started) or on a running runtime (`--address auto|host:port`: it attaches to the path
@@ -17,7 +18,7 @@ import os
 import sys
 from typing import Any, Awaitable, Callable
 
-COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "purge")
+COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge")
 EXIT_OK, EXIT_DEGRADED, EXIT_ERROR = 0, 1, 2
 
 
@@ -29,6 +30,7 @@ def add_commands(sub: Any) -> None:
              "history": ("a session's messages, oldest first", ["user", "session"]),
              "search": ("ranked search over a user's messages", ["user", "query"]),
              "export": ("a session as JSONL (header line, then one line per message)", ["user", "session"]),
+             "import": ("a session exported as JSONL, into USER's sessions", ["user", "file"]),
              "purge": ("delete messages older than --older-than DAYS (all users, or --user)", [])}
     for name, (text, positionals) in specs.items():
         command = sub.add_parser(name, help=text, description=text)
@@ -43,6 +45,8 @@ def add_commands(sub: Any) -> None:
             command.add_argument("--limit", type=int, default=20)
         if name == "export":
             command.add_argument("--out", help="write the JSONL to this file (atomically) instead of stdout")
+        if name == "import":
+            command.add_argument("--on-conflict", choices=("error", "merge", "replace"), default="error")
         if name == "purge":
             command.add_argument("--older-than", type=float, required=True, metavar="DAYS")
             command.add_argument("--user", help="only this user's messages")
@@ -147,6 +151,16 @@ async def _export(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]
     return EXIT_OK, {key: value for key, value in data.items() if key != "jsonl"}, text
 
 
+async def _import(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    if not os.path.isfile(args.file):
+        return EXIT_ERROR, {"error": f"no such file: {args.file}"}, f"error: no such file: {args.file}"
+    result = await bridge.get_data_layer().import_session(args.user, args.file, on_conflict=args.on_conflict)
+    if not result["success"]:
+        return _envelope_error(result)
+    data = result["data"]
+    return EXIT_OK, data, f"imported {data['imported']} messages into session {data['session_id']}"
+
+
 async def _purge(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
     result = await bridge.get_data_layer().purge_older_than(args.older_than, user_id=args.user)
     if not result["success"]:
@@ -171,4 +185,4 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 _ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {
     "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search,
-    "export": _export, "purge": _purge}
+    "export": _export, "import": _import, "purge": _purge}

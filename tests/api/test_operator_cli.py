@@ -83,6 +83,13 @@ async def test_export_writes_jsonl_and_purge_deletes_old_messages(tmp_path):
     assert exported.returncode == 0 and len(lines) == 6 and json.loads(lines[0])["type"] == "session"
     to_file = _cli("export", "ops", session_id, "--path", str(store), "--out", str(tmp_path / "lisbon.jsonl"))
     assert to_file.returncode == 0 and (tmp_path / "lisbon.jsonl").read_text().splitlines() == lines
+    other = tmp_path / "other"
+    await _store(other)
+    imported = _cli("import", "zoe", str(tmp_path / "lisbon.jsonl"), "--path", str(other))
+    assert imported.returncode == 0 and "imported 5 messages" in imported.stdout, imported.stdout + imported.stderr
+    again = _cli("import", "zoe", str(tmp_path / "lisbon.jsonl"), "--path", str(other))
+    assert again.returncode == 2 and "error" in again.stdout  # the session exists: --on-conflict decides
+    assert _cli("import", "zoe", str(tmp_path / "none.jsonl"), "--path", str(other)).returncode == 2
     nothing_old = _cli("purge", "--older-than", "30", "--path", str(store), "--json")
     assert nothing_old.returncode == 0 and json.loads(nothing_old.stdout)["messages_deleted"] == 0
     everything = _cli("purge", "--older-than", "0.000001", "--path", str(store), "--json")  # ~0.09 s

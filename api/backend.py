@@ -154,6 +154,12 @@ class PathBackend:
         Raises RequestTimeout or the error of a shard that could not be cleared."""
         return self.transport.clear_caches(min(self.request_timeout_s, CLEAR_CACHE_MAX_S))
 
+    async def compact_all(self) -> list[dict[str, int]]:
+        """Rewrite every shard's log without deleted data, all shards at once (each blocks its own
+        shard for its rewrite); one {bytes_before, bytes_after} per shard."""
+        deadline = self.deadline()
+        return list(await asyncio.gather(*(client.call(ops.Compact(), deadline) for client in self.clients)))
+
     async def embed_pending(self) -> int:
         return int(await self.fan_out(ops.EmbedPendingRequest()))
 

@@ -1,5 +1,5 @@
-"""`chat-bridge stats | health | sessions | history | search | export | import | purge`: a live store
-from a terminal.
+"""`chat-bridge stats | health | sessions | history | search | export | import | purge | compact`: a live
+store from a terminal.
 
 Each command works on a local path (`--path`: the shards run inside this command's process, no Ray
 runtime is started) or on a running runtime (`--address auto|host:port`: it attaches to the path
@@ -18,7 +18,9 @@ import os
 import sys
 from typing import Any, Awaitable, Callable
 
-COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge")
+from engine.errors import EngineError
+
+COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge", "compact")
 EXIT_OK, EXIT_DEGRADED, EXIT_ERROR = 0, 1, 2
 
 
@@ -31,7 +33,8 @@ def add_commands(sub: Any) -> None:
              "search": ("ranked search over a user's messages", ["user", "query"]),
              "export": ("a session as JSONL (header line, then one line per message)", ["user", "session"]),
              "import": ("a session exported as JSONL, into USER's sessions", ["user", "file"]),
-             "purge": ("delete messages older than --older-than DAYS (all users, or --user)", [])}
+             "purge": ("delete messages older than --older-than DAYS (all users, or --user)", []),
+             "compact": ("rewrite every shard's log without deleted data now", [])}
     for name, (text, positionals) in specs.items():
         command = sub.add_parser(name, help=text, description=text)
         for positional in positionals:
@@ -169,6 +172,15 @@ async def _purge(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
     return EXIT_OK, data, ", ".join(f"{key}: {value}" for key, value in data.items())
 
 
+async def _compact(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+    try:
+        shards = await bridge.backend.compact_all()
+    except EngineError as exc:
+        return EXIT_ERROR, {"error": exc.message, "error_code": exc.code}, f"error ({exc.code}): {exc.message}"
+    rows = [{"shard": index, **sizes} for index, sizes in enumerate(shards)]
+    return EXIT_OK, {"shards": rows}, _table(rows, ("shard", "bytes_before", "bytes_after"))
+
+
 def _envelope_error(result: dict[str, Any]) -> tuple[int, Any, str]:
     code = result["metadata"]["error_code"]
     return EXIT_ERROR, {"error": result["error"], "error_code": code}, f"error ({code}): {result['error']}"
@@ -185,4 +197,4 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 _ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {
     "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search,
-    "export": _export, "import": _import, "purge": _purge}
+    "export": _export, "import": _import, "purge": _purge, "compact": _compact}

@@ -95,6 +95,8 @@ async def test_export_writes_jsonl_and_purge_deletes_old_messages(tmp_path):
     everything = _cli("purge", "--older-than", "0.000001", "--path", str(store), "--json")  # ~0.09 s
     assert everything.returncode == 0 and json.loads(everything.stdout)["messages_deleted"] == 5
     assert json.loads(_cli("stats", "--path", str(store), "--json").stdout)["total"]["messages"] == 0
+    compacted = json.loads(_cli("compact", "--path", str(store), "--json").stdout)["shards"]
+    assert sum(s["bytes_after"] for s in compacted) < sum(s["bytes_before"] for s in compacted)  # the purged data left
     bad = _cli("purge", "--older-than", "0", "--path", str(store))
     assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stdout
 

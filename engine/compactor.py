@@ -29,15 +29,13 @@ class Compactor:
     """
 
     def __init__(self, fs: FileSystem, directory: str, active: ActiveSegment, upkeep: Upkeep, recovery: Recovery,
-                 rng: random.Random, segment_bytes_max: int, compress_sealed: bool) -> None:
+                 rng: random.Random) -> None:
         self.fs = fs
         self.directory = directory
         self._active = active
         self._upkeep = upkeep
         self._recovery = recovery
         self._rng = rng
-        self.segment_bytes_max = segment_bytes_max
-        self.compress_sealed = compress_sealed
         self.finish_due = False  # a committed compaction is not finished yet (retried)
         self.unknown_commit: tuple[int, int, int] | None = None  # a commit call failed: did it happen?
 
@@ -54,8 +52,8 @@ class Compactor:
         and repaired first). Raises StorageFailure."""
         try:
             last, last_salt, last_size = compaction.stage(
-                self.fs, self.directory, self._active.number + 1, records, self.segment_bytes_max,
-                self.compress_sealed, self._rng)
+                self.fs, self.directory, self._active.number + 1, records, self._upkeep.segment_bytes_max,
+                self._upkeep.compress_sealed, self._rng)
         except (OSError, EngineError) as exc:  # I/O, or a record the snapshot could not encode
             self._abandon(exc)
             raise self._failure(exc) from None

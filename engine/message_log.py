@@ -89,8 +89,7 @@ class MessageLog:
         self._write_lock = threading.RLock()  # maintain() may run on an upkeep thread beside the serving one
         self._flush_failing = False
         self._recovery = Recovery(self.fs, directory)
-        self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng,
-                                    segment_bytes_max, compress_sealed)
+        self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng)
         self.commits = 0
         self.fsyncs = 0
 

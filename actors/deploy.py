@@ -37,12 +37,14 @@ def idle_max_for(spare: int, cpu_count: int) -> int:
     return max(spare, cpu_count, 1)
 
 
-def get_router(spare: int = 0) -> Any:
+def get_router(spare: int = 0, cpu_count: int | None = None) -> Any:
     """The runtime's router (created on first use, then found by name by every driver).
 
-    It starts `spare` idle shard actors ahead of need and keeps released ones up to `idle_max_for`.
+    It starts `spare` idle shard actors ahead of need and keeps released ones up to `idle_max_for`
+    (`cpu_count`: the runtime's CPUs when the caller knows them already, else asked of Ray).
     """
-    cpu_count = int(ray.cluster_resources().get("CPU", 1))
+    if cpu_count is None:
+        cpu_count = int(ray.cluster_resources().get("CPU", 1))
     return ray.remote(RouterActor).options(
         name=ROUTER_NAME, namespace=SYSTEM_NAMESPACE, get_if_exists=True, lifetime="detached", num_cpus=0,
         max_restarts=-1, max_concurrency=1000,

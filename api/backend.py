@@ -304,7 +304,7 @@ async def open_path(settings: Any, namespace: str, requested: int, explicit: boo
         router, direct = local_router(), False
     else:
         from actors import deploy
-        router, wait_all = deploy.get_router(spare=spare), _ray_wait_all
+        router, wait_all = deploy.get_router(spare=spare, cpu_count=cpu_count or None), _ray_wait_all
     request = ops.OpenPathRequest(namespace, engine_config_for(settings), requested, explicit,
                                   settings.enable_compression, bridge_id=uuid.uuid4().hex, cpu_count=cpu_count)
     opened: ops.PathOpened = await router.open_path.remote(request)

@@ -166,7 +166,7 @@ class FFChatAppBridge:
             try:
                 self._backend, self._router_pid = await open_path(
                     settings, namespace, settings.shard_count or cpu_count, self._shard_count_explicit,
-                    spare=runtime.spare_actor_count(), in_process=self._in_process,
+                    spare=runtime.spare_actor_count(cpu_count), in_process=self._in_process,
                     direct=self.data_plane == "direct", cpu_count=0 if self._in_process else cpu_count)
             except PathConfigMismatch as exc:
                 raise ConfigurationError(exc.message, config_field=exc.config_field) from None

@@ -205,15 +205,15 @@ def owns_runtime() -> bool:
     return _owned
 
 
-def spare_actor_count() -> int:
+def spare_actor_count(cpus: int) -> int:
     """Idle shard actors the router starts ahead of need: none in a runtime this process started.
 
     Each costs a process (~55 MB unique memory here) that only a second storage path opened while the
     first is still open would use; a closed bridge's actors stay pooled for the next bridge anyway. A
     joined runtime (a cluster, or one the application started) keeps one per CPU for the processes
-    that come and go on it.
+    that come and go on it (`cpus`: the runtime's CPU count, as `cpu_count()` gives it).
     """
-    return 0 if _owned else cpu_count()
+    return 0 if _owned else cpus
 
 
 def cpu_count() -> int:

@@ -64,11 +64,10 @@ def test_local_runtime_config_is_a_copy_each_start_may_change(monkeypatch):
 
 def test_owned_runtime_starts_no_spare_actors_a_joined_one_one_per_cpu(monkeypatch):
     """A runtime this process started pre-starts no idle shard actor; a joined one keeps one per CPU."""
-    monkeypatch.setattr(runtime, "cpu_count", lambda: 4)
     monkeypatch.setattr(runtime, "_owned", True)
-    assert runtime.spare_actor_count() == 0
+    assert runtime.spare_actor_count(4) == 0
     monkeypatch.setattr(runtime, "_owned", False)
-    assert runtime.spare_actor_count() == 4
+    assert runtime.spare_actor_count(4) == 4
 
 
 @pytest.mark.parametrize("spare, cpu_count, expected", [(0, 2, 2), (0, 0, 1), (4, 2, 4), (1, 16, 16)])

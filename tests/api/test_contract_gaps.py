@@ -5,6 +5,7 @@ call (10.6) and import keeping updated_at (4.8). In-process bridges: no Ray."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -182,6 +183,20 @@ async def test_a_stuck_query_embedder_ends_the_search_at_the_deadline(tmp_path):
         await bridge.close()
 
 
+@contextlib.contextmanager
+def _slow_shards(bridge, delay_s):
+    """Every shard call of the bridge answers `delay_s` late while the block runs."""
+    links = bridge.backend.transport.links
+    originals = [link.handle for link in links]
+    for link in links:
+        link.handle = _SlowHandle(link.handle, delay_s)
+    try:
+        yield
+    finally:
+        for link, handle in zip(links, originals):
+            link.handle = handle
+
+
 async def test_an_import_ends_within_one_deadline_for_all_its_steps(tmp_path):
     """import_session has one deadline for all its steps: with every shard call slow, it ends with
     TIMEOUT within request_timeout_s + 100 ms instead of granting each step a full timeout."""
@@ -189,38 +204,28 @@ async def test_an_import_ends_within_one_deadline_for_all_its_steps(tmp_path):
     data = bridge.get_data_layer()
     lines = ['{"type": "session", "format": "ffchat-session", "version": 1, "session_id": "imp", "title": "t"}']
     lines += [f'{{"type": "message", "role": "user", "content": "m{i}", "message_id": "m{i}"}}' for i in range(10)]
-    transport = bridge.backend.transport
-    originals = [link.handle for link in transport.links]
     try:
-        for link in transport.links:
-            link.handle = _SlowHandle(link.handle, 0.15)
-        started = time.monotonic()
-        result = await data.import_session("imp-user", jsonl="\n".join(lines) + "\n")
-        elapsed = time.monotonic() - started
+        with _slow_shards(bridge, 0.15):
+            started = time.monotonic()
+            result = await data.import_session("imp-user", jsonl="\n".join(lines) + "\n")
+            elapsed = time.monotonic() - started
         assert result["metadata"]["error_code"] == "TIMEOUT", result
         assert elapsed <= 0.5 + DEADLINE_SLACK_S, elapsed
     finally:
-        for link, handle in zip(transport.links, originals):
-            link.handle = handle
         await bridge.close()
 
 
 async def test_facade_create_session_ends_within_one_deadline(tmp_path):
     """storage.create_session's two steps (session, then user) share one deadline."""
     bridge = await _bridge(tmp_path, request_timeout_s=0.5)
-    transport = bridge.backend.transport
-    originals = [link.handle for link in transport.links]
     try:
-        for link in transport.links:
-            link.handle = _SlowHandle(link.handle, 0.3)
-        started = time.monotonic()
-        with pytest.raises(StorageError) as caught:
-            await bridge.get_data_layer().storage.create_session("fc-user", "t")
-        elapsed = time.monotonic() - started
+        with _slow_shards(bridge, 0.3):
+            started = time.monotonic()
+            with pytest.raises(StorageError) as caught:
+                await bridge.get_data_layer().storage.create_session("fc-user", "t")
+            elapsed = time.monotonic() - started
         assert caught.value.error_code == "TIMEOUT" and elapsed <= 0.5 + DEADLINE_SLACK_S, elapsed
     finally:
-        for link, handle in zip(transport.links, originals):
-            link.handle = handle
         await bridge.close()
 
 

@@ -263,7 +263,7 @@ class MessageLog:
                     or self._needs_repair()):
                 return
             with self._fence.held():
-                if self._compactor.finish_due:
+                if self._compactor.finish_due and not self._upkeep.holds:
                     self._compactor.finish()
                 if self._needs_repair():
                     try:
@@ -299,7 +299,8 @@ class MessageLog:
         seconds with none succeeding since; `reason` is the last failure then."""
         pending = [name for name, due in (("compaction", self._compactor.finish_due),
                                           ("segment roll", self._upkeep.roll_due),
-                                          ("segment compression", bool(self._upkeep.uncompressed)),
+                                          ("segment compression",
+                                           bool(self._upkeep.uncompressed) and not self._upkeep.holds),
                                           ("flush", self._flush_failing)) if due]
         degraded = bool(pending) or self._upkeep.write_failed_recently() or self._active.broken is not None
         return {"degraded": degraded, "reason": (self._active.broken or self.failure) if degraded else None,
@@ -317,6 +318,37 @@ class MessageLog:
             self.flush()
             self._repair_if_broken()
             self._compactor.run(records)
+
+    # ----------------------------------------------------------------- online backup
+    def snapshot_begin(self) -> list[tuple[str, int]]:
+        """Pin the log for an online backup: write the none-mode buffer, then name every live segment
+        with how many of its bytes the snapshot holds (the active one: up to its last commit). Until
+        `snapshot_end`, no file of it is removed or changed (sealed segments wait to be compressed, a
+        compaction waits: `snapshot_held`). Writers wait only for this call (no copying, no fsync).
+        Raises StorageFailure (a compaction is unfinished), ShardClosed, StaleEpoch."""
+        with self._write_lock:
+            self.flush()
+            with self._fence.held():
+                self._repair_if_broken()
+                if self._compactor.finish_due:
+                    self._compactor.finish()
+                    if self._compactor.finish_due:
+                        raise StorageFailure(f"Cannot back up {self.directory}: a compaction is not finished "
+                                             f"({self._upkeep.failure})")
+                active = self._active.name
+                files = [(name, self._active.size if name == active else self.fs.size(self._path(name)))
+                         for name in self.segment_files()]
+                self._upkeep.holds += 1
+                return files
+
+    def snapshot_end(self) -> None:
+        """The backup that pinned the log is done with its files."""
+        with self._write_lock:
+            self._upkeep.holds = max(0, self._upkeep.holds - 1)
+
+    @property
+    def snapshot_held(self) -> bool:
+        return self._upkeep.holds > 0
 
     # ----------------------------------------------------------------- closing
     @property

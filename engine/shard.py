@@ -6,12 +6,13 @@ engine/shard_writes.py); `Shard.execute` runs a batch of typed operations with o
 
 from __future__ import annotations
 
+from .shard_backup import BackupHandlers
 from .shard_core import COMPACT_MIN_DEAD, ShardCore
 from .shard_reads import ReadHandlers
 from .shard_writes import WriteHandlers, default_title
 
 
-class Shard(WriteHandlers, ReadHandlers):
+class Shard(WriteHandlers, ReadHandlers, BackupHandlers):
     """Domain state of shard `index` of a storage path.
 
     Example:

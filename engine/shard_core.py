@@ -90,6 +90,7 @@ class ShardCore:
         self._compress_records = False
         self.opened = False
         self.applied = 0  # changes applied to memory (a failed operation that applied none needs no reload)
+        self.backups: dict[str, Any] = {}  # online backups this shard copies or copied (engine/shard_backup.py)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> dict[str, Any]:
@@ -260,6 +261,10 @@ class ShardCore:
         old log serving (raises StorageFailure; `maintain` retries with backoff).
         """
         self.commit()
+        if self.log.snapshot_held:  # a backup reads the log's files: compact once it is done
+            self._compact_wanted = True
+            size = self.log.disk_bytes()
+            return {"bytes_before": size, "bytes_after": size, "deferred": 1}
         try:
             before = self.log.disk_bytes()
             self.log.rewrite(self.state.snapshot_records(self._compress_records))
@@ -296,7 +301,8 @@ class ShardCore:
             free = 0
         health = self.log.health()
         paused = self._write_pause.waiting()
-        if self._compact_wanted and "compaction" not in health["pending_steps"]:
+        deferred = self.log.snapshot_held  # waiting for a backup to finish reading is not a failure
+        if self._compact_wanted and not deferred and "compaction" not in health["pending_steps"]:
             health["pending_steps"].append("compaction")
         return {"shard": self.index, "log_open": self.log.is_open, "readable": readable, "writable": writable,
                 "disk_free_bytes": free, "sessions": len(self.state.sessions), "messages": self.state.message_count,

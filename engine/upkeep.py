@@ -42,6 +42,7 @@ class Upkeep:
         self.retry = Backoff(0.05, 5.0, clock)  # failed background steps wait this long to retry
         self.roll_due = False
         self.uncompressed: list[int] = []  # sealed segments still to compress (retried after a failure)
+        self.holds = 0  # online backups reading this log's files: nothing is compressed meanwhile
         self._synced_at = 0.0
 
     def _path(self, name: str) -> str:
@@ -112,6 +113,8 @@ class Upkeep:
         self.uncompressed, self.roll_due = [], False
 
     def compress_pending(self) -> None:
+        if self.holds:
+            return  # an online backup is reading the sealed .log files: compressed once it is done
         while self.uncompressed:
             number = self.uncompressed[0]
             try:

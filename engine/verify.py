@@ -1,6 +1,7 @@
 """Read-only check of a store: every record of every segment of every shard, by the recovery rule.
 
     python -m engine.verify /path/to/chat_data [--json]
+    python -m engine.verify /path/to/backups [--json]   (every backup there: checksums and records)
 
 Takes no lock and writes nothing, so it can run beside a live store (a write in progress may then
 show as a torn tail). Exit status 0 when every shard would open, 1 when one would refuse.
@@ -14,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from . import codec, compaction, segment
+from . import backup, codec, compaction, segment
 from .errors import CorruptRecord
 from .filesystem import FileSystem
 from .manifest import IDENTITY_FILE, SHARD_PREFIX, identity_mismatch, read_identity
@@ -81,26 +82,81 @@ def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
         path = os.path.join(directory, segment.file_name(number, compressed))
         try:
             data = fs.read(path)
-            found["bytes"] += len(data)
-            if compressed:
-                data = segment.decompress(data, path)
-            is_last = position == len(ordered) - 1
-            if is_last and not compressed and segment.is_unborn(data):
-                found["notes"].append(f"{path}: unborn segment of {len(data)} bytes (removed on open)")
-                continue
-            scanner = segment.scan(data, path, sealed=compressed or not is_last)
-            while True:
-                record_type, body = next(scanner)
-                if record_type == codec.MESSAGES:
-                    found["messages"] += len(body["m"])
-        except StopIteration as stop:
-            end: segment.SegmentEnd = stop.value
-            found["records"] += end.records
-            found["largest_record_bytes"] = max(found["largest_record_bytes"], end.largest_frame)
-            if end.cut is not None:
-                found["torn_tail"] = {"file": path, "offset": end.cut, "bytes": end.size - end.cut}
-        except (CorruptRecord, OSError) as exc:
+        except OSError as exc:
             found["errors"].append(str(exc))
+            continue
+        _scan_file(found, data, path, compressed, position == len(ordered) - 1)
+    return found
+
+
+def _scan_file(found: dict[str, Any], data: bytes, path: str, compressed: bool, is_last: bool) -> None:
+    """Scan one segment's bytes by the recovery rule into `found` (records, messages, torn tail, errors)."""
+    try:
+        found["bytes"] += len(data)
+        if compressed:
+            data = segment.decompress(data, path)
+        if is_last and not compressed and segment.is_unborn(data):
+            found["notes"].append(f"{path}: unborn segment of {len(data)} bytes (removed on open)")
+            return
+        scanner = segment.scan(data, path, sealed=compressed or not is_last)
+        while True:
+            record_type, body = next(scanner)
+            if record_type == codec.MESSAGES:
+                found["messages"] += len(body["m"])
+    except StopIteration as stop:
+        end: segment.SegmentEnd = stop.value
+        found["records"] += end.records
+        found["largest_record_bytes"] = max(found["largest_record_bytes"], end.largest_frame)
+        if end.cut is not None:
+            found["torn_tail"] = {"file": path, "offset": end.cut, "bytes": end.size - end.cut}
+    except (CorruptRecord, OSError) as exc:
+        found["errors"].append(str(exc))
+
+
+def verify_backups(source: str, fs: FileSystem | None = None) -> dict[str, Any]:
+    """Check every backup of a destination (or the one manifest named): each object against its
+    checksum, and each shard's files by the recovery rule, as a restore would open them."""
+    fs = fs or FileSystem()
+    report: dict[str, Any] = {"path": source, "ok": True, "backups": [], "errors": [], "records": 0, "messages": 0}
+    if source.endswith(".json"):
+        dest, manifests = backup.resolve(fs, source)[0], [source]
+    else:
+        dest = source
+        manifests = [os.path.join(source, backup.BACKUPS, f"{b}.json") for b in backup.list_backups(fs, source)]
+    for manifest_path in manifests:
+        try:
+            manifest = backup.load_manifest(fs, manifest_path)
+        except (CorruptRecord, OSError) as exc:
+            report["errors"].append(str(exc))
+            continue
+        for shard in manifest["shards"]:
+            found = _verify_backup_shard(fs, dest, shard)
+            report["records"] += found["records"]
+            report["messages"] += found["messages"]
+            report["errors"].extend(f"{manifest['backup_id']} shard {shard['index']}: {e}" for e in found["errors"])
+        report["backups"].append({"backup_id": manifest["backup_id"], "created_at": manifest.get("created_at"),
+                                  "shards": len(manifest["shards"])})
+    report["ok"] = not report["errors"] and bool(manifests)
+    if not manifests:
+        report["errors"].append(f"no backup manifests under {source}")
+    return report
+
+
+def _verify_backup_shard(fs: FileSystem, dest: str, shard: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {"records": 0, "messages": 0, "bytes": 0, "largest_record_bytes": 0, "torn_tail": None,
+                             "errors": [], "notes": []}
+    for position, entry in enumerate(shard["files"]):
+        path = backup.object_path(dest, entry["sha256"])
+        try:
+            data = backup.read_object(fs, dest, entry)
+        except CorruptRecord as exc:
+            found["errors"].append(str(exc))
+            if fs.exists(path):  # say where the damage is, if the records show it
+                _scan_file(found, fs.read(path), f"{path} ({entry['name']})", entry["name"].endswith(".zst"),
+                           position == len(shard["files"]) - 1)
+            continue
+        _scan_file(found, data, f"{path} ({entry['name']})", entry["name"].endswith(".zst"),
+                   position == len(shard["files"]) - 1)
     return found
 
 
@@ -109,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.path):
+    if not os.path.isdir(args.path) and not backup.is_backup(FileSystem(), args.path):
         print(f"{args.path}: no such directory", file=sys.stderr)
         return 2
+    if backup.is_backup(FileSystem(), args.path):
+        return _main_backups(args.path, args.json)
     report = verify_store(args.path)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -130,6 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         for error in report["errors"]:
             print(f"  ERROR {error}")
         print("OK" if report["ok"] else "DAMAGED: a shard would refuse to open")
+    return 0 if report["ok"] else 1
+
+
+def _main_backups(path: str, as_json: bool) -> int:
+    report = verify_backups(path)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["ok"] else 1
+    print(f"{path}: {len(report['backups'])} backups, {report['records']} records, {report['messages']} messages")
+    for found in report["backups"]:
+        print(f"  {found['backup_id']}: {found['shards']} shards, taken {found['created_at']}")
+    for error in report["errors"]:
+        print(f"  ERROR {error}")
+    print("OK" if report["ok"] else "DAMAGED: a restore from it would fail or lose data")
     return 0 if report["ok"] else 1
 
 

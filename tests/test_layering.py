@@ -36,6 +36,7 @@ API_MAY_USE_FROM_ENGINE = {
     "engine.errors": "the error hierarchy",
     "engine.models": "value validation: ids, messages, timestamps, session and profile records",
     "engine.operations": "the typed operations and replies that cross the Ray boundary",
+    "engine.backup_ops": "the typed operations of an online backup",
     "engine.routing": "shard_index_for / user_shard_index",
     "engine.storable": "storable-value checks and their limits",
     "engine.text": "query-term helpers",

@@ -9,14 +9,15 @@ from dataclasses import fields
 
 import pytest
 
+from engine import backup_ops as bops
 from engine import operations as ops
 from engine.shard import Shard
 from tests.factories import message
 
 BASES = (ops.ShardOperation, ops.UserOperation, ops.SessionOperation)
-OPERATION_TYPES = sorted((value for value in vars(ops).values() if isinstance(value, type)
-                          and issubclass(value, ops.ShardOperation) and value not in BASES),
-                         key=lambda kind: kind.__name__)
+OPERATION_TYPES = sorted({value for module in (ops, bops) for value in vars(module).values()
+                          if isinstance(value, type) and issubclass(value, ops.ShardOperation)
+                          and value not in BASES}, key=lambda kind: kind.__name__)
 
 
 def test_every_operation_type_has_a_handler():
@@ -33,7 +34,8 @@ def test_handler_parameters_are_the_operation_fields(operation):
 
 def test_operations_requests_and_replies_pickle():
     """Operations, fan-out requests and replies survive pickling unchanged (Ray pickles them)."""
-    values = [ops.Append("u", "s", [message("hi")], None), ops.History("u", "s", 10, latest=True),
+    values = [bops.BackupShard("/b", "id"), bops.BackupCommit("/b", "id", {"shards": []}, 2),
+              ops.Append("u", "s", [message("hi")], None), ops.History("u", "s", 10, latest=True),
               ops.SearchRequest("u", 1, "hybrid", ["a"], 0, 10, {"roles": ["user"]}, "recent", True, [0.1], 0.2),
               ops.Reply(True, ops.Cached({"x": 1}, True)), ops.AppendReply(["m"], "t", 1, 0, [], 3),
               ops.SearchResult([], 0, [1], False, 2), ops.SessionListing([], True, False)]

@@ -1,0 +1,253 @@
+"""Online backups of a store: content-addressed segment copies, a manifest per backup, restore, checks.
+
+Layout of a backup destination (every call goes through `engine.filesystem`):
+    objects/ab/ab12...ef   a segment's bytes (or the snapshot's prefix of the active one), named by SHA-256
+    backups/<id>.json      one manifest per backup, written last and atomically: the backup exists once
+                           it does. Per shard: the log position the snapshot ends at, the files in log
+                           order with their checksums and sizes, and the live message count
+    pending/<id>           a backup in progress (every shard writes it before copying; removed on commit)
+
+A shard's snapshot is every live segment in full plus the active segment up to its last commit
+(`MessageLog.snapshot_begin`): one log position, taken under the log's write lock, which is held for
+no longer than naming the files. Copying happens afterwards, beside the serving shard. Backups are
+incremental: an object that exists is not written again, so a sealed segment unchanged since the
+last backup costs one read and one hash. Keeping the last N removes older manifests, then every
+object no manifest names, unless another backup is in progress (its objects are not named yet).
+
+A restore writes the files under `<path>.restoring-<id>`, checks every checksum, renames it to the
+path and runs `engine.verify` on the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from typing import Any
+
+from .errors import CorruptRecord, InvalidInput, StorageFailure
+from .filesystem import FileSystem, make_durable_dir, remove_tree, write_all
+from .manifest import FORMAT_VERSION, IDENTITY_FILE, shard_directory
+
+FORMAT = 1
+OBJECTS, BACKUPS, PENDING = "objects", "backups", "pending"
+STALE_PENDING_S = 24 * 3600  # a marker this old belongs to a backup that died: ignored and removed
+
+
+
+def check_backup_id(backup_id: str) -> None:
+    if not isinstance(backup_id, str) or not backup_id or not all(c.isalnum() or c in "-_" for c in backup_id):
+        raise InvalidInput(f"Invalid backup id {backup_id!r}")
+
+
+def object_path(dest: str, digest: str) -> str:
+    return os.path.join(dest, OBJECTS, digest[:2], digest)
+
+
+def mark_pending(fs: FileSystem, dest: str, backup_id: str) -> None:
+    """Say a backup is in progress (idempotent: every shard of it calls this before copying)."""
+    check_backup_id(backup_id)
+    make_durable_dir(fs, os.path.join(dest, PENDING))
+    marker = os.path.join(dest, PENDING, backup_id)
+    if not fs.exists(marker):
+        _write_new(fs, marker, str(time.time()).encode(), backup_id)
+
+
+def _write_new(fs: FileSystem, path: str, data: bytes, tag: str) -> None:
+    """Write `path` whole or not at all (a temporary name of its own: two writers never share one)."""
+    temporary = f"{path}.{tag}-{secrets.token_hex(4)}.tmp"
+    handle = fs.open(temporary, "create")
+    try:
+        write_all(fs, handle, data)
+        fs.fsync(handle)
+    finally:
+        fs.close(handle)
+    fs.replace(temporary, path)
+    fs.fsync_dir(os.path.dirname(path))
+
+
+def copy_shard(fs: FileSystem, directory: str, files: list[tuple[str, int]], dest: str,
+               backup_id: str) -> dict[str, Any]:
+    """Copy a shard's pinned snapshot files into the objects; returns {files, bytes, bytes_copied}."""
+    entries: list[dict[str, Any]] = []
+    copied = 0
+    for name, size in files:
+        data = fs.read(os.path.join(directory, name))
+        if len(data) < size:
+            raise StorageFailure(f"{os.path.join(directory, name)} is shorter ({len(data)} bytes) than its "
+                                 f"snapshot ({size} bytes): changed during the backup")
+        data = data[:size]
+        digest = hashlib.sha256(data).hexdigest()
+        target = object_path(dest, digest)
+        if not fs.exists(target):
+            make_durable_dir(fs, os.path.dirname(target))
+            _write_new(fs, target, data, backup_id)
+            copied += len(data)
+        entries.append({"name": name, "sha256": digest, "bytes": size})
+    return {"files": entries, "bytes": sum(entry["bytes"] for entry in entries), "bytes_copied": copied}
+
+
+def commit(fs: FileSystem, dest: str, backup_id: str, manifest: dict[str, Any], keep: int) -> dict[str, Any]:
+    """Write the backup's manifest (the backup exists from here on), drop the pending marker, keep
+    the newest `keep` backups (0: all) and remove objects nothing names. Returns what it did."""
+    check_backup_id(backup_id)
+    missing = [f["sha256"] for shard in manifest["shards"] for f in shard["files"]
+               if not fs.exists(object_path(dest, f["sha256"]))]
+    if missing:
+        raise StorageFailure(f"Backup {backup_id}: {len(missing)} objects are missing before the commit")
+    make_durable_dir(fs, os.path.join(dest, BACKUPS))
+    body = {"format": FORMAT, "backup_id": backup_id, **manifest}
+    _write_new(fs, os.path.join(dest, BACKUPS, f"{backup_id}.json"), json.dumps(body, indent=1).encode(), backup_id)
+    abort(fs, dest, backup_id)
+    removed = _retain(fs, dest, keep)
+    return {"backup_id": backup_id, "manifest": os.path.join(dest, BACKUPS, f"{backup_id}.json"),
+            "backups_removed": removed, "objects_removed": collect_garbage(fs, dest)}
+
+
+def abort(fs: FileSystem, dest: str, backup_id: str) -> None:
+    """Forget a backup in progress (its objects go with the next garbage collection)."""
+    check_backup_id(backup_id)
+    marker = os.path.join(dest, PENDING, backup_id)
+    if fs.exists(marker):
+        fs.unlink(marker)
+        fs.fsync_dir(os.path.dirname(marker))
+
+
+def list_backups(fs: FileSystem, dest: str) -> list[str]:
+    """Backup ids of `dest`, oldest first."""
+    folder = os.path.join(dest, BACKUPS)
+    if not fs.isdir(folder):
+        return []
+    return sorted(name[:-5] for name in fs.listdir(folder) if name.endswith(".json"))
+
+
+def _retain(fs: FileSystem, dest: str, keep: int) -> list[str]:
+    backups = list_backups(fs, dest)
+    removed = backups[:-keep] if keep > 0 else []
+    for backup_id in removed:
+        fs.unlink(os.path.join(dest, BACKUPS, f"{backup_id}.json"))
+    if removed:
+        fs.fsync_dir(os.path.join(dest, BACKUPS))
+    return removed
+
+
+def collect_garbage(fs: FileSystem, dest: str) -> int:
+    """Remove objects no manifest names; skipped while another backup is in progress."""
+    if _backups_in_progress(fs, dest):
+        return 0
+    named = {f["sha256"] for backup_id in list_backups(fs, dest)
+             for shard in load_manifest(fs, os.path.join(dest, BACKUPS, f"{backup_id}.json"))["shards"]
+             for f in shard["files"]}
+    removed = 0
+    root = os.path.join(dest, OBJECTS)
+    for prefix in fs.listdir(root) if fs.isdir(root) else []:
+        for name in fs.listdir(os.path.join(root, prefix)):
+            if name not in named:  # unnamed objects and temporary files a dead backup left
+                fs.unlink(os.path.join(root, prefix, name))
+                removed += 1
+    return removed
+
+
+def _backups_in_progress(fs: FileSystem, dest: str) -> bool:
+    folder = os.path.join(dest, PENDING)
+    active = False
+    for name in fs.listdir(folder) if fs.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        try:
+            started = float(fs.read(path).decode() or 0)
+        except (OSError, ValueError):
+            started = 0.0
+        if time.time() - started > STALE_PENDING_S:
+            fs.unlink(path)
+        else:
+            active = True
+    return active
+
+
+def load_manifest(fs: FileSystem, path: str) -> dict[str, Any]:
+    """A backup manifest; raises CorruptRecord if it is not one."""
+    try:
+        manifest: dict[str, Any] = json.loads(fs.read(path))
+        if manifest.get("format") != FORMAT or not isinstance(manifest.get("shards"), list):
+            raise ValueError(f"format {manifest.get('format')!r}")
+        return manifest
+    except (ValueError, AttributeError) as exc:
+        raise CorruptRecord(f"{path} is not a backup manifest: {exc}") from None
+
+
+def resolve(fs: FileSystem, source: str) -> tuple[str, str]:
+    """(destination, manifest path) of a backup named by its manifest file, or the newest one of a
+    destination folder. Raises InvalidInput if there is none."""
+    if source.endswith(".json") and fs.exists(source):
+        return os.path.dirname(os.path.dirname(os.path.abspath(source))), source
+    backups = list_backups(fs, source) if fs.isdir(source) else []
+    if not backups:
+        raise InvalidInput(f"No backup at {source}")
+    return source, os.path.join(source, BACKUPS, f"{backups[-1]}.json")
+
+
+def restore(fs: FileSystem, source: str, path: str) -> dict[str, Any]:
+    """Rebuild storage path `path` (absent or an empty folder) from a backup; returns
+    {backup_id, shard_count, files, bytes, verify: engine.verify's report}. Raises InvalidInput,
+    CorruptRecord (a checksum or size does not match: nothing is left at `path`)."""
+    from .verify import verify_store
+    dest, manifest_path = resolve(fs, source)
+    manifest = load_manifest(fs, manifest_path)
+    if fs.exists(path) and (not fs.isdir(path) or fs.listdir(path)):
+        raise InvalidInput(f"{path} exists and is not an empty folder: restore into a new path")
+    staging = f"{path.rstrip(os.sep)}.restoring-{manifest['backup_id']}"
+    _remove_folder(fs, staging)
+    files = total = 0
+    for shard in manifest["shards"]:
+        directory = shard_directory(staging, int(shard["index"]))
+        make_durable_dir(fs, directory)
+        for entry in shard["files"]:
+            data = read_object(fs, dest, entry)
+            _write_new(fs, os.path.join(directory, entry["name"]), data, "restore")
+            files, total = files + 1, total + len(data)
+        if shard.get("base"):
+            _write_new(fs, os.path.join(directory, "BASE"), str(shard["base"]).encode(), "restore")
+        identity = {"index": int(shard["index"]), "shard_count": int(manifest["shard_count"])}
+        _write_new(fs, os.path.join(directory, IDENTITY_FILE), json.dumps(identity).encode(), "restore")
+    _write_new(fs, os.path.join(staging, "manifest.json"), json.dumps(
+        {"format_version": FORMAT_VERSION, "shard_count": manifest["shard_count"], "created_at": time.time(),
+         "restored_from": manifest["backup_id"]}).encode(), "restore")
+    if fs.exists(path):
+        fs.rmdir(path)
+    fs.replace(staging, path)
+    fs.fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return {"backup_id": manifest["backup_id"], "shard_count": manifest["shard_count"], "files": files,
+            "bytes": total, "verify": verify_store(path, fs)}
+
+
+def read_object(fs: FileSystem, dest: str, entry: dict[str, Any]) -> bytes:
+    """An object's bytes, checked against its manifest entry; raises CorruptRecord."""
+    path = object_path(dest, entry["sha256"])
+    try:
+        data = fs.read(path)
+    except FileNotFoundError:
+        raise CorruptRecord(f"{path} is missing (file {entry['name']} of the backup)") from None
+    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CorruptRecord(f"{path}: content does not match its checksum (file {entry['name']}, "
+                            f"{len(data)} bytes, expected {entry['bytes']})")
+    return data
+
+
+def _remove_folder(fs: FileSystem, folder: str) -> None:
+    """Remove a restore's leftover staging folder (shard folders of plain files)."""
+    if not fs.exists(folder):
+        return
+    for name in fs.listdir(folder):
+        inner = os.path.join(folder, name)
+        if fs.isdir(inner):
+            remove_tree(fs, inner)
+        else:
+            fs.unlink(inner)
+    fs.rmdir(folder)
+
+
+def is_backup(fs: FileSystem, path: str) -> bool:
+    return fs.isdir(os.path.join(path, BACKUPS)) or (path.endswith(".json") and fs.exists(path)
+                                                      and os.path.basename(os.path.dirname(path)) == BACKUPS)

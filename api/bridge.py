@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import getpass
 import importlib
 import logging
-import os
 import time
 import warnings
 from typing import Any
@@ -20,16 +18,17 @@ from .backend import PathBackend, data_plane_choice, open_path
 from .config import ChatAppStorageConfig, flatten_options
 from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
 from ._errors import describe_exception, unwrap_ray_error
-from .errors import ConfigurationError, InitializationError
+from .backups import default_destination, restore_backup, scheduled_backup, take_backup
+from .errors import ConfigurationError, InitializationError, StorageError
 from .health import bridge_health_check
 from .metrics import ShardSnapshot, refresh_snapshot
+from .os_user import os_user, os_user_info
 from .upkeep import start_upkeep
 
 logger = logging.getLogger(__name__)
 _NOT_INITIALIZED = "Bridge not initialized. Call initialize() first."
 _STATS_REFRESH_S = 5.0
 _EMBED_UPKEEP_S = 5.0
-_DEFAULT_USER = "test123"  # upstream's user when the OS names none
 
 
 class FFChatAppBridge:
@@ -69,6 +68,7 @@ class FFChatAppBridge:
         self._namespace = ""
         self._router_pid: int | None = None
         self._embedder: Any = None
+        self.last_backup: dict[str, Any] = {"at": time.monotonic(), "error": None}  # scheduled ones
 
     # ------------------------------------------------------------------ factories
     @classmethod
@@ -247,6 +247,8 @@ class FFChatAppBridge:
         steps = [(_STATS_REFRESH_S, FFChatAppBridge.refresh_shard_snapshot)]
         if self._embedder is not None:
             steps.append((_EMBED_UPKEEP_S, FFChatAppBridge.embed_pending))
+        if self.settings.backup_enabled:
+            steps.append((min(self.settings.backup_interval_s, _STATS_REFRESH_S), scheduled_backup))
         return start_upkeep(self, steps)
 
     async def close(self) -> None:
@@ -354,14 +356,32 @@ class FFChatAppBridge:
 
     def get_current_user(self) -> str:
         """The OS user, looked up as upstream does: login name, getpass, USER/USERNAME, else 'test123'."""
-        return _os_user()
+        return os_user()
 
     def get_user_info(self) -> dict[str, Any]:
         """Upstream's user context: who the user is and how that was found (there is no override)."""
-        user_id = _os_user()
-        default = user_id == _DEFAULT_USER
-        return {"user_id": user_id, "is_default": default, "is_override": False,
-                "authentication_method": "default" if default else "system", "is_authenticated": not default}
+        return os_user_info()
+
+    # ------------------------------------------------------------------ backups
+    async def backup(self, dest: str | None = None, keep: int = 0) -> dict[str, Any]:
+        """An online backup of every shard into `dest` (default: `backup_destination`, else
+        '<storage_path>-backups'), keeping the newest `keep` there (0: all); see api/backups.py.
+        Writers keep going meanwhile. Raises StorageError (with the error code) if it fails."""
+        backend = self.open_backend()
+        dest = dest or self.settings.backup_destination or default_destination(self.settings.storage_path)
+        try:
+            return await take_backup(backend, self.settings.storage_path, dest, keep)
+        except EngineError as exc:
+            raise StorageError(f"Backup failed: {exc.message}", operation="backup", error_code=exc.code) from None
+
+    @staticmethod
+    async def restore_backup(source: str, path: str) -> dict[str, Any]:
+        """Rebuild a new storage path from a backup and verify it (no bridge may serve `path`)."""
+        try:
+            return await restore_backup(source, path)
+        except EngineError as exc:
+            raise StorageError(f"Restore failed: {exc.message}", operation="restore", storage_path=str(path),
+                               error_code=exc.code) from None
 
     # ------------------------------------------------------------------ health and monitoring
     @property
@@ -377,14 +397,3 @@ class FFChatAppBridge:
     async def health_check(self) -> dict[str, Any]:
         """Probe every shard in parallel (contract §3); never raises, writes nothing."""
         return await bridge_health_check(self)
-
-
-def _os_user() -> str:
-    for lookup in (os.getlogin, getpass.getuser):
-        try:
-            user = lookup()
-        except Exception:  # no controlling terminal, or nothing names the user (OSError, KeyError from pwd)
-            continue
-        if user:
-            return user
-    return os.environ.get("USER") or os.environ.get("USERNAME") or _DEFAULT_USER

@@ -38,6 +38,10 @@ def _path_format(path: str) -> str:
     return path
 
 
+def _optional_path(path: str | None) -> str | None:
+    return None if path is None else _path_format(path)
+
+
 def _ray_address(address: str | None) -> str | None:
     match = _HOST_PORT.fullmatch(address) if address not in (None, "auto") else None
     if address not in (None, "auto") and (match is None or not 1 <= int(match["port"]) <= 65535):
@@ -71,7 +75,7 @@ class ChatAppStorageConfig(BaseModel):
 
     Fields are declared in `to_dict()` order, which is also the order validation errors are
     reported in (contract §2: path, mode, cache, max session, batch, page, search limit,
-    environment, then the runtime fields).
+    environment, then the runtime fields, then the backup schedule fields).
 
     Example:
         >>> config = ChatAppStorageConfig("./chat_data", cache_size_mb=200)
@@ -121,6 +125,13 @@ class ChatAppStorageConfig(BaseModel):
                                    json_schema_extra=_group("runtime"))
     request_timeout_s: float = Field(30.0, ge=0.1, le=600, description="deadline of every call, retries included",
                                      json_schema_extra=_group("runtime"))
+    backup_destination: Annotated[str | None, AfterValidator(_optional_path)] = Field(
+        None, description="folder of scheduled backups (None: '<storage_path>-backups' beside the path)",
+        json_schema_extra=_group("backup", "destination", shown="when_set"))
+    backup_interval_s: float = Field(3600.0, ge=1, le=7 * 86400, description="seconds between scheduled backups",
+                                     json_schema_extra=_group("backup", "interval_s", shown="when_set"))
+    backup_keep: int = Field(7, ge=1, le=1000, description="scheduled backups kept (older ones are removed)",
+                             json_schema_extra=_group("backup", "keep", shown="when_set"))
 
     def __init__(self, storage_path: Any = None, /, **fields: Any) -> None:
         if "storage_path" in fields:
@@ -153,9 +164,14 @@ class ChatAppStorageConfig(BaseModel):
         return validate_values(self.model_dump(), type(self))
 
     def to_dict(self) -> dict[str, Any]:
-        """The nested form: grouped fields under their group, the others at the top, in field order."""
+        """The nested form: grouped fields under their group, the others at the top, in field order. The
+        backup schedule's fields (newer than the contract's nested form) appear only when set."""
         out: dict[str, Any] = {}
         for name, group, key in _layout(type(self)):
+            info = type(self).model_fields[name]
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            if extra.get("shown") == "when_set" and getattr(self, name) == info.default:
+                continue
             target = out.setdefault(group, {}) if group else out
             target[key] = getattr(self, name)
         return out

@@ -1,0 +1,14 @@
+"""Work on a storage path's files with no shard serving it: restoring one from a backup
+(engine/backup.py). Runs where the path's file system is (the calling process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import backup
+from engine.filesystem import FileSystem
+
+
+def restore(source: str, path: str) -> dict[str, Any]:
+    """Rebuild `path` from the backup at `source` and verify it (engine.backup.restore)."""
+    return backup.restore(FileSystem(), source, path)

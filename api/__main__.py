@@ -8,13 +8,30 @@ import asyncio
 import sys
 import time
 from importlib.metadata import entry_points
-from typing import Callable
+from typing import Any, Callable
 
 PLUGIN_GROUP = "ff_chat_bridge.commands"
 
 
-async def demo(path: str) -> int:
-    """A short end-to-end session on `path`: store, page, search, stream, analytics, health."""
+async def keep_writing(data: Any, seconds: float) -> None:
+    """Store a batch of 10 messages every 10 ms for `seconds` (something to back up or watch live),
+    printing the totals once a second."""
+    session_id = await data.storage.create_session("demo_user", "Live writes")
+    started = last = time.monotonic()
+    stored = 0
+    while time.monotonic() - started < seconds:
+        result = await data.store_chat_messages("demo_user", session_id, [
+            {"role": "user", "content": f"live message {stored + i} about trams and seafood"} for i in range(10)])
+        stored += result["data"]["count"] if result["success"] else 0
+        if time.monotonic() - last >= 1.0:
+            last = time.monotonic()
+            print(f"writing: {stored} messages stored in session {session_id}", flush=True)
+        await asyncio.sleep(0.01)
+    print(f"wrote {stored} messages in {time.monotonic() - started:.0f} s (kept in session {session_id})")
+
+
+async def demo(path: str, write_for: float = 0.0) -> int:
+    """A short end-to-end session on `path` (store, page, search, stream, analytics, health), then `write_for` s of writes."""
     from api import FFChatAppBridge
     started = time.perf_counter()
     bridge = await FFChatAppBridge.create_for_chat_app(path, {"performance_mode": "balanced"})
@@ -58,6 +75,8 @@ async def demo(path: str) -> int:
             print(f"   {name:24s} n={op['total_operations']:3d} p50={op['p50_ms']:.2f} ms p95={op['p95_ms']:.2f} ms")
         await data.delete_session("demo_user", session_id)
         print("deleted the demo session; data lives under", path)
+        if write_for > 0:
+            await keep_writing(data, write_for)
     finally:
         await bridge.close()
     return 0
@@ -68,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     demo_parser = sub.add_parser("demo", help="run a short end-to-end session on ./chat_data")
     demo_parser.add_argument("--path", default="./chat_data")
+    demo_parser.add_argument("--write-for", type=float, default=0.0, metavar="SECONDS",
+                             help="then keep writing for SECONDS (to back up or watch a live store)")
     sub.add_parser("bench", help="run the scale-test harness (same flags as python -m scale_tests)",
                    add_help=False)
     sub.add_parser("verify", help="read every record of every shard of PATH and check it (exit 0 ok, "
@@ -81,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return asyncio.run(operator_cli.run(args))
-    return asyncio.run(demo(getattr(args, "path", "./chat_data")))
+    return asyncio.run(demo(getattr(args, "path", "./chat_data"), getattr(args, "write_for", 0.0)))
 
 
 def _plugin(name: str) -> Callable[[list[str]], int]:

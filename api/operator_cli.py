@@ -1,5 +1,5 @@
-"""`chat-bridge stats | health | sessions | history | search | export | import | purge | compact`: a live
-store from a terminal.
+"""`chat-bridge stats | health | sessions | history | search | export | import | purge | compact | backup |
+restore`: a live store from a terminal (backup and restore: api/operator_backup.py).
 
 Each command works on a local path (`--path`: the shards run inside this command's process, no Ray
 runtime is started) or on a running runtime (`--address auto|host:port`: it attaches to the path
@@ -20,7 +20,10 @@ from typing import Any, Awaitable, Callable
 
 from engine.errors import EngineError
 
-COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge", "compact")
+from . import operator_backup
+
+COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge", "compact", "backup",
+            "restore")
 EXIT_OK, EXIT_DEGRADED, EXIT_ERROR = 0, 1, 2
 
 
@@ -34,7 +37,8 @@ def add_commands(sub: Any) -> None:
              "export": ("a session as JSONL (header line, then one line per message)", ["user", "session"]),
              "import": ("a session exported as JSONL, into USER's sessions", ["user", "file"]),
              "purge": ("delete messages older than --older-than DAYS (all users, or --user)", []),
-             "compact": ("rewrite every shard's log without deleted data now", [])}
+             "compact": ("rewrite every shard's log without deleted data now", []),
+             "backup": ("an online backup of every shard into DEST while the store keeps serving", [])}
     for name, (text, positionals) in specs.items():
         command = sub.add_parser(name, help=text, description=text)
         for positional in positionals:
@@ -50,13 +54,20 @@ def add_commands(sub: Any) -> None:
             command.add_argument("--out", help="write the JSONL to this file (atomically) instead of stdout")
         if name == "import":
             command.add_argument("--on-conflict", choices=("error", "merge", "replace"), default="error")
+        if name == "backup":
+            operator_backup.add_backup_options(command)
         if name == "purge":
             command.add_argument("--older-than", type=float, required=True, metavar="DAYS")
             command.add_argument("--user", help="only this user's messages")
+    operator_backup.add_restore(sub)
 
 
 async def run(args: argparse.Namespace) -> int:
     """Run one operator command; returns its exit code."""
+    if args.command == "restore":  # files only: no bridge
+        code, document, text = await operator_backup.restore(args)
+        print(json.dumps(document, indent=2, default=str) if args.json else text)
+        return code
     bridge = await _open(args)
     if isinstance(bridge, int):
         return bridge
@@ -197,4 +208,4 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 
 _ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {
     "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search,
-    "export": _export, "import": _import, "purge": _purge, "compact": _compact}
+    "export": _export, "import": _import, "purge": _purge, "compact": _compact, "backup": operator_backup.backup}

@@ -20,6 +20,8 @@ from typing import Any, Awaitable, Callable
 
 from engine.errors import EngineError
 
+from . import operator_output
+
 COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge", "compact")
 EXIT_OK, EXIT_DEGRADED, EXIT_ERROR = 0, 1, 2
 
@@ -98,6 +100,10 @@ def _has_store(path: str) -> bool:
 def _fail(message: str) -> int:
     print(f"chat-bridge: {message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    return operator_output.table(rows, columns)
 
 
 async def _stats(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
@@ -184,15 +190,6 @@ async def _compact(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str
 def _envelope_error(result: dict[str, Any]) -> tuple[int, Any, str]:
     code = result["metadata"]["error_code"]
     return EXIT_ERROR, {"error": result["error"], "error_code": code}, f"error ({code}): {result['error']}"
-
-
-def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[str(row.get(column, ""))[:80] for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
-    render = ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in cells]
-    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), *render])
 
 
 _ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {

@@ -4,15 +4,21 @@
 
 Takes no lock and writes nothing, so it can run beside a live store (a write in progress may then
 show as a torn tail). Exit status 0 when every shard would open, 1 when one would refuse.
+Whoever runs `main` may pass a `progress` hook (`chat-bridge verify` draws a bar with it), so this
+module draws nothing itself and stays stdlib-only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, ContextManager
+
+# (bytes read so far, bytes to read in all), called after each segment file is read.
+Progress = Callable[[int, int], None]
 
 from . import codec, compaction, segment
 from .errors import CorruptRecord
@@ -20,8 +26,10 @@ from .filesystem import FileSystem
 from .manifest import IDENTITY_FILE, SHARD_PREFIX, identity_mismatch, read_identity
 
 
-def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, Any]:
-    """Scan the store; returns {ok, shard_count, records, messages, largest_record_bytes, errors, shards}."""
+def verify_store(storage_path: str, fs: FileSystem | None = None, progress: Progress | None = None
+                 ) -> dict[str, Any]:
+    """Scan the store; returns {ok, shard_count, records, messages, largest_record_bytes, errors, shards}.
+    `progress(done, total)` hears the segment bytes read so far after each segment file."""
     fs = fs or FileSystem()
     report: dict[str, Any] = {"path": storage_path, "ok": True, "shard_count": None, "records": 0, "messages": 0,
                               "largest_record_bytes": 0, "errors": [], "shards": []}
@@ -35,8 +43,9 @@ def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, A
     except (OSError, ValueError, KeyError, TypeError) as exc:
         report["errors"].append(f"manifest.json unreadable: {exc}")
     names = sorted(name for name in fs.listdir(storage_path) if name.startswith(SHARD_PREFIX))
+    read = _byte_counter(fs, [os.path.join(storage_path, name) for name in names], progress)
     for name in names:
-        shard = _verify_shard(fs, os.path.join(storage_path, name))
+        shard = _verify_shard(fs, os.path.join(storage_path, name), read)
         _check_identity(fs, storage_path, name, report["shard_count"], shard)
         report["shards"].append(shard)
         report["errors"].extend(f"{name}: {error}" for error in shard["errors"])
@@ -47,6 +56,26 @@ def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, A
         report["errors"].append(f"{len(names)} shard directories for {report['shard_count']} shards")
     report["ok"] = not report["errors"]
     return report
+
+
+def _byte_counter(fs: FileSystem, directories: list[str], progress: Progress | None) -> Callable[[int], None]:
+    """A callback for each segment read (its size in bytes) that tells `progress` the running total."""
+    if progress is None:
+        return lambda size: None
+    total = 0
+    for directory in directories:
+        try:
+            ordered, _ = segment.live_segments(fs.listdir(directory), compaction.read_base(fs, directory))
+            total += sum(fs.size(os.path.join(directory, segment.file_name(*live))) for live in ordered)
+        except (CorruptRecord, OSError):
+            continue  # the scan reports it; the bar only needs an estimate
+    done = [0]
+    progress(0, total)
+
+    def read(size: int) -> None:
+        done[0] += size
+        progress(done[0], max(total, done[0]))
+    return read
 
 
 def _check_identity(fs: FileSystem, storage_path: str, name: str, shard_count: int | None,
@@ -63,7 +92,7 @@ def _check_identity(fs: FileSystem, storage_path: str, name: str, shard_count: i
         shard["errors"].append(f"{IDENTITY_FILE} says {found}, not index {index} of {shard_count} shards")
 
 
-def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
+def _verify_shard(fs: FileSystem, directory: str, read: Callable[[int], None]) -> dict[str, Any]:
     found: dict[str, Any] = {"directory": directory, "segments": 0, "records": 0, "messages": 0, "bytes": 0,
                              "largest_record_bytes": 0, "torn_tail": None, "errors": [], "notes": []}
     entries = fs.listdir(directory)
@@ -82,6 +111,7 @@ def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
         try:
             data = fs.read(path)
             found["bytes"] += len(data)
+            read(len(data))
             if compressed:
                 data = segment.decompress(data, path)
             is_last = position == len(ordered) - 1
@@ -104,7 +134,9 @@ def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None,
+         progress: Callable[[], ContextManager[Progress | None]] | None = None) -> int:
+    """The command; `progress`, if given, opens a context around the scan that yields the hook."""
     parser = argparse.ArgumentParser(prog="python -m engine.verify", description=__doc__.splitlines()[0])
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
@@ -112,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.path):
         print(f"{args.path}: no such directory", file=sys.stderr)
         return 2
-    report = verify_store(args.path)
+    with (progress or contextlib.nullcontext)() as hook:
+        report = verify_store(args.path, progress=hook)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

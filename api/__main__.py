@@ -1,5 +1,6 @@
-"""`chat-bridge demo` (also `python -m api`), `chat-bridge bench` (the scale-test harness) and the
-operator commands `stats`, `health`, `sessions`, `history`, `search` (api/operator_cli.py)."""
+"""`chat-bridge demo` (also `python -m api`), `chat-bridge bench` (the scale-test harness),
+`chat-bridge verify` (engine.verify, through its entry point) and the operator commands `stats`,
+`health`, `sessions`, `history`, `search`, `export`, `import`, `purge`, `compact` (api/operator_cli.py)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in operator_cli.COMMANDS:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        problem = operator_cli.check_arguments(args)
+        if problem:
+            sub.choices[args.command].error(problem)
         return asyncio.run(operator_cli.run(args))
     return asyncio.run(demo(getattr(args, "path", "./chat_data")))
 

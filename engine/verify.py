@@ -134,6 +134,11 @@ def _verify_shard(fs: FileSystem, directory: str, read: Callable[[int], None]) -
     return found
 
 
+def _is_store(path: str) -> bool:
+    return os.path.isdir(path) and any(name == "manifest.json" or name.startswith(SHARD_PREFIX)
+                                       for name in os.listdir(path))
+
+
 def main(argv: list[str] | None = None,
          progress: Callable[[], ContextManager[Progress | None]] | None = None) -> int:
     """The command; `progress`, if given, opens a context around the scan that yields the hook."""
@@ -141,8 +146,9 @@ def main(argv: list[str] | None = None,
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.path):
-        print(f"{args.path}: no such directory", file=sys.stderr)
+    if not _is_store(args.path):  # a typo must not read as "0 shards, OK"
+        print(f"no chat store at {args.path} (no such directory, or no manifest.json and no shard directories)",
+              file=sys.stderr)
         return 2
     with (progress or contextlib.nullcontext)() as hook:
         report = verify_store(args.path, progress=hook)

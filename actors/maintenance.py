@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from engine import backup
 from engine.filesystem import FileSystem
 
 
-def restore(source: str, path: str) -> dict[str, Any]:
+def restore(source: str, path: str, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Rebuild `path` from the backup at `source` and verify it (engine.backup.restore)."""
-    return backup.restore(FileSystem(), source, path)
+    return backup.restore(FileSystem(), source, path, progress)

@@ -1,5 +1,6 @@
-"""`chat-bridge demo` (also `python -m api`), `chat-bridge bench` (the scale-test harness) and the
-operator commands `stats`, `health`, `sessions`, `history`, `search` (api/operator_cli.py)."""
+"""`chat-bridge demo` (also `python -m api`), `chat-bridge bench` (the scale-test harness),
+`chat-bridge verify` (engine.verify, through its entry point) and the operator commands `stats`,
+`health`, `sessions`, `history`, `search`, `export`, `import`, `purge`, `compact` (api/operator_cli.py)."""
 
 from __future__ import annotations
 
@@ -96,13 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     from . import operator_cli
     operator_cli.add_commands(sub)
     args, rest = parser.parse_known_args(argv)
-    if args.command in ("bench", "verify"):
+    if args.command == "verify":
+        return _verify(rest)
+    if args.command == "bench":
         return _plugin(args.command)(rest)
     if args.command in operator_cli.COMMANDS:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        problem = operator_cli.check_arguments(args)
+        if problem:
+            sub.choices[args.command].error(problem)
         return asyncio.run(operator_cli.run(args))
     return asyncio.run(demo(getattr(args, "path", "./chat_data"), getattr(args, "write_for", 0.0)))
+
+
+def _verify(argv: list[str]) -> int:
+    """`chat-bridge verify`: the engine's checker, with a progress bar on a terminal (not with --json)."""
+    from .operator_output import byte_progress
+    command: Callable[..., int] = _plugin("verify")  # engine.verify.main(argv, progress=...)
+    return command(argv, progress=byte_progress("verifying segments", enabled="--json" not in argv))
 
 
 def _plugin(name: str) -> Callable[[list[str]], int]:

@@ -14,11 +14,12 @@ import os
 import secrets
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from engine import backup_ops as bops
 from engine.errors import EngineError, InvalidInput, RequestTimeout
 
+Progress = Callable[[int, int], None]
 POLL_FIRST_S, POLL_MAX_S = 0.01, 0.25
 BACKUP_TIMEOUT_S = 3600.0  # a whole backup; each shard call still has the bridge's request deadline
 
@@ -33,11 +34,12 @@ def new_backup_id() -> str:
     return f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
 
 
-async def take_backup(backend: Any, storage_path: str, dest: str, keep: int = 0,
+async def take_backup(backend: Any, storage_path: str, dest: str, keep: int = 0, progress: Progress | None = None,
                       timeout_s: float = BACKUP_TIMEOUT_S) -> dict[str, Any]:
     """Back up every shard of the path into `dest`; returns the committed backup's summary
     {backup_id, manifest, shards, bytes, bytes_copied, messages, duration_ms, backups_removed,
-    objects_removed}. Raises InvalidInput, StorageFailure, ShardUnavailable, RequestTimeout."""
+    objects_removed}. `progress(shards_done, shard_count)` is called as shards finish copying.
+    Raises InvalidInput, StorageFailure, ShardUnavailable, RequestTimeout."""
     if not isinstance(dest, str) or not dest.strip():
         raise InvalidInput("A backup destination must be a non-empty path")
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
@@ -49,7 +51,7 @@ async def take_backup(backend: Any, storage_path: str, dest: str, keep: int = 0,
     try:
         await asyncio.gather(*(client.call(bops.BackupShard(dest, backup_id), backend.deadline())
                                for client in clients))
-        entries = await _wait_for_copies(backend, backup_id, time.monotonic() + timeout_s)
+        entries = await _wait_for_copies(backend, backup_id, time.monotonic() + timeout_s, progress)
     except BaseException:
         await _abort(backend, dest, backup_id)
         raise
@@ -74,7 +76,8 @@ async def scheduled_backup(bridge: Any) -> None:
         bridge.last_backup["error"] = str(exc)
 
 
-async def _wait_for_copies(backend: Any, backup_id: str, give_up_at: float) -> list[dict[str, Any]]:
+async def _wait_for_copies(backend: Any, backup_id: str, give_up_at: float,
+                           progress: Progress | None) -> list[dict[str, Any]]:
     """Ask each shard how its copy goes until every one has finished (or one failed: raised)."""
     entries: dict[int, dict[str, Any]] = {}
     delay = POLL_FIRST_S
@@ -83,6 +86,8 @@ async def _wait_for_copies(backend: Any, backup_id: str, give_up_at: float) -> l
         answers = await asyncio.gather(*(backend.clients[index].call(bops.BackupStatus(backup_id), backend.deadline())
                                          for index in waiting))
         entries.update({index: entry for index, entry in zip(waiting, answers) if entry is not None})
+        if progress is not None:
+            progress(len(entries), len(backend.clients))
         if len(entries) == len(backend.clients):
             break
         if time.monotonic() > give_up_at:
@@ -104,11 +109,12 @@ def _summary(entry: dict[str, Any]) -> dict[str, Any]:
             "bytes": entry["bytes"], "bytes_copied": entry["bytes_copied"], "copy_ms": entry.get("copy_ms")}
 
 
-async def restore_backup(source: str, path: str) -> dict[str, Any]:
+async def restore_backup(source: str, path: str, progress: Progress | None = None) -> dict[str, Any]:
     """Rebuild storage path `path` (absent or empty) from a backup (its manifest file, or the newest
     in a destination folder) and verify it; returns {backup_id, shard_count, files, bytes, verify}.
-    Raises InvalidInput, CorruptRecord (a checksum does not match: nothing is left at `path`)."""
+    Raises InvalidInput, CorruptRecord (a checksum does not match: nothing is left at `path`).
+    `progress(bytes_done, bytes_total)` is called from the thread that writes the files."""
     from actors import maintenance
     if not isinstance(source, str) or not isinstance(path, str) or not source or not path:
         raise InvalidInput("restore needs a backup (folder or manifest) and a new storage path")
-    return await asyncio.to_thread(maintenance.restore, os.path.abspath(source), os.path.abspath(path))
+    return await asyncio.to_thread(maintenance.restore, os.path.abspath(source), os.path.abspath(path), progress)

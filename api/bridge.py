@@ -363,22 +363,22 @@ class FFChatAppBridge:
         return os_user_info()
 
     # ------------------------------------------------------------------ backups
-    async def backup(self, dest: str | None = None, keep: int = 0) -> dict[str, Any]:
+    async def backup(self, dest: str | None = None, keep: int = 0, progress: Any = None) -> dict[str, Any]:
         """An online backup of every shard into `dest` (default: `backup_destination`, else
         '<storage_path>-backups'), keeping the newest `keep` there (0: all); see api/backups.py.
         Writers keep going meanwhile. Raises StorageError (with the error code) if it fails."""
         backend = self.open_backend()
         dest = dest or self.settings.backup_destination or default_destination(self.settings.storage_path)
         try:
-            return await take_backup(backend, self.settings.storage_path, dest, keep)
+            return await take_backup(backend, self.settings.storage_path, dest, keep, progress)
         except EngineError as exc:
             raise StorageError(f"Backup failed: {exc.message}", operation="backup", error_code=exc.code) from None
 
     @staticmethod
-    async def restore_backup(source: str, path: str) -> dict[str, Any]:
+    async def restore_backup(source: str, path: str, progress: Any = None) -> dict[str, Any]:
         """Rebuild a new storage path from a backup and verify it (no bridge may serve `path`)."""
         try:
-            return await restore_backup(source, path)
+            return await restore_backup(source, path, progress)
         except EngineError as exc:
             raise StorageError(f"Restore failed: {exc.message}", operation="restore", storage_path=str(path),
                                error_code=exc.code) from None

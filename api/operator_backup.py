@@ -33,17 +33,19 @@ async def backup(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
     from .errors import ChatIntegrationError
     if args.keep < 0:
         return EXIT_ERROR, {"error": "--keep must be >= 0"}, "error: --keep must be >= 0"
+    from .operator_output import progress, table
     try:
-        result = await bridge.backup(os.path.abspath(args.dest), keep=args.keep)
+        with progress("backing up shards", None, enabled=not args.json) as bar:
+            result = await bridge.backup(os.path.abspath(args.dest), keep=args.keep,
+                                         progress=_counting(bar))
     except ChatIntegrationError as exc:
         return EXIT_ERROR, exc.to_dict(), f"error ({exc.error_code}): {exc.message}"
-    from .operator_cli import _table
     rows = [{"shard": s["shard"], "position": f"{s['position']['segment']}@{s['position']['offset']}",
              "messages": s["position"]["messages"], "files": s["files"], "bytes": s["bytes"],
              "copied": s["bytes_copied"]} for s in result["shards"]]
     lines = [f"backup {result['backup_id']}: {result['messages']} messages, {result['bytes']} bytes "
              f"({result['bytes_copied']} new, the rest already in DEST from an earlier backup) "
-             f"in {result['duration_ms']:.0f} ms", f"manifest: {result['manifest']}", _table(rows, tuple(rows[0]))]
+             f"in {result['duration_ms']:.0f} ms", f"manifest: {result['manifest']}", table(rows, tuple(rows[0]))]
     if result["backups_removed"]:
         lines.append(f"removed older backups: {', '.join(result['backups_removed'])} "
                      f"({result['objects_removed']} files no backup needs)")
@@ -53,10 +55,12 @@ async def backup(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
 async def restore(args: argparse.Namespace) -> tuple[int, Any, str]:
     """Rebuild PATH from SRC with no bridge (PATH must be new or an empty folder)."""
     from .backups import restore_backup
+    from .operator_output import byte_progress
     if not os.path.exists(args.source):
         return EXIT_ERROR, {"error": f"no backup at {args.source}"}, f"error: no backup at {args.source}"
     try:
-        result = await restore_backup(args.source, args.path)
+        with byte_progress("restoring files", enabled=not args.json)() as update:
+            result = await restore_backup(args.source, args.path, update)
     except EngineError as exc:
         return EXIT_ERROR, {"error": exc.message, "error_code": exc.code}, f"error ({exc.code}): {exc.message}"
     report = result["verify"]
@@ -64,3 +68,14 @@ async def restore(args: argparse.Namespace) -> tuple[int, Any, str]:
             f"shards, {result['files']} files, {result['bytes']} bytes; verify: {report['records']} records, "
             f"{report['messages']} messages, " + ("OK" if report["ok"] else "DAMAGED: " + "; ".join(report["errors"])))
     return (EXIT_OK if report["ok"] else EXIT_DAMAGED), result, text
+
+
+def _counting(bar: Any) -> Any:
+    """progress(done, total) for a bar that advances by steps."""
+    seen = [0]
+
+    def update(done: int, total: int) -> None:
+        bar.total(total)
+        bar.advance(done - seen[0])
+        seen[0] = done
+    return update

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from engine.errors import EngineError
 
-from . import operator_backup
+from . import operator_backup, operator_output, operator_transfer
 
 COMMANDS = ("stats", "health", "sessions", "history", "search", "export", "import", "purge", "compact", "backup",
             "restore")
@@ -34,15 +34,17 @@ def add_commands(sub: Any) -> None:
              "sessions": ("a user's sessions, newest first", ["user"]),
              "history": ("a session's messages, oldest first", ["user", "session"]),
              "search": ("ranked search over a user's messages", ["user", "query"]),
-             "export": ("a session as JSONL (header line, then one line per message)", ["user", "session"]),
-             "import": ("a session exported as JSONL, into USER's sessions", ["user", "file"]),
+             "export": ("a session (USER SESSION), a user's sessions (--user USER) or every session (--all) "
+                        "as JSONL: per session a header line, then one line per message", ["user?", "session?"]),
+             "import": ("sessions exported as JSONL, each under its own user, or all under USER",
+                        ["user?", "file"]),
              "purge": ("delete messages older than --older-than DAYS (all users, or --user)", []),
              "compact": ("rewrite every shard's log without deleted data now", []),
              "backup": ("an online backup of every shard into DEST while the store keeps serving", [])}
     for name, (text, positionals) in specs.items():
         command = sub.add_parser(name, help=text, description=text)
-        for positional in positionals:
-            command.add_argument(positional)
+        for positional in positionals:  # "name?": may be left out
+            command.add_argument(positional.rstrip("?"), nargs="?" if positional.endswith("?") else None)
         where = command.add_mutually_exclusive_group(required=True)
         where.add_argument("--path", help="the storage path, opened in this process")
         where.add_argument("--address", help="a running Ray runtime serving the path: auto or host:port")
@@ -52,6 +54,8 @@ def add_commands(sub: Any) -> None:
             command.add_argument("--limit", type=int, default=20)
         if name == "export":
             command.add_argument("--out", help="write the JSONL to this file (atomically) instead of stdout")
+            command.add_argument("--user", dest="export_user", metavar="USER", help="every session of USER")
+            command.add_argument("--all", dest="export_all", action="store_true", help="every session of every user")
         if name == "import":
             command.add_argument("--on-conflict", choices=("error", "merge", "replace"), default="error")
         if name == "backup":
@@ -60,6 +64,17 @@ def add_commands(sub: Any) -> None:
             command.add_argument("--older-than", type=float, required=True, metavar="DAYS")
             command.add_argument("--user", help="only this user's messages")
     operator_backup.add_restore(sub)
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of arguments argparse cannot express, or None."""
+    if args.command == "export":
+        chosen = [args.user is not None, args.export_user is not None, args.export_all]
+        if sum(chosen) != 1 or (args.user is not None) != (args.session is not None):
+            return "give USER SESSION, --user USER or --all"
+        if args.json and args.out is None and not args.user:
+            return "--json with --user or --all needs --out: stdout carries the JSONL"
+    return None
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -72,11 +87,14 @@ async def run(args: argparse.Namespace) -> int:
     if isinstance(bridge, int):
         return bridge
     try:
-        action: Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]] = _ACTIONS[args.command]
+        action: Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str | None]]] = _ACTIONS[args.command]
         code, document, text = await action(bridge, args)
     finally:
         await bridge.close()
-    print(json.dumps(document, indent=2, default=str) if args.json else text)
+    if args.json:
+        print(json.dumps(document, indent=2, default=str))
+    elif text is not None:
+        print(text)
     return code
 
 
@@ -109,6 +127,10 @@ def _has_store(path: str) -> bool:
 def _fail(message: str) -> int:
     print(f"chat-bridge: {message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    return operator_output.table(rows, columns)
 
 
 async def _stats(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
@@ -156,7 +178,14 @@ async def _search(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]
     return EXIT_OK, result["data"], f"{meta['total_matches']} matches\n" + _table(rows, ("score", "session_id", "content"))
 
 
-async def _export(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+async def _export(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str | None]:
+    if args.user is None:
+        code, document, text = await operator_transfer.export_sessions(bridge, args.export_user, args.out,
+                                                                       show_progress=not args.json)
+        if args.out is None:  # stdout carries the JSONL: what happened goes to stderr
+            print(text, file=sys.stderr)
+            return code, document, None
+        return code, document, text
     result = await bridge.get_data_layer().export_session(args.user, args.session, args.out)
     if not result["success"]:
         return _envelope_error(result)
@@ -165,14 +194,11 @@ async def _export(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]
     return EXIT_OK, {key: value for key, value in data.items() if key != "jsonl"}, text
 
 
-async def _import(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
+async def _import(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str | None]:
     if not os.path.isfile(args.file):
         return EXIT_ERROR, {"error": f"no such file: {args.file}"}, f"error: no such file: {args.file}"
-    result = await bridge.get_data_layer().import_session(args.user, args.file, on_conflict=args.on_conflict)
-    if not result["success"]:
-        return _envelope_error(result)
-    data = result["data"]
-    return EXIT_OK, data, f"imported {data['imported']} messages into session {data['session_id']}"
+    return await operator_transfer.import_sessions(bridge, args.file, args.user, args.on_conflict,
+                                                   show_progress=not args.json)
 
 
 async def _purge(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
@@ -197,15 +223,6 @@ def _envelope_error(result: dict[str, Any]) -> tuple[int, Any, str]:
     return EXIT_ERROR, {"error": result["error"], "error_code": code}, f"error ({code}): {result['error']}"
 
 
-def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[str(row.get(column, ""))[:80] for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
-    render = ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in cells]
-    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), *render])
-
-
-_ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str]]]] = {
+_ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Awaitable[tuple[int, Any, str | None]]]] = {
     "stats": _stats, "health": _health, "sessions": _sessions, "history": _history, "search": _search,
     "export": _export, "import": _import, "purge": _purge, "compact": _compact, "backup": operator_backup.backup}

@@ -1,15 +1,21 @@
 """Export and import of a session as JSONL (contract 4.8): one header line, then one line per message.
 
-Import parses and checks everything before it writes, then writes the session, the user and the
-messages in batches, every step within the call's one deadline.
+    {"type": "session", "format": "ffchat-session", "version": 1, "session_id": ..., "user_id": ..., ...}
+    {"type": "message", "message_id": ..., "role": ..., "content": ..., "timestamp": ..., ...}
+
+A file of many sessions (`chat-bridge export --user / --all`) is the concatenation of session
+exports: each header line starts the next session (`sessions_of` splits one). Import parses and
+checks everything before it writes, then writes the session, the user and the messages in
+batches, every step within the call's one deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, TextIO
 
 from engine import operations as ops
 from engine.errors import InvalidInput
@@ -33,20 +39,21 @@ def _line_json(line: str, number: int) -> Any:
         raise InvalidInput(f"line {number}: invalid JSON: nested too deeply", "INVALID_ARGUMENT") from None
 
 
-def parse_jsonl(text: str, max_message_bytes: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(header, clean messages); errors name the 1-based line."""
+def parse_jsonl(text: str, max_message_bytes: int, first_line: int = 1
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, clean messages); errors name the 1-based line, counting `text` from `first_line`."""
     # Lines end at "\n" only: str.splitlines() would also split inside a line at U+2028, U+2029 or
     # U+0085, which json.dumps(ensure_ascii=False) leaves unescaped in exported content.
     lines = text.split("\n")
     if not lines[0].strip():
-        raise InvalidInput("line 1: missing session header", "INVALID_ARGUMENT")
-    header = _line_json(lines[0], 1)
-    if not isinstance(header, dict) or header.get("type") != "session" or header.get("format") != "ffchat-session":
-        raise InvalidInput("line 1: not an ffchat-session header", "INVALID_ARGUMENT")
+        raise InvalidInput(f"line {first_line}: missing session header", "INVALID_ARGUMENT")
+    header = _line_json(lines[0], first_line)
+    if not _is_header(header):
+        raise InvalidInput(f"line {first_line}: not an ffchat-session header", "INVALID_ARGUMENT")
     if header.get("version") != 1:
-        raise InvalidInput(f"line 1: unsupported version {header.get('version')!r}", "INVALID_ARGUMENT")
+        raise InvalidInput(f"line {first_line}: unsupported version {header.get('version')!r}", "INVALID_ARGUMENT")
     messages: list[dict[str, Any]] = []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines[1:], start=first_line + 1):
         if not line.strip():
             continue
         item = _line_json(line, number)
@@ -63,8 +70,33 @@ def parse_jsonl(text: str, max_message_bytes: int) -> tuple[dict[str, Any], list
     return header, messages
 
 
-def header_fields(header: dict[str, Any]) -> dict[str, Any]:
-    """The session fields of a header, checked like create_session's arguments; errors name line 1."""
+def _is_header(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type") == "session" and item.get("format") == "ffchat-session"
+
+
+def sessions_of(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """Split a JSONL export of one or many sessions, read line by line, into (first line number,
+    one session's JSONL): a new session starts at each header line. Holds one session at a time."""
+    first, section = 1, []
+    for number, line in enumerate(lines, start=1):
+        # A header always holds "ffchat-session"; only lines that do are parsed here.
+        if section and '"ffchat-session"' in line and _is_header(_quiet_json(line)):
+            yield first, "".join(section)
+            first, section = number, []
+        section.append(line)
+    if section:
+        yield first, "".join(section)
+
+
+def _quiet_json(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None  # parse_jsonl names the line when it reads the session
+
+
+def header_fields(header: dict[str, Any], line: int = 1) -> dict[str, Any]:
+    """The session fields of a header, checked like create_session's arguments; errors name `line`."""
     try:
         kind = header.get("session_type")
         fields: dict[str, Any] = {"title": check_title(header.get("title")),
@@ -74,7 +106,7 @@ def header_fields(header: dict[str, Any]) -> dict[str, Any]:
                 fields[key] = iso(parse_timestamp(header[key], key, "INVALID_ARGUMENT"))
         fields["metadata"] = check_metadata_dict(header.get("metadata"), "session metadata")
     except InvalidInput as exc:
-        raise InvalidInput(f"line 1: {exc.message}", exc.code) from None
+        raise InvalidInput(f"line {line}: {exc.message}", exc.code) from None
     return fields
 
 
@@ -180,12 +212,20 @@ def to_jsonl(exported: dict[str, Any]) -> str:
 
 
 def _atomic_write(target: str, text: str) -> None:
+    with atomic_text_file(target) as handle:
+        handle.write(text)
+
+
+@contextlib.contextmanager
+def atomic_text_file(target: str) -> Iterator[TextIO]:
+    """A UTF-8 file that appears at `target` whole, or not at all: written to a temporary file beside
+    it, fsync'd and renamed over `target` when the block ends; removed if the block raises."""
     directory = os.path.dirname(os.path.abspath(target))
     os.makedirs(directory, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".export-", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)

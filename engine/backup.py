@@ -25,7 +25,7 @@ import json
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .errors import CorruptRecord, InvalidInput, StorageFailure
 from .filesystem import FileSystem, make_durable_dir, remove_tree, write_all
@@ -188,10 +188,12 @@ def resolve(fs: FileSystem, source: str) -> tuple[str, str]:
     return source, os.path.join(source, BACKUPS, f"{backups[-1]}.json")
 
 
-def restore(fs: FileSystem, source: str, path: str) -> dict[str, Any]:
+def restore(fs: FileSystem, source: str, path: str,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Rebuild storage path `path` (absent or an empty folder) from a backup; returns
     {backup_id, shard_count, files, bytes, verify: engine.verify's report}. Raises InvalidInput,
-    CorruptRecord (a checksum or size does not match: nothing is left at `path`)."""
+    CorruptRecord (a checksum or size does not match: nothing is left at `path`). `progress(done, total)`
+    is told the bytes written after each file."""
     from .verify import verify_store
     dest, manifest_path = resolve(fs, source)
     manifest = load_manifest(fs, manifest_path)
@@ -200,6 +202,7 @@ def restore(fs: FileSystem, source: str, path: str) -> dict[str, Any]:
     staging = f"{path.rstrip(os.sep)}.restoring-{manifest['backup_id']}"
     _remove_folder(fs, staging)
     files = total = 0
+    size = sum(entry["bytes"] for shard in manifest["shards"] for entry in shard["files"])
     for shard in manifest["shards"]:
         directory = shard_directory(staging, int(shard["index"]))
         make_durable_dir(fs, directory)
@@ -207,6 +210,8 @@ def restore(fs: FileSystem, source: str, path: str) -> dict[str, Any]:
             data = read_object(fs, dest, entry)
             _write_new(fs, os.path.join(directory, entry["name"]), data, "restore")
             files, total = files + 1, total + len(data)
+            if progress is not None:
+                progress(total, size)
         if shard.get("base"):
             _write_new(fs, os.path.join(directory, "BASE"), str(shard["base"]).encode(), "restore")
         identity = {"index": int(shard["index"]), "shard_count": int(manifest["shard_count"])}

@@ -5,15 +5,21 @@
 
 Takes no lock and writes nothing, so it can run beside a live store (a write in progress may then
 show as a torn tail). Exit status 0 when every shard would open, 1 when one would refuse.
+Whoever runs `main` may pass a `progress` hook (`chat-bridge verify` draws a bar with it), so this
+module draws nothing itself and stays stdlib-only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, ContextManager
+
+# (bytes read so far, bytes to read in all), called after each segment file is read.
+Progress = Callable[[int, int], None]
 
 from . import backup, codec, compaction, segment
 from .errors import CorruptRecord
@@ -21,8 +27,10 @@ from .filesystem import FileSystem
 from .manifest import IDENTITY_FILE, SHARD_PREFIX, identity_mismatch, read_identity
 
 
-def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, Any]:
-    """Scan the store; returns {ok, shard_count, records, messages, largest_record_bytes, errors, shards}."""
+def verify_store(storage_path: str, fs: FileSystem | None = None, progress: Progress | None = None
+                 ) -> dict[str, Any]:
+    """Scan the store; returns {ok, shard_count, records, messages, largest_record_bytes, errors, shards}.
+    `progress(done, total)` hears the segment bytes read so far after each segment file."""
     fs = fs or FileSystem()
     report: dict[str, Any] = {"path": storage_path, "ok": True, "shard_count": None, "records": 0, "messages": 0,
                               "largest_record_bytes": 0, "errors": [], "shards": []}
@@ -36,8 +44,9 @@ def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, A
     except (OSError, ValueError, KeyError, TypeError) as exc:
         report["errors"].append(f"manifest.json unreadable: {exc}")
     names = sorted(name for name in fs.listdir(storage_path) if name.startswith(SHARD_PREFIX))
+    read = _byte_counter(fs, [os.path.join(storage_path, name) for name in names], progress)
     for name in names:
-        shard = _verify_shard(fs, os.path.join(storage_path, name))
+        shard = _verify_shard(fs, os.path.join(storage_path, name), read)
         _check_identity(fs, storage_path, name, report["shard_count"], shard)
         report["shards"].append(shard)
         report["errors"].extend(f"{name}: {error}" for error in shard["errors"])
@@ -48,6 +57,26 @@ def verify_store(storage_path: str, fs: FileSystem | None = None) -> dict[str, A
         report["errors"].append(f"{len(names)} shard directories for {report['shard_count']} shards")
     report["ok"] = not report["errors"]
     return report
+
+
+def _byte_counter(fs: FileSystem, directories: list[str], progress: Progress | None) -> Callable[[int], None]:
+    """A callback for each segment read (its size in bytes) that tells `progress` the running total."""
+    if progress is None:
+        return lambda size: None
+    total = 0
+    for directory in directories:
+        try:
+            ordered, _ = segment.live_segments(fs.listdir(directory), compaction.read_base(fs, directory))
+            total += sum(fs.size(os.path.join(directory, segment.file_name(*live))) for live in ordered)
+        except (CorruptRecord, OSError):
+            continue  # the scan reports it; the bar only needs an estimate
+    done = [0]
+    progress(0, total)
+
+    def read(size: int) -> None:
+        done[0] += size
+        progress(done[0], max(total, done[0]))
+    return read
 
 
 def _check_identity(fs: FileSystem, storage_path: str, name: str, shard_count: int | None,
@@ -64,7 +93,7 @@ def _check_identity(fs: FileSystem, storage_path: str, name: str, shard_count: i
         shard["errors"].append(f"{IDENTITY_FILE} says {found}, not index {index} of {shard_count} shards")
 
 
-def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
+def _verify_shard(fs: FileSystem, directory: str, read: Callable[[int], None]) -> dict[str, Any]:
     found: dict[str, Any] = {"directory": directory, "segments": 0, "records": 0, "messages": 0, "bytes": 0,
                              "largest_record_bytes": 0, "torn_tail": None, "errors": [], "notes": []}
     entries = fs.listdir(directory)
@@ -82,6 +111,7 @@ def _verify_shard(fs: FileSystem, directory: str) -> dict[str, Any]:
         path = os.path.join(directory, segment.file_name(number, compressed))
         try:
             data = fs.read(path)
+            read(len(data))
         except OSError as exc:
             found["errors"].append(str(exc))
             continue
@@ -160,17 +190,26 @@ def _verify_backup_shard(fs: FileSystem, dest: str, shard: dict[str, Any]) -> di
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def _is_store(path: str) -> bool:
+    return os.path.isdir(path) and any(name == "manifest.json" or name.startswith(SHARD_PREFIX)
+                                       for name in os.listdir(path))
+
+
+def main(argv: list[str] | None = None,
+         progress: Callable[[], ContextManager[Progress | None]] | None = None) -> int:
+    """The command; `progress`, if given, opens a context around the scan that yields the hook."""
     parser = argparse.ArgumentParser(prog="python -m engine.verify", description=__doc__.splitlines()[0])
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.path) and not backup.is_backup(FileSystem(), args.path):
-        print(f"{args.path}: no such directory", file=sys.stderr)
-        return 2
     if backup.is_backup(FileSystem(), args.path):
         return _main_backups(args.path, args.json)
-    report = verify_store(args.path)
+    if not _is_store(args.path):  # a typo must not read as "0 shards, OK"
+        print(f"no chat store at {args.path} (no such directory, or no manifest.json and no shard directories; "
+              f"nor a backup folder)", file=sys.stderr)
+        return 2
+    with (progress or contextlib.nullcontext)() as hook:
+        report = verify_store(args.path, progress=hook)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

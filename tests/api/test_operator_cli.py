@@ -1,6 +1,6 @@
-"""`chat-bridge stats | health | sessions | history | search`, run as a user runs them: a subprocess on a
-store written by a bridge, checking output and exit codes, including a bad argument, a missing
-path and a path another runtime is serving."""
+"""Every `chat-bridge` operator command, run as a user runs them: a subprocess on a store written by a
+bridge, checking its plain output, its --json, a bad argument and a missing path (exit 2), and a path
+another runtime is serving."""
 
 from __future__ import annotations
 
@@ -17,9 +17,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _cli(*arguments: str) -> subprocess.CompletedProcess:
+    return _cli_all([list(arguments)])[0]
+
+
+def _cli_all(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Run the commands side by side (only ones that never open the same store at once)."""
     environment = {**os.environ, "PYTHONPATH": REPO}
-    return subprocess.run([sys.executable, "-m", "api", *arguments], capture_output=True, text=True, timeout=120,
-                          env=environment, cwd=REPO)
+    running = [(arguments, subprocess.Popen([sys.executable, "-m", "api", *arguments], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, env=environment, cwd=REPO))
+               for arguments in commands]
+    done = []
+    for arguments, process in running:
+        stdout, stderr = process.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(arguments, process.returncode, stdout, stderr))
+    return done
 
 
 async def _store(path) -> str:
@@ -119,5 +130,65 @@ async def test_verify_reports_ok_damage_with_file_and_offset_and_a_missing_path(
     report = json.loads(damaged.stdout)
     assert damaged.returncode == 1 and not report["ok"], damaged.stdout
     assert segment.name in json.dumps(report) and "offset" in json.dumps(report).lower(), report
+    plain = _cli("verify", str(tmp_path))
+    assert plain.returncode == 1 and "DAMAGED" in plain.stdout and segment.name in plain.stdout, plain.stdout
+    assert "offset" in plain.stdout.lower(), plain.stdout
     missing = _cli("verify", str(tmp_path / "nowhere"))
-    assert missing.returncode == 2 and "no such directory" in missing.stderr
+    assert missing.returncode == 2 and "no chat store at" in missing.stderr
+    (tmp_path / "empty").mkdir()  # a directory that holds no store is not "0 shards, OK"
+    assert _cli("verify", str(tmp_path / "empty")).returncode == 2
+
+
+# command: (arguments, a string its plain output holds, (a key path into its --json, the value there))
+COMMANDS = {
+    "stats": ([], "total", (("total", "messages"), 5)),
+    "health": ([], "status: healthy", (("status",), "healthy")),
+    "sessions": (["ops"], "Lisbon trip", (("total_count",), 1)),
+    "history": (["ops", "lisbon"], "5 messages", (("total_count",), 5)),
+    "search": (["ops", "alfama"], "tram 0 to Alfama", (("search_metadata", "total_matches"), 5)),
+    "export": (["ops", "lisbon"], '"format": "ffchat-session"', (("message_count",), 5)),
+    "purge": (["--older-than", "30"], "messages_deleted: 0", (("messages_deleted",), 0)),
+    "compact": ([], "bytes_before", (("shards", 0, "bytes_before"), None)),
+}
+
+
+async def test_every_command_prints_plain_text_and_json(tmp_path):
+    """Each command's plain output names what it read, and its --json holds the same figures."""
+    store = str(tmp_path / "store")
+    await _store(store)
+    for command, (arguments, shown, (keys, value)) in COMMANDS.items():
+        plain = _cli(command, *arguments, "--path", store)
+        assert plain.returncode == 0 and shown in plain.stdout, (command, plain.stdout, plain.stderr)
+        found = json.loads(_cli(command, *arguments, "--path", store, "--json").stdout)
+        for key in keys:
+            found = found[key]
+        assert found == value or value is None, (command, found)
+    _cli("export", "ops", "lisbon", "--path", store, "--out", str(tmp_path / "lisbon.jsonl"))
+    imported = _cli("import", "zoe", str(tmp_path / "lisbon.jsonl"), "--path", store)
+    assert imported.returncode == 0 and "imported 5 messages into session lisbon" in imported.stdout
+    again = json.loads(_cli("import", "yan", str(tmp_path / "lisbon.jsonl"), "--path", store, "--json").stdout)
+    assert (again["session_id"], again["imported"], again["skipped"], again["message_count"]) == ("lisbon", 5, 0, 5)
+    stats = _cli("stats", "--path", store).stdout.splitlines()
+    assert stats[0].split() == ["shard", "users", "sessions", "messages", "log_bytes", "ram_bytes"]
+    assert stats[-1].split()[:4] == ["total", "3", "3", "15"], stats  # plain columns, no borders, off a terminal
+    verified = _cli("verify", store)
+    assert verified.returncode == 0 and verified.stdout.rstrip().endswith("OK")
+    assert json.loads(_cli("verify", store, "--json").stdout)["messages"] == 15
+
+
+def test_every_command_refuses_a_bad_argument_and_a_missing_path(tmp_path):
+    """A bad argument exits 2 with argparse's message; a path with no store exits 2 and names it."""
+    nowhere = str(tmp_path / "nowhere")
+    names = [*COMMANDS, "import"]
+    positionals = {name: COMMANDS[name][0] if name in COMMANDS else ["zoe", "file.jsonl"] for name in names}
+    bad = _cli_all([[name, *positionals[name], "--path", nowhere, "--bogus"] for name in names]
+                   + [["verify", nowhere, "--bogus"], ["history", "ops", "s", "--path", nowhere, "--limit", "x"],
+                      ["import", "zoe", "f", "--path", nowhere, "--on-conflict", "bogus"], ["purge", "--path", nowhere]])
+    for result in bad:
+        assert result.returncode == 2 and "usage:" in result.stderr, (result.args, result.stderr)
+    assert all("unrecognized arguments: --bogus" in result.stderr for result in bad[:len(names) + 1])
+    assert [m in r.stderr for m, r in zip(("invalid int value", "invalid choice", "required"), bad[-3:])] == [True] * 3
+    missing = _cli_all([[name, *positionals[name], "--path", nowhere] for name in names] + [["verify", nowhere]])
+    for result in missing:
+        assert result.returncode == 2 and f"no chat store at {nowhere}" in result.stderr, (result.args, result.stderr)
+    assert not os.path.exists(nowhere)  # no command creates a store

@@ -99,7 +99,7 @@ class FileSystem:
 
 
 # ---------------------------------------------------------------------- helpers made of steps
-def write_all(fs: FileSystem, handle: int, data: bytes) -> None:
+def write_all(fs: FileSystem, handle: int, data: bytes | memoryview) -> None:
     """Write every byte of `data` (short writes are continued)."""
     view = memoryview(data)
     while view:

@@ -140,12 +140,13 @@ class Exporter:
 
 
 def queue_sampler(backend: Any, path: str) -> Sampler:
-    """A sampler of a bridge backend's per-shard queues, held weakly (a closed bridge's stops)."""
+    """A sampler of a bridge backend's per-shard queues, held weakly; it stops once the backend is
+    detached (its transport's `metrics_path` is None) or collected."""
     reference = weakref.ref(backend)
 
     def sample(tally: Tally) -> bool:
         current = reference()
-        if current is None:
+        if current is None or current.transport.metrics_path is None:  # collected, or detached
             return False
         for client in current.clients:
             tally.gauge("ffchat_shard_queue_depth", (path, str(client.index)), client.queued())

@@ -69,6 +69,7 @@ class FFChatAppBridge:
         self._namespace = ""
         self._router_pid: int | None = None
         self._embedder: Any = None
+        self.metrics_path: str | None = None  # the path tag of exported metrics (None: not exported)
 
     # ------------------------------------------------------------------ factories
     @classmethod
@@ -195,7 +196,7 @@ class FFChatAppBridge:
         self._initialized = True
         from .storage import StorageFacade
         self._storage_manager = StorageFacade(self)
-        self._refresh_task = self._start_upkeep()
+        self._start_background(settings)
         return True
 
     async def _abandon_path(self) -> None:
@@ -242,6 +243,12 @@ class FFChatAppBridge:
         """Embed the messages stored since the last pass (vectors are eventually consistent)."""
         if self._embedder is not None and self._backend is not None:
             await self._backend.embed_pending()
+
+    def _start_background(self, settings: ChatAppStorageConfig) -> None:
+        """The upkeep loops, and on a Ray runtime the metrics export (actors/exporter.py)."""
+        self._refresh_task = self._start_upkeep()
+        if not self._in_process and self._backend is not None:
+            self.metrics_path = self._backend.export_metrics(settings.storage_path)
 
     def _start_upkeep(self) -> asyncio.Future[Any]:
         steps = [(_STATS_REFRESH_S, FFChatAppBridge.refresh_shard_snapshot)]

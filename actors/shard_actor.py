@@ -24,10 +24,12 @@ import psutil
 from engine import operations as ops
 from engine.config import EngineConfig
 from engine.errors import EngineError, ShardUnassigned, ShardUnavailable, StaleEpoch, StorageFailure
+from engine.metrics import path_tag
 from engine.shard import Shard
 
 from . import direct_server
 from .direct_server import DirectServer
+from .exporter import EXPORTER, FLUSH_INTERVAL_S
 from .wire import Endpoint
 
 
@@ -47,15 +49,16 @@ def _count_restart(shard: Shard, restarted: bool) -> int:
     return count
 
 
-def _runtime_facts() -> tuple[str | None, bool]:
+def _runtime_facts() -> tuple[str | None, bool, bool]:
+    """(node id, restarted by Ray, running as a Ray actor); outside Ray (None, False, False)."""
     try:
         import ray
         if not ray.is_initialized():
-            return None, False
+            return None, False, False
         context = ray.get_runtime_context()
-        return context.get_node_id(), bool(context.was_current_actor_reconstructed)
+        return context.get_node_id(), bool(context.was_current_actor_reconstructed), context.get_actor_id() is not None
     except Exception:  # outside Ray (unit tests build the class directly)
-        return None, False
+        return None, False, False
 
 
 ShardKey = tuple[str, int]  # (storage_path, shard index)
@@ -88,7 +91,9 @@ class ShardActor:
         self._slot = slot
         self._exit_on_fatal = exit_on_fatal  # False in one process without Ray: drop the shards instead
         self._hosted: dict[ShardKey, _Hosted] = {}  # in assignment order (probe(None) reports the first)
-        self._node_id, self._reconstructed = _runtime_facts()
+        self._node_id, self._reconstructed, in_actor = _runtime_facts()
+        # Only a real Ray actor publishes metrics: the same class run in-process (tests, tools) does not.
+        self._exporting = in_actor and EXPORTER.start()
         self._started = time.time()
         # Ray runs one call of this (sync) actor at a time, but the upkeep threads and the health
         # group run beside it: the engine is touched by one thread at a time under this lock. One
@@ -118,8 +123,8 @@ class ShardActor:
         shard.set_record_compression(compress_records)
         hosted = _Hosted(shard, recovery, _count_restart(shard, not fresh_open and self._reconstructed))
         self._hosted[key] = hosted
-        threading.Thread(target=self._upkeep_loop, args=(shard, hosted.stop), name=f"shard-{index}-upkeep",
-                         daemon=True).start()
+        threading.Thread(target=self._upkeep_loop, args=(hosted, path_tag(config.storage_path)),
+                         name=f"shard-{index}-upkeep", daemon=True).start()
         return dict(recovery)
 
     def release(self) -> bool:
@@ -135,10 +140,13 @@ class ShardActor:
                 hosted.shard.close()
         return True
 
-    def _upkeep_loop(self, shard: Shard, stop: threading.Event) -> None:
+    def _upkeep_loop(self, hosted: _Hosted, path: str) -> None:
         """Run the shard's upkeep: due `none`-mode flushes, the about-once-a-second fsync of flush and
-        none modes, retries of failed background steps (with their backoff) and due compaction."""
+        none modes, retries of failed background steps (with their backoff) and due compaction; and,
+        under Ray, hand the shard's figures to the metrics exporter about once a second."""
+        shard, stop = hosted.shard, hosted.stop
         interval = min(0.25, shard.config.flush_interval_s / 4)
+        published: float | None = None
         while not stop.wait(interval):
             with self._engine_lock:
                 if stop.is_set():
@@ -150,6 +158,9 @@ class ShardActor:
                     return
                 except EngineError:
                     pass  # recorded by the shard (degraded in health) and retried on a later tick
+                if self._exporting and (published is None or time.monotonic() - published >= FLUSH_INTERVAL_S):
+                    EXPORTER.record_shard(path, shard.index, shard.counters(), hosted.restarts, published is None)
+                    published = time.monotonic()
 
     # ------------------------------------------------------------------ serving
     def _hosted_for(self, shard_key: tuple[str, int] | list[Any] | None) -> _Hosted:

@@ -20,7 +20,10 @@ from typing import Any, Callable, Protocol
 from engine import operations as ops
 from engine.config import MB, EngineConfig
 from engine.errors import BridgeClosed, EngineError, PathNotOpen, RequestTimeout, ShardUnassigned, Unavailable
+from engine.metrics import path_tag
 from engine.routing import shard_index_for, user_shard_index
+
+from actors.exporter import EXPORTER, queue_sampler
 
 from ._errors import is_retryable_ray_error, map_ray_errors
 from .errors import ConfigurationError
@@ -36,6 +39,7 @@ class Transport(Protocol):
     """How a PathBackend reaches one path's shards and router."""
 
     shard_count: int
+    metrics_path: str | None  # the path tag of exported batch counts (None: not exported)
 
     async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]: ...
     async def prepare(self, index: int) -> None: ...
@@ -67,6 +71,15 @@ class PathBackend:
                                     connect=functools.partial(transport.prepare, index))
                         for index in range(self.shard_count)]
         self._routes: dict[tuple[str, str], int] = {}
+
+    def export_metrics(self, storage_path: str) -> str | None:
+        """Publish batch counts per shard and transport, and the queue depths, to Ray's metrics; the
+        path's metric tag, or None without a Ray runtime in this process (nothing is exported)."""
+        if not EXPORTER.start():
+            return None
+        path = self.transport.metrics_path = path_tag(storage_path)
+        EXPORTER.add_sampler(queue_sampler(self, path))
+        return path
 
     # ------------------------------------------------------------------ routing
     def session_shard(self, user_id: str, session_id: str) -> int:
@@ -215,10 +228,14 @@ class ActorTransport:
         self._request = request
         self._wait_all = wait_all
         self._detached = False
+        self.metrics_path: str | None = None
 
     async def execute(self, index: int, operations: list[ops.ShardOperation]) -> list[ops.Reply]:
         # The shard the batch is for travels with it: an actor that serves another shard refuses it.
-        replies: list[ops.Reply] = await self.links[index].execute(operations)
+        link = self.links[index]
+        if self.metrics_path is not None:
+            EXPORTER.count("ffchat_shard_batches_total", (self.metrics_path, str(index), link.transport))
+        replies: list[ops.Reply] = await link.execute(operations)
         return replies
 
     async def prepare(self, index: int) -> None:
@@ -286,6 +303,7 @@ class ActorTransport:
 
     async def detach(self) -> None:
         self._detached = True
+        self.metrics_path = None  # a detached path's queues are no longer sampled
         await self.router.close_path.remote(self._request.namespace, self._request.bridge_id)
 
 

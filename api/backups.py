@@ -1,4 +1,5 @@
-"""Online backups through the shards (`bridge.backup(dest)`), scheduled ones, and restore.
+"""Online backups through the shards (`bridge.backup(dest)`), scheduled ones, and restore; the
+bridge's two backup methods (`BackupMethods`, a base of FFChatAppBridge).
 
 A backup asks every shard at once to pin a snapshot of its log and copy it (engine/backup_ops.py);
 each shard keeps serving while it copies. When all have answered, shard 0 writes the manifest: the
@@ -18,6 +19,8 @@ from typing import Any, Callable
 
 from engine import backup_ops as bops
 from engine.errors import EngineError, InvalidInput, RequestTimeout
+
+from .errors import StorageError
 
 Progress = Callable[[int, int], None]
 POLL_FIRST_S, POLL_MAX_S = 0.01, 0.25
@@ -118,3 +121,31 @@ async def restore_backup(source: str, path: str, progress: Progress | None = Non
     if not isinstance(source, str) or not isinstance(path, str) or not source or not path:
         raise InvalidInput("restore needs a backup (folder or manifest) and a new storage path")
     return await asyncio.to_thread(maintenance.restore, os.path.abspath(source), os.path.abspath(path), progress)
+
+
+class BackupMethods:
+    """`backup` and `restore_backup` of FFChatAppBridge (which provides open_backend and settings)."""
+
+    open_backend: Callable[[], Any]
+    settings: Any
+
+    async def backup(self, dest: str | None = None, keep: int = 0, progress: Progress | None = None
+                     ) -> dict[str, Any]:
+        """An online backup of every shard into `dest` (default: `backup_destination`, else
+        '<storage_path>-backups'), keeping the newest `keep` there (0: all). Writers keep going
+        meanwhile. Raises StorageError (with the error code) if it fails."""
+        backend = self.open_backend()
+        dest = dest or self.settings.backup_destination or default_destination(self.settings.storage_path)
+        try:
+            return await take_backup(backend, self.settings.storage_path, dest, keep, progress)
+        except EngineError as exc:
+            raise StorageError(f"Backup failed: {exc.message}", operation="backup", error_code=exc.code) from None
+
+    @staticmethod
+    async def restore_backup(source: str, path: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Rebuild a new storage path from a backup and verify it (no bridge may serve `path`)."""
+        try:
+            return await restore_backup(source, path, progress)
+        except EngineError as exc:
+            raise StorageError(f"Restore failed: {exc.message}", operation="restore", storage_path=str(path),
+                               error_code=exc.code) from None

@@ -18,8 +18,8 @@ from .backend import PathBackend, data_plane_choice, open_path
 from .config import ChatAppStorageConfig, flatten_options
 from .config_factory import LEGACY_PRESETS, FFChatConfigFactory
 from ._errors import describe_exception, unwrap_ray_error
-from .backups import default_destination, restore_backup, scheduled_backup, take_backup
-from .errors import ConfigurationError, InitializationError, StorageError
+from .backups import BackupMethods, scheduled_backup
+from .errors import ConfigurationError, InitializationError
 from .health import bridge_health_check
 from .metrics import ShardSnapshot, refresh_snapshot
 from .os_user import os_user, os_user_info
@@ -31,7 +31,7 @@ _STATS_REFRESH_S = 5.0
 _EMBED_UPKEEP_S = 5.0
 
 
-class FFChatAppBridge:
+class FFChatAppBridge(BackupMethods):
     """The entry point: one bridge per storage path (or many sharing the same actors).
 
     Example:
@@ -69,6 +69,7 @@ class FFChatAppBridge:
         self._router_pid: int | None = None
         self._embedder: Any = None
         self.last_backup: dict[str, Any] = {"at": time.monotonic(), "error": None}  # scheduled ones
+        self.metrics_path: str | None = None  # the path tag of exported metrics (None: not exported)
 
     # ------------------------------------------------------------------ factories
     @classmethod
@@ -195,7 +196,7 @@ class FFChatAppBridge:
         self._initialized = True
         from .storage import StorageFacade
         self._storage_manager = StorageFacade(self)
-        self._refresh_task = self._start_upkeep()
+        self._start_background(settings)
         return True
 
     async def _abandon_path(self) -> None:
@@ -242,6 +243,12 @@ class FFChatAppBridge:
         """Embed the messages stored since the last pass (vectors are eventually consistent)."""
         if self._embedder is not None and self._backend is not None:
             await self._backend.embed_pending()
+
+    def _start_background(self, settings: ChatAppStorageConfig) -> None:
+        """The upkeep loops, and on a Ray runtime the metrics export (actors/exporter.py)."""
+        self._refresh_task = self._start_upkeep()
+        if not self._in_process and self._backend is not None:
+            self.metrics_path = self._backend.export_metrics(settings.storage_path)
 
     def _start_upkeep(self) -> asyncio.Future[Any]:
         steps = [(_STATS_REFRESH_S, FFChatAppBridge.refresh_shard_snapshot)]
@@ -361,27 +368,6 @@ class FFChatAppBridge:
     def get_user_info(self) -> dict[str, Any]:
         """Upstream's user context: who the user is and how that was found (there is no override)."""
         return os_user_info()
-
-    # ------------------------------------------------------------------ backups
-    async def backup(self, dest: str | None = None, keep: int = 0, progress: Any = None) -> dict[str, Any]:
-        """An online backup of every shard into `dest` (default: `backup_destination`, else
-        '<storage_path>-backups'), keeping the newest `keep` there (0: all); see api/backups.py.
-        Writers keep going meanwhile. Raises StorageError (with the error code) if it fails."""
-        backend = self.open_backend()
-        dest = dest or self.settings.backup_destination or default_destination(self.settings.storage_path)
-        try:
-            return await take_backup(backend, self.settings.storage_path, dest, keep, progress)
-        except EngineError as exc:
-            raise StorageError(f"Backup failed: {exc.message}", operation="backup", error_code=exc.code) from None
-
-    @staticmethod
-    async def restore_backup(source: str, path: str, progress: Any = None) -> dict[str, Any]:
-        """Rebuild a new storage path from a backup and verify it (no bridge may serve `path`)."""
-        try:
-            return await restore_backup(source, path, progress)
-        except EngineError as exc:
-            raise StorageError(f"Restore failed: {exc.message}", operation="restore", storage_path=str(path),
-                               error_code=exc.code) from None
 
     # ------------------------------------------------------------------ health and monitoring
     @property

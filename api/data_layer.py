@@ -31,6 +31,8 @@ class FFChatDataLayer:
         self.config = bridge.settings
         self.storage = bridge._storage_manager
         self.metrics = OperationMetrics()
+        if bridge.metrics_path is not None:
+            self.metrics.export(bridge.metrics_path, bridge.data_plane)
 
     # ------------------------------------------------------------------ plumbing
     def _backend(self) -> PathBackend:

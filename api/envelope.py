@@ -9,6 +9,8 @@ from typing import Any, Awaitable, Callable
 from engine.errors import EngineError
 from engine.metrics import LatencyRecorder
 
+from actors.exporter import EXPORTER
+
 from .errors import ChatIntegrationError, ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -48,12 +50,21 @@ class OperationMetrics:
         self.operations: dict[str, LatencyRecorder] = {}
         self.cache_hits = 0
         self.cache_misses = 0
+        self._exported: tuple[str, str] | None = None  # (path tag, transport) once exported
 
-    def record(self, operation: str, elapsed_ms: float, ok: bool, cacheable: bool, cache_hit: bool) -> None:
+    def export(self, path: str, transport: str) -> None:
+        """Also publish every call to Ray's metrics (a bridge on a Ray runtime; see actors/exporter.py)."""
+        self._exported = (path, transport)
+
+    def record(self, operation: str, elapsed_ms: float, ok: bool, cacheable: bool, cache_hit: bool,
+               code: str | None = None) -> None:
         recorder = self.operations.get(operation)
         if recorder is None:
             recorder = self.operations[operation] = LatencyRecorder()
         recorder.record(elapsed_ms, error=not ok)
+        if self._exported is not None:
+            path, transport = self._exported
+            EXPORTER.record_operation(path, operation, transport, elapsed_ms, None if ok else str(code))
         if ok and cacheable:
             if cache_hit:
                 self.cache_hits += 1
@@ -61,7 +72,10 @@ class OperationMetrics:
                 self.cache_misses += 1
 
     def reset(self) -> None:
+        """Zero this bridge's figures (exported counters keep counting: Prometheus counters never go back)."""
+        exported = self._exported
         self.__init__()
+        self._exported = exported
 
     def summary(self) -> dict[str, Any]:
         total = sum(r.count for r in self.operations.values())
@@ -95,5 +109,5 @@ async def run_operation(metrics: OperationMetrics, operation: str, body: Callabl
     elapsed_ms = (time.perf_counter() - started) * 1000
     if elapsed_ms > SLOW_OPERATION_MS:
         warnings.append(f"Operation {operation} took {elapsed_ms:.2f}ms - consider optimization")
-    metrics.record(operation, elapsed_ms, outcome is not None, cacheable, bool(outcome and outcome.cache_hit))
+    metrics.record(operation, elapsed_ms, outcome is not None, cacheable, bool(outcome and outcome.cache_hit), code)
     return envelope(operation, elapsed_ms, outcome, error, code, warnings)

@@ -11,6 +11,8 @@ changes nothing: the environment decides, as for any Ray driver.
 from __future__ import annotations
 
 import atexit
+import importlib.util
+import logging
 import os
 import secrets
 import threading
@@ -19,8 +21,10 @@ from typing import Any
 
 from engine.config import MB
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _owned = False
+METRICS_PORT_VARIABLE = "FFCHAT_METRICS_PORT"
 
 # The local default caps the object store: messages travel in small batches, never as huge objects.
 LOCAL_OBJECT_STORE_BYTES = 256 * MB
@@ -174,11 +178,27 @@ def _start_or_join(address: str | None) -> None:
             # "local": a new runtime even if /tmp/ray names another one (a `ray start` or Cluster head).
             _start_local(ray, {"address": "local", "include_dashboard": False,
                                "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
-                               "_system_config": dict(LOCAL_SYSTEM_CONFIG), **common})
+                               "_system_config": dict(LOCAL_SYSTEM_CONFIG), **metrics_options(), **common})
             _owned = True
             atexit.register(_shutdown_owned)
         else:
             ray.init(address=address, **common)
+
+
+def metrics_options() -> dict[str, Any]:
+    """ray.init options for the local runtime's Prometheus endpoint: `_metrics_export_port` from
+    FFCHAT_METRICS_PORT (none when unset). Ray's metrics agent serves it only with `ray[default]`
+    installed (the `metrics` extra); without it the port stays closed and recording costs nothing.
+    Raises ValueError for a value that is not a port number."""
+    value = os.environ.get(METRICS_PORT_VARIABLE, "").strip()
+    if not value:
+        return {}
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"{METRICS_PORT_VARIABLE} must be a port number 1-65535, got {value!r}")
+    if importlib.util.find_spec("prometheus_client") is None:
+        logger.warning("%s is set, but Ray's metrics agent needs ray[default] (pip install 'ff-chat-bridge[metrics]'): "
+                       "nothing will listen on port %s", METRICS_PORT_VARIABLE, value)
+    return {"_metrics_export_port": int(value)}
 
 
 def _shutdown_owned() -> None:

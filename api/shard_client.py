@@ -48,6 +48,10 @@ class ShardClient:
         self.operations_sent = 0
         self.retries = 0
 
+    def queued(self) -> int:
+        """Calls waiting for a free slot (not sent yet)."""
+        return len(self._queue)
+
     async def call(self, operation: ShardOperation, deadline: float) -> Any:
         """Run one shard operation; returns its value or raises its EngineError, ShardUnavailable or
         RequestTimeout."""

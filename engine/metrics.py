@@ -1,9 +1,14 @@
-"""Per-operation latency recorder in bounded memory: lifetime count/mean/min/max, recent percentiles."""
+"""Per-operation latency recorder in bounded memory: lifetime count/mean/min/max, recent percentiles;
+and `Tally`, the local aggregate of exported metrics (counts, histogram buckets, gauges) between flushes."""
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import math
+import os
 from collections import deque
+from dataclasses import dataclass, field
 
 
 class LatencyRecorder:
@@ -71,3 +76,86 @@ def nearest_rank(sorted_samples: list[float], percentile: float) -> float:
         return 0.0
     rank = max(1, math.ceil(percentile / 100.0 * len(sorted_samples)))
     return sorted_samples[min(rank, len(sorted_samples)) - 1]
+
+
+# Upper bounds (ms) of the exported latency histograms' buckets: 0.1 ms (a direct-plane call) to 10 s
+# (a request_timeout_s), about 2.5x apart, so p50 and p99 of any call this store makes fall apart.
+LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+                      5000.0, 10000.0)
+Tags = tuple[str, ...]  # tag values in the metric's tag-key order
+Series = tuple[str, Tags]  # (metric name, tag values)
+
+
+def path_tag(storage_path: str) -> str:
+    """A storage path as a metric tag: 16 hex digits of SHA-256 of its absolute normalised form (the
+    default Ray namespace without its `ffchat_` prefix), the same in the bridge and in the shards."""
+    return hashlib.sha256(os.path.normpath(os.path.abspath(storage_path)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Buckets:
+    """One histogram series between flushes: the count and the sum of the samples in each bucket
+    (the last bucket is everything above the highest bound)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    sums: list[float] = field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS_MS) + 1))
+
+
+@dataclass
+class Drained:
+    """What a flush publishes: counter increments, histogram buckets, latest gauge values."""
+
+    increments: dict[Series, float]
+    histograms: dict[Series, Buckets]
+    gauges: dict[Series, float]
+
+
+class Tally:
+    """Exported metrics aggregated in this process between flushes (the caller holds any lock).
+
+    `count` adds to a counter, `total` reports a counter's running total kept elsewhere (published
+    as the increase since it was last reported; a total that went down, or one reported `fresh`,
+    means its owner started again from zero, and its whole value is the increase), `observe` puts
+    a sample in its histogram bucket, `gauge` sets a value. `drain()` hands everything over and starts the next interval.
+
+    Example:
+        >>> tally = Tally(); tally.count("ops", ("store",)); tally.count("ops", ("store",), 2)
+        >>> tally.drain().increments[("ops", ("store",))]
+        3
+    """
+
+    def __init__(self) -> None:
+        self._increments: dict[Series, float] = {}
+        self._histograms: dict[Series, Buckets] = {}
+        self._gauges: dict[Series, float] = {}
+        self._totals: dict[Series, float] = {}  # running totals as last published
+
+    def count(self, name: str, tags: Tags, amount: float = 1) -> None:
+        key = (name, tags)
+        self._increments[key] = self._increments.get(key, 0) + amount
+
+    def total(self, name: str, tags: Tags, value: float, fresh: bool = False) -> None:
+        """`fresh`: the total's owner is new (counts from zero), whatever was reported before."""
+        key = (name, tags)
+        previous = 0 if fresh else self._totals.get(key, 0)
+        increase = value - previous if value >= previous else value
+        self._totals[key] = value
+        if increase:
+            self.count(name, tags, increase)
+
+    def observe(self, name: str, tags: Tags, value_ms: float) -> None:
+        key = (name, tags)
+        buckets = self._histograms.get(key)
+        if buckets is None:
+            buckets = self._histograms[key] = Buckets()
+        slot = bisect.bisect_left(LATENCY_BUCKETS_MS, value_ms)
+        buckets.counts[slot] += 1
+        buckets.sums[slot] += value_ms
+
+    def gauge(self, name: str, tags: Tags, value: float) -> None:
+        self._gauges[(name, tags)] = value
+
+    def drain(self) -> Drained:
+        drained = Drained(self._increments, self._histograms, self._gauges)
+        self._increments, self._histograms, self._gauges = {}, {}, {}
+        return drained

@@ -314,6 +314,11 @@ class ShardCore:
                 "pending_steps": health["pending_steps"], "io_failures": health["failures"],
                 "writes_paused": paused}
 
+    def counters(self) -> dict[str, int]:
+        """The cheap running figures exported as metrics about once a second (`stats` walks every session)."""
+        return {"cache_hits": self.state.cache.hits, "cache_misses": self.state.cache.misses,
+                "compactions": self.compactions, "log_bytes": self.log.disk_bytes()}
+
     def stats(self) -> dict[str, Any]:
         ram = sum(state.ram_bytes for state in self.state.sessions.values()) + self.state.search_index.nbytes()
         return {**self.probe(), "ram_bytes": ram,

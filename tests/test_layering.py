@@ -40,7 +40,7 @@ API_MAY_USE_FROM_ENGINE = {
     "engine.routing": "shard_index_for / user_shard_index",
     "engine.storable": "storable-value checks and their limits",
     "engine.text": "query-term helpers",
-    "engine.metrics": "latency percentiles (pure functions over numbers)",
+    "engine.metrics": "latency percentiles and the metrics tally (pure functions and counts over numbers)",
 }
 # A string that names a module, optionally with an attribute: an entry point value or an import_module path.
 _MODULE_STRING = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?")

@@ -40,6 +40,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ffchat_shard_compactions_total": ("counter", "Log compactions a shard ran", ("path", "shard")),
     "ffchat_shard_log_bytes": ("gauge", "Bytes of a shard's log segments on disk", ("path", "shard")),
     "ffchat_shard_restarts": ("gauge", "Times a shard's actor restarted while serving it", ("path", "shard")),
+    "ffchat_backups_total": ("counter", "Online backups a bridge took, by outcome", ("path", "outcome")),
+    "ffchat_backup_bytes_copied_total": ("counter", "Bytes backups wrote (new since earlier backups)", ("path",)),
 }
 Sampler = Callable[[Tally], bool]  # sets gauges at flush time; False once its subject is gone
 

@@ -20,6 +20,8 @@ from typing import Any, Callable
 from engine import backup_ops as bops
 from engine.errors import EngineError, InvalidInput, RequestTimeout
 
+from actors.exporter import EXPORTER
+
 from .errors import StorageError
 
 Progress = Callable[[int, int], None]
@@ -128,6 +130,7 @@ class BackupMethods:
 
     open_backend: Callable[[], Any]
     settings: Any
+    metrics_path: str | None
 
     async def backup(self, dest: str | None = None, keep: int = 0, progress: Progress | None = None
                      ) -> dict[str, Any]:
@@ -136,10 +139,18 @@ class BackupMethods:
         meanwhile. Raises StorageError (with the error code) if it fails."""
         backend = self.open_backend()
         dest = dest or self.settings.backup_destination or default_destination(self.settings.storage_path)
+        path = self.metrics_path  # set when the bridge exports metrics (actors/exporter.py)
         try:
-            return await take_backup(backend, self.settings.storage_path, dest, keep, progress)
+            result = await take_backup(backend, self.settings.storage_path, dest, keep, progress)
         except EngineError as exc:
+            if path:
+                EXPORTER.count("ffchat_backups_total", (path, "error"))
             raise StorageError(f"Backup failed: {exc.message}", operation="backup", error_code=exc.code) from None
+        if path:
+            EXPORTER.count("ffchat_backups_total", (path, "ok"))
+            if result["bytes_copied"]:
+                EXPORTER.count("ffchat_backup_bytes_copied_total", (path,), result["bytes_copied"])
+        return result
 
     @staticmethod
     async def restore_backup(source: str, path: str, progress: Progress | None = None) -> dict[str, Any]:

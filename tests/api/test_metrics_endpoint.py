@@ -1,6 +1,6 @@
 """Ray's Prometheus endpoint shows the ffchat_ metrics moving: a driver in its own process starts the
 library's runtime with FFCHAT_METRICS_PORT, does real stores, reads, searches, a failing call and a
-compaction, and reads /metrics twice. Run as `python -m tests.api.test_metrics_endpoint PATH` it is
+compaction and a backup, and reads /metrics twice. Run as `python -m tests.api.test_metrics_endpoint PATH` it is
 that driver."""
 
 from __future__ import annotations
@@ -102,9 +102,12 @@ async def _scenario(storage_path: str) -> dict:
         stores = total(first, "ray_ffchat_operations_total", operation="store_chat_message", outcome="ok")
         await _traffic(data, session_id)
         await bridge.backend.compact_all()
+        copied = (await bridge.backup(storage_path.rstrip("/") + "-backups"))["bytes_copied"]
         second, second_wait_s = await _scrape_until(url, lambda samples: (
             total(samples, "ray_ffchat_operations_total", operation="store_chat_message", outcome="ok") or 0) > stores
-            and total(samples, "ray_ffchat_shard_compactions_total") == 2)  # one per shard
+            and total(samples, "ray_ffchat_shard_compactions_total") == 2  # one per shard
+            and total(samples, "ray_ffchat_backups_total", outcome="ok") == 1
+            and total(samples, "ray_ffchat_backup_bytes_copied_total") == copied > 0)
         return {"first": [sample for sample in first if "ffchat" in sample[0]],
                 "second": [sample for sample in second if "ffchat" in sample[0]],
                 "waits_s": [first_wait_s, second_wait_s], "url": url}

@@ -13,6 +13,7 @@ Ray restarts a crashed actor by re-running __init__: it comes back unassigned, a
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,9 @@ from . import direct_server
 from .direct_server import DirectServer
 from .exporter import EXPORTER, FLUSH_INTERVAL_S
 from .wire import Endpoint
+
+
+logger = logging.getLogger(__name__)
 
 
 def _count_restart(shard: Shard, restarted: bool) -> int:
@@ -158,6 +162,8 @@ class ShardActor:
                     return
                 except EngineError:
                     pass  # recorded by the shard (degraded in health) and retried on a later tick
+                except Exception:  # a bug must not end the upkeep (its fsyncs and flushes) for good
+                    logger.exception("shard %s upkeep step failed; retried on the next tick", shard.index)
                 if self._exporting and (published is None or time.monotonic() - published >= FLUSH_INTERVAL_S):
                     EXPORTER.record_shard(path, shard.index, shard.counters(), hosted.restarts, published is None)
                     published = time.monotonic()

@@ -27,6 +27,7 @@ accepts; replay applies a group only when its last part is read, so a batch is n
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from typing import Any, Iterator, NamedTuple
 
@@ -34,7 +35,7 @@ import msgpack
 import zstandard
 
 from .config import MB
-from .errors import CorruptRecord, InvalidInput
+from .errors import CorruptRecord, InvalidInput, StorageFailure
 
 SEGMENT_MAGIC = b"FFCHSEG2"
 SEGMENT_HEADER = struct.Struct("<8sQI")
@@ -62,15 +63,24 @@ RECORD_TYPES = frozenset({USER_PUT, USER_DELETE, SESSION_PUT, SESSION_DELETE, ME
 
 Record = tuple[int, bytes]
 
-_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
-_compressor = zstandard.ZstdCompressor(level=3)
-_decompressor = zstandard.ZstdDecompressor()
+class _Codecs(threading.local):
+    """A packer and zstd (de)compressors per thread: neither msgpack's Packer nor python-zstandard's
+    objects may be used by two threads at once (four threads sharing one compressor segfault), and
+    shards, their upkeep threads, compaction, backups and verify all encode or compress."""
+
+    def __init__(self) -> None:
+        self.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+        self.compressor = zstandard.ZstdCompressor(level=3)
+        self.decompressor = zstandard.ZstdDecompressor()
+
+
+_codecs = _Codecs()
 
 
 # ---------------------------------------------------------------------- encoding
 def _packed(body: Any) -> bytes:
     try:
-        payload: bytes = _pack(body)
+        payload: bytes = _codecs.pack(body)
         return payload
     except (TypeError, ValueError, OverflowError) as exc:  # unencodable value: the caller's input
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
@@ -115,7 +125,7 @@ def _split_messages(body: dict[str, Any], compress: bool) -> list[Record]:
 
 def _finish(record_type: int, payload: bytes, compress: bool) -> Record:
     if compress and len(payload) >= COMPRESS_MIN_BYTES:
-        return record_type | COMPRESSED, _compressor.compress(payload)
+        return record_type | COMPRESSED, _codecs.compressor.compress(payload)
     return record_type, payload
 
 
@@ -187,7 +197,7 @@ def decode(record_type: int, payload: bytes, where: str) -> Any:
             size = zstandard.frame_content_size(payload)
             if size < 0 or size > MAX_RECORD_BYTES:
                 raise ValueError(f"compressed record declares {size} bytes")
-            payload = _decompressor.decompress(payload)
+            payload = _codecs.decompressor.decompress(payload)
         return msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException, zstandard.ZstdError) as exc:
         raise CorruptRecord(f"Undecodable record {where}: {exc}") from None
@@ -233,8 +243,13 @@ def valid_frames_after(buffer: bytes, offset: int, salt: int) -> Iterator[Frame]
 
 
 def compress_segment(data: bytes) -> bytes:
-    return _compressor.compress(data)
+    """zstd of a sealed segment; raises StorageFailure if the compressor fails (a background step retries)."""
+    try:
+        compressed: bytes = _codecs.compressor.compress(data)
+        return compressed
+    except zstandard.ZstdError as exc:
+        raise StorageFailure(f"Cannot compress a segment: {exc}") from None
 
 
 def decompress_segment(data: bytes) -> bytes:
-    return _decompressor.decompress(data)
+    return _codecs.decompressor.decompress(data)

@@ -10,6 +10,7 @@ from typing import Callable
 from . import codec, segment
 from .active_segment import ActiveSegment
 from .backoff import Backoff
+from .errors import StorageFailure
 from .filesystem import FileSystem, atomic_write
 
 WRITE_FAILURE_WINDOW_S = 30.0
@@ -119,7 +120,7 @@ class Upkeep:
             number = self.uncompressed[0]
             try:
                 self._compress_segment(number)
-            except OSError as exc:
+            except (OSError, StorageFailure) as exc:
                 self._discard(segment.file_name(number, True) + ".tmp")
                 self.failed("segment compression", exc)
                 return

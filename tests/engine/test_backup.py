@@ -172,3 +172,54 @@ def test_a_manifest_names_its_files_in_log_order_with_checksums(shard, tmp_path)
     assert names == sorted(names) and names[-1] == entry["position"]["segment"]
     assert manifest["format"] == backup.FORMAT and manifest["backup_id"] == "b1"
     assert not os.listdir(tmp_path / "dest" / "pending")
+
+
+def test_a_backup_that_commits_last_is_kept_even_if_it_started_first(shard, tmp_path):
+    """keep=1 with two backups at once: the one committing never removes its own manifest."""
+    dest = tmp_path / "dest"
+    _fill(shard, 20)
+    shard.execute([bops.BackupShard(str(dest), "b1-started-first")])[0].unwrap()
+    first = _wait(shard, "b1-started-first")
+    _, later = _backup(shard, dest, "b2-started-second", keep=1)
+    manifest = {"created_at": "now", "source": "x", "shard_count": 1, "shards": [first]}
+    committed = backup.commit(FileSystem(), str(dest), "b1-started-first", manifest, 1)
+    assert os.path.exists(committed["manifest"]) and committed["backups_removed"] == ["b2-started-second"]
+    assert backup.list_backups(FileSystem(), str(dest)) == ["b1-started-first"] and later["cleanup_error"] is None
+
+
+def test_restore_refuses_a_path_inside_a_backup_folder_and_clean_up_skips_folders(shard, tmp_path):
+    dest = tmp_path / "dest"
+    _fill(shard, 20)
+    _backup(shard, dest, "b1")
+    for inside in (dest / "objects" / "zz", dest / "backups" / "x", dest / "new"):
+        with pytest.raises(InvalidInput, match="inside the backup folder"):
+            backup.restore(FileSystem(), str(dest), str(inside))
+        assert not inside.exists()
+    (dest / "objects" / "zz" / "stray").mkdir(parents=True)  # someone else's folder: never removed, never fatal
+    _, committed = _backup(shard, dest, "b2", keep=1)
+    assert committed["cleanup_error"] is None and (dest / "objects" / "zz" / "stray").is_dir()
+
+
+def test_codecs_are_safe_on_many_threads():
+    """Shards, their upkeep threads, backups and verify compress and pack at once (a shared zstd
+    compressor segfaulted with four threads)."""
+    import random
+    import threading
+    from engine import codec
+    failures = []
+
+    def work(seed):
+        rng = random.Random(seed)
+        try:
+            for number in range(150):
+                data = bytes(rng.getrandbits(8) for _ in range(500)) * rng.randint(1, 20)
+                assert codec.decompress_segment(codec.compress_segment(data)) == data
+                codec.pack(codec.USER_PUT, {"u": "x" * rng.randint(1, 50), "p": {"n": number}})
+        except Exception as exc:  # reported by the main thread
+            failures.append(exc)
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures

@@ -77,7 +77,7 @@ async def scheduled_backup(bridge: Any) -> None:
     bridge.last_backup = {"at": time.monotonic(), "error": None, "result": None}
     try:
         bridge.last_backup["result"] = await bridge.backup(keep=bridge.settings.backup_keep)
-    except Exception as exc:  # health reports it; the next interval tries again
+    except Exception as exc:  # health_check warns (degraded); the next interval tries again
         bridge.last_backup["error"] = str(exc)
 
 

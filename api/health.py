@@ -91,6 +91,8 @@ async def _probe_shards(bridge: Any, result: dict[str, Any]) -> None:
     bridge.shard_snapshot.merge_probes(probes)
     result["shards"] = shards = [shard_health(p) for p in probes]
     _report_transports(bridge, shards, result)
+    if bridge.settings.backup_enabled and bridge.last_backup.get("error"):
+        result["warnings"].append(f"The last scheduled backup failed: {bridge.last_backup['error']}")
     answering = [p for p in probes if not p.get("unavailable") and p.get("log_open")]
     result["storage_accessible"] = bool(answering) and all(p.get("readable") for p in answering)
     result["write_permissions"] = bool(answering) and all(p.get("writable") for p in answering)

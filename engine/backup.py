@@ -91,19 +91,28 @@ def copy_shard(fs: FileSystem, directory: str, files: list[tuple[str, int]], des
 
 def commit(fs: FileSystem, dest: str, backup_id: str, manifest: dict[str, Any], keep: int) -> dict[str, Any]:
     """Write the backup's manifest (the backup exists from here on), drop the pending marker, keep
-    the newest `keep` backups (0: all) and remove objects nothing names. Returns what it did."""
+    the newest `keep` backups (0: all; this one is always kept) and remove objects nothing names.
+    Returns what it did; a failure after the manifest is written is reported (`cleanup_error`), not
+    raised: the backup is there."""
     check_backup_id(backup_id)
     missing = [f["sha256"] for shard in manifest["shards"] for f in shard["files"]
                if not fs.exists(object_path(dest, f["sha256"]))]
     if missing:
-        raise StorageFailure(f"Backup {backup_id}: {len(missing)} objects are missing before the commit")
+        raise StorageFailure(f"Backup {backup_id}: {len(missing)} objects are missing before the commit "
+                             f"(removed by another backup's clean-up): take the backup again")
     make_durable_dir(fs, os.path.join(dest, BACKUPS))
     body = {"format": FORMAT, "backup_id": backup_id, **manifest}
-    _write_new(fs, os.path.join(dest, BACKUPS, f"{backup_id}.json"), json.dumps(body, indent=1).encode(), backup_id)
-    abort(fs, dest, backup_id)
-    removed = _retain(fs, dest, keep)
-    return {"backup_id": backup_id, "manifest": os.path.join(dest, BACKUPS, f"{backup_id}.json"),
-            "backups_removed": removed, "objects_removed": collect_garbage(fs, dest)}
+    path = os.path.join(dest, BACKUPS, f"{backup_id}.json")
+    _write_new(fs, path, json.dumps(body, indent=1).encode(), backup_id)
+    done: dict[str, Any] = {"backup_id": backup_id, "manifest": path, "backups_removed": [], "objects_removed": 0,
+                            "cleanup_error": None}
+    try:
+        abort(fs, dest, backup_id)
+        done["backups_removed"] = _retain(fs, dest, keep, backup_id)
+        done["objects_removed"] = collect_garbage(fs, dest)
+    except OSError as exc:
+        done["cleanup_error"] = f"{type(exc).__name__}: {exc}"
+    return done
 
 
 def abort(fs: FileSystem, dest: str, backup_id: str) -> None:
@@ -123,9 +132,11 @@ def list_backups(fs: FileSystem, dest: str) -> list[str]:
     return sorted(name[:-5] for name in fs.listdir(folder) if name.endswith(".json"))
 
 
-def _retain(fs: FileSystem, dest: str, keep: int) -> list[str]:
-    backups = list_backups(fs, dest)
-    removed = backups[:-keep] if keep > 0 else []
+def _retain(fs: FileSystem, dest: str, keep: int, committed: str) -> list[str]:
+    """Remove all but the newest `keep` manifests, never the one just `committed` (an older backup that
+    finished last still counts as one of the newest)."""
+    others = [backup_id for backup_id in list_backups(fs, dest) if backup_id != committed]
+    removed = others[:max(0, len(others) - (keep - 1))] if keep > 0 else []
     for backup_id in removed:
         fs.unlink(os.path.join(dest, BACKUPS, f"{backup_id}.json"))
     if removed:
@@ -143,9 +154,10 @@ def collect_garbage(fs: FileSystem, dest: str) -> int:
     removed = 0
     root = os.path.join(dest, OBJECTS)
     for prefix in fs.listdir(root) if fs.isdir(root) else []:
-        for name in fs.listdir(os.path.join(root, prefix)):
-            if name not in named:  # unnamed objects and temporary files a dead backup left
-                fs.unlink(os.path.join(root, prefix, name))
+        folder = os.path.join(root, prefix)
+        for name in fs.listdir(folder) if fs.isdir(folder) else []:
+            if name not in named and not fs.isdir(os.path.join(folder, name)):  # only files this module wrote
+                fs.unlink(os.path.join(folder, name))
                 removed += 1
     return removed
 
@@ -155,6 +167,8 @@ def _backups_in_progress(fs: FileSystem, dest: str) -> bool:
     active = False
     for name in fs.listdir(folder) if fs.isdir(folder) else []:
         path = os.path.join(folder, name)
+        if fs.isdir(path):
+            continue
         try:
             started = float(fs.read(path).decode() or 0)
         except (OSError, ValueError):
@@ -192,15 +206,47 @@ def restore(fs: FileSystem, source: str, path: str,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Rebuild storage path `path` (absent or an empty folder) from a backup; returns
     {backup_id, shard_count, files, bytes, verify: engine.verify's report}. Raises InvalidInput,
-    CorruptRecord (a checksum or size does not match: nothing is left at `path`). `progress(done, total)`
-    is told the bytes written after each file."""
+    CorruptRecord (a checksum or size does not match), StorageFailure (I/O); on any failure nothing is
+    left at `path` or beside it. `progress(done, total)` is told the bytes written after each file."""
     from .verify import verify_store
     dest, manifest_path = resolve(fs, source)
     manifest = load_manifest(fs, manifest_path)
+    _check_restore_target(fs, path)
+    staging = f"{path.rstrip(os.sep)}.restoring-{manifest['backup_id']}-{secrets.token_hex(4)}"
+    try:
+        files, total = _restore_files(fs, dest, manifest, staging, progress)
+        if fs.exists(path):
+            fs.rmdir(path)  # empty (checked): the staged folder takes its place
+        fs.replace(staging, path)
+        fs.fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except BaseException as exc:
+        try:
+            _remove_folder(fs, staging)
+        except OSError:
+            pass  # a leftover staging folder is harmless: its name is unique
+        if isinstance(exc, OSError):
+            raise StorageFailure(f"Restore into {path} failed: {exc}") from None
+        raise
+    return {"backup_id": manifest["backup_id"], "shard_count": manifest["shard_count"], "files": files,
+            "bytes": total, "verify": verify_store(path, fs)}
+
+
+def _check_restore_target(fs: FileSystem, path: str) -> None:
     if fs.exists(path) and (not fs.isdir(path) or fs.listdir(path)):
         raise InvalidInput(f"{path} exists and is not an empty folder: restore into a new path")
-    staging = f"{path.rstrip(os.sep)}.restoring-{manifest['backup_id']}"
-    _remove_folder(fs, staging)
+    folder = os.path.abspath(path)
+    while True:
+        if is_backup(fs, folder):
+            raise InvalidInput(f"{path} is inside the backup folder {folder}: restore outside it")
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
+
+
+def _restore_files(fs: FileSystem, dest: str, manifest: dict[str, Any], staging: str,
+                   progress: Callable[[int, int], None] | None) -> tuple[int, int]:
+    """Write every shard's files (checked against their checksums) and the identity files into `staging`."""
     files = total = 0
     size = sum(entry["bytes"] for shard in manifest["shards"] for entry in shard["files"])
     for shard in manifest["shards"]:
@@ -219,12 +265,7 @@ def restore(fs: FileSystem, source: str, path: str,
     _write_new(fs, os.path.join(staging, "manifest.json"), json.dumps(
         {"format_version": FORMAT_VERSION, "shard_count": manifest["shard_count"], "created_at": time.time(),
          "restored_from": manifest["backup_id"]}).encode(), "restore")
-    if fs.exists(path):
-        fs.rmdir(path)
-    fs.replace(staging, path)
-    fs.fsync_dir(os.path.dirname(os.path.abspath(path)))
-    return {"backup_id": manifest["backup_id"], "shard_count": manifest["shard_count"], "files": files,
-            "bytes": total, "verify": verify_store(path, fs)}
+    return files, total
 
 
 def read_object(fs: FileSystem, dest: str, entry: dict[str, Any]) -> bytes:

@@ -100,3 +100,40 @@ async def test_backup_enabled_takes_backups_on_schedule_and_keeps_the_newest(tmp
     kept = sorted(os.listdir(tmp_path / "dest" / "backups"))
     assert len(kept) == 2, kept
     assert config.to_dict()["backup"] == {"destination": str(tmp_path / "dest"), "interval_s": 1.0, "keep": 2}
+
+
+async def test_a_failing_scheduled_backup_makes_health_degraded_and_the_bridge_keeps_serving(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    config = ChatAppStorageConfig(str(tmp_path / "store"), shard_count=2, backup_enabled=True, backup_interval_s=1.0,
+                                  backup_destination=str(tmp_path / "a_file" / "dest"))
+    bridge = FFChatAppBridge(config, in_process=True)
+    await bridge.initialize()
+    try:
+        await asyncio.sleep(1.8)
+        health = await bridge.health_check()
+        assert health["status"] == "degraded", health
+        assert any("scheduled backup failed" in warning for warning in health["warnings"]), health["warnings"]
+        data = bridge.get_data_layer()
+        session_id = await data.storage.create_session("sched", "Still serving")
+        assert (await data.store_chat_message("sched", session_id, message("still here")))["success"]
+    finally:
+        await bridge.close()
+
+
+async def test_concurrent_restores_into_one_path_give_one_store_and_clear_errors(tmp_path):
+    config = ChatAppStorageConfig(str(tmp_path / "store"), shard_count=2)
+    bridge = FFChatAppBridge(config, in_process=True)
+    await bridge.initialize()
+    try:
+        data = bridge.get_data_layer()
+        session_id = await data.storage.create_session("u", "t")
+        await data.store_chat_messages("u", session_id, [message(f"m{i}") for i in range(50)])
+        await bridge.backup(str(tmp_path / "dest"))
+    finally:
+        await bridge.close()
+    outcomes = await asyncio.gather(*(FFChatAppBridge.restore_backup(str(tmp_path / "dest"), str(tmp_path / "same"))
+                                      for _ in range(4)), return_exceptions=True)
+    assert sum(isinstance(outcome, dict) for outcome in outcomes) == 1, outcomes
+    assert all(outcome.error_code for outcome in outcomes if isinstance(outcome, Exception)), outcomes
+    assert all(isinstance(outcome, (dict, StorageError)) for outcome in outcomes), outcomes
+    assert sorted(os.listdir(tmp_path)) == ["dest", "same", "store"]  # no staging folder left behind

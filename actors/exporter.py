@@ -14,6 +14,7 @@ import atexit
 import importlib.util
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -68,6 +69,8 @@ class Exporter:
         agent (nothing would ever read the series). Idempotent."""
         if self.started:
             return True
+        if os.environ.get("FFCHAT_METRICS", "").lower() in ("0", "off", "false", "no"):
+            return False
         if importlib.util.find_spec("prometheus_client") is None:  # installed by ray[default] only
             return False
         try:

@@ -42,3 +42,12 @@ def test_a_metrics_port_that_is_no_port_is_refused(monkeypatch, value):
     monkeypatch.setenv(runtime.METRICS_PORT_VARIABLE, value)
     with pytest.raises(ValueError, match=runtime.METRICS_PORT_VARIABLE):
         runtime.metrics_options()
+
+
+@pytest.mark.parametrize("value", ["off", "0", "false", "NO"])
+def test_ffchat_metrics_off_keeps_the_exporter_from_starting(monkeypatch, value):
+    """FFCHAT_METRICS=off: no recording, no flush thread, whatever Ray and its extras offer."""
+    from actors.exporter import Exporter
+    monkeypatch.setenv("FFCHAT_METRICS", value)
+    exporter = Exporter(publish=lambda drained: None)
+    assert exporter.start() is False and not exporter.started

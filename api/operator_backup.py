@@ -43,9 +43,12 @@ async def backup(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
     rows = [{"shard": s["shard"], "position": f"{s['position']['segment']}@{s['position']['offset']}",
              "messages": s["position"]["messages"], "files": s["files"], "bytes": s["bytes"],
              "copied": s["bytes_copied"]} for s in result["shards"]]
+    reused = result["bytes"] - result["bytes_copied"]
     lines = [f"backup {result['backup_id']}: {result['messages']} messages, {result['bytes']} bytes "
-             f"({result['bytes_copied']} new, the rest already in DEST from an earlier backup) "
-             f"in {result['duration_ms']:.0f} ms", f"manifest: {result['manifest']}", table(rows, tuple(rows[0]))]
+             + (f"({result['bytes_copied']} new, {reused} already in DEST from an earlier backup) " if reused else "")
+             + f"in {result['duration_ms']:.0f} ms", f"manifest: {result['manifest']}", table(rows, tuple(rows[0]))]
+    if result.get("cleanup_error"):
+        lines.append(f"warning: the backup is written, but removing older ones failed: {result['cleanup_error']}")
     if result["backups_removed"]:
         lines.append(f"removed older backups: {', '.join(result['backups_removed'])} "
                      f"({result['objects_removed']} files no backup needs)")

@@ -12,6 +12,7 @@ Ray restarts a crashed actor by re-running __init__: it comes back unassigned, a
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -66,6 +67,19 @@ def _runtime_facts() -> tuple[str | None, bool, bool]:
 
 
 ShardKey = tuple[str, int]  # (storage_path, shard index)
+RELEASE_SLACK_BYTES = 32 * 1024 * 1024  # a released actor holding more than this above its idle size is replaced
+
+
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim; elsewhere nothing to do)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -105,6 +119,7 @@ class ShardActor:
         self._engine_lock = threading.Lock()
         self._server: DirectServer | None = None
         self._server_lock = threading.Lock()
+        self._idle_rss: int | None = None
 
     # ------------------------------------------------------------------ assignment
     def assign(self, config: EngineConfig, index: int, compress_records: bool = False,
@@ -121,6 +136,8 @@ class ShardActor:
             return dict(self._hosted[key].recovery)
         if any(path != config.storage_path for path, _ in self._hosted):
             raise ShardUnavailable(f"actor slot {self._slot} already serves another path")  # never name it
+        if not self._hosted:
+            self._idle_rss = _rss()  # what this process holds serving nothing: release() comes back to it
         shard = Shard(config, index)
         recovery = shard.open()  # a failed open releases the shard's lock before raising
         gc.freeze()  # the replayed state is long-lived: keep it out of every later collection
@@ -133,7 +150,11 @@ class ShardActor:
 
     def release(self) -> bool:
         """Flush and close every shard, drop their locks; the actor returns to the pool (the direct
-        plane's secret changes and its connections close, so no holder of the old one stays)."""
+        plane's secret changes and its connections close, so no holder of the old one stays).
+
+        Returns whether it gave its memory back: the shards' state is freed and the heap trimmed, and
+        False (the pool then replaces this process) if it still holds more than RELEASE_SLACK_BYTES
+        above what it held before its first shard, as a process keeps freed memory it cannot return."""
         for hosted in self._hosted.values():
             hosted.stop.set()
         if self._server is not None:
@@ -142,7 +163,14 @@ class ShardActor:
             hosted_all, self._hosted = list(self._hosted.values()), {}
             for hosted in hosted_all:
                 hosted.shard.close()
-        return True
+            del hosted_all
+            return self._give_memory_back()
+
+    def _give_memory_back(self) -> bool:
+        gc.unfreeze()  # assign() froze the replayed state: let a collection see it again
+        gc.collect()
+        _trim_heap()
+        return self._idle_rss is None or _rss() <= self._idle_rss + RELEASE_SLACK_BYTES
 
     def _upkeep_loop(self, hosted: _Hosted, path: str) -> None:
         """Run the shard's upkeep: due `none`-mode flushes, the about-once-a-second fsync of flush and

@@ -30,6 +30,21 @@ def test_shard_actor_assign_execute_release(tmp_path):
     actor.release()
 
 
+def test_release_asks_to_be_replaced_when_the_process_keeps_the_shards_memory(tmp_path, monkeypatch):
+    """Released, an actor frees its shards' state and trims the heap; if the process still holds more
+    than RELEASE_SLACK_BYTES above its size before its first shard, release() is False and the pool
+    replaces it (a pooled process must not keep a closed path's memory)."""
+    import actors.shard_actor as shard_actor
+    readings = iter([100 * 2**20, 100 * 2**20 + shard_actor.RELEASE_SLACK_BYTES + 1])
+    monkeypatch.setattr(shard_actor, "_rss", lambda: next(readings))
+    actor = ShardActor(0, tune_gc=False)
+    actor.assign(engine_config(tmp_path), 0)  # reads the idle size
+    assert actor.release() is False
+    readings = iter([100 * 2**20, 100 * 2**20 + shard_actor.RELEASE_SLACK_BYTES])
+    actor.assign(engine_config(tmp_path), 0)
+    assert actor.release() is True
+
+
 def test_two_actors_cannot_own_one_shard(tmp_path):
     """A second actor assigned the same shard gets ShardLocked while the first holds it."""
     first, second = ShardActor(0, tune_gc=False), ShardActor(1, tune_gc=False)

@@ -105,7 +105,8 @@ PLANE_SECTIONS = ("operations", "throughput", "scalability", "search")
 async def run(args: argparse.Namespace) -> int:
     root = tempfile.mkdtemp(prefix="ffchat-bench-", dir=args.workdir)
     factors = [int(f) for f in args.factors.split(",")]
-    ctx = Context(root=root, quick=args.quick, seed=args.seed, factors=factors)
+    ctx = Context(root=root, quick=args.quick, seed=args.seed, factors=factors,
+                  capacity_messages=args.capacity_messages)
     names = list(SECTIONS) if not args.sections else args.sections.split(",")
     planes = [plane.strip() for plane in args.data_planes.split(",") if plane.strip()]
     runs = [(name, planes[0]) for name in names] + \
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="bench_results/bench.json")
     parser.add_argument("--chart", default="bench_results/scalability.png")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--capacity-messages", type=int, default=None, metavar="N",
+                        help="messages the capacity section loads (default 1,000,000; --quick 50,000; "
+                             "10,000,000 is the issue's second size, outside CI)")
     parser.add_argument("--address", default=None, help="run against a running Ray cluster")
     parser.add_argument("--sections", default=None, help=f"comma list of {','.join(SECTIONS)}")
     parser.add_argument("--workdir", default=None, help="where scratch data goes (default: system temp)")

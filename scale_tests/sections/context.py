@@ -24,6 +24,7 @@ class Context:
     seed: int
     factors: list[int]
     options: dict[str, Any] = field(default_factory=lambda: {"performance_mode": "speed"})
+    capacity_messages: int | None = None  # --capacity-messages (None: 1,000,000, quick 50,000)
     figures: list[Figure] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 

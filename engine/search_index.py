@@ -116,6 +116,14 @@ class SearchIndex:
             index = self._users[user_id] = _UserIndex()
         index.add(session_id, message_id, content, role, timestamp)
 
+    def add_many(self, user_id: str, session_id: str, documents: Iterable[tuple[str, str, str, float]]) -> None:
+        """`add` for (message_id, content, role, timestamp) documents of one session, in order."""
+        index = self._users.get(user_id)
+        if index is None:
+            index = self._users[user_id] = _UserIndex()
+        for message_id, content, role, timestamp in documents:
+            index.add(session_id, message_id, content, role, timestamp)
+
     def remove_message(self, user_id: str, session_id: str, message_id: str, content: str) -> None:
         index = self._users.get(user_id)
         if index is None:

@@ -35,6 +35,7 @@ from .shard_state import RECOVERED_TITLE, ShardState
 from .vector_index import load_embedder
 
 COMPACT_MIN_DEAD = 10_000  # compact once deleted messages exceed this and the live count
+INDEX_STEP_MESSAGES = 10_000  # search indexing per upkeep step (about 60 ms under the engine lock)
 _Handler = Callable[..., Any]
 _Marked = TypeVar("_Marked", bound=Callable[..., Any])
 
@@ -99,6 +100,7 @@ class ShardCore:
         try:
             for record_type, body in self.log.open():
                 self.state.apply(record_type, body)
+            self.state.defer_indexing = False  # replay leaves search indexes to searches and upkeep
             self._check_identity()
         except OSError as exc:
             self.log.release()
@@ -133,6 +135,7 @@ class ShardCore:
         fresh = self.state.empty_copy()
         for record_type, body in self.log.reload():
             fresh.apply(record_type, body)
+        fresh.defer_indexing = False
         self.state = fresh
         self._reload_needed = False
         self.reloads += 1
@@ -212,8 +215,10 @@ class ShardCore:
                                      f"({type(exc).__name__})"))
 
     def maintain(self) -> None:
-        """Background upkeep: due none-mode flushes, retries of failed log steps, compaction."""
+        """Background upkeep: due none-mode flushes, retries of failed log steps, building search
+        indexes replay left out (a bounded step each time), compaction."""
         self.log.maintain()
+        self.state.index_some(INDEX_STEP_MESSAGES)
         due = self._compact_wanted or self.state.dead_messages > max(COMPACT_MIN_DEAD, self.state.message_count)
         if due and not self._compact_retry.waiting():
             try:
@@ -320,7 +325,7 @@ class ShardCore:
                 "compactions": self.compactions, "log_bytes": self.log.disk_bytes()}
 
     def stats(self) -> dict[str, Any]:
-        ram = sum(state.ram_bytes for state in self.state.sessions.values()) + self.state.search_index.nbytes()
+        ram = sum(state.ram_bytes for state in self.state.sessions.values()) + self.state.index_nbytes()
         return {**self.probe(), "ram_bytes": ram,
                 "ram_bytes_per_message": ram / self.state.message_count if self.state.message_count else 0.0,
                 "log_bytes": self.log.disk_bytes(), "log_commits": self.log.commits, "log_fsyncs": self.log.fsyncs,

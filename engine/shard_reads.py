@@ -84,7 +84,7 @@ class ReadHandlers(ShardCore):
 
     @handles(ops.SearchStats)
     def search_stats(self, user_id: str, terms: list[str]) -> dict[str, Any]:
-        return self.state.search_index.stats(user_id, terms)
+        return self.state.searchable(user_id).stats(user_id, terms)
 
     @handles(ops.Search)
     def search(self, user_id: str, terms: list[str], global_stats: dict[str, Any], limit: int,
@@ -98,7 +98,7 @@ class ReadHandlers(ShardCore):
         cached = self.state.cache.get(key)
         if cached is not None:
             return Cached(cached, True)
-        found = self.state.search_index.search(user_id, terms, global_stats, limit, sort=sort, **filters)
+        found = self.state.searchable(user_id).search(user_id, terms, global_stats, limit, sort=sort, **filters)
         hits = self._hit_dicts(user_id, found["hits"], include_metadata)
         result = SearchPart(hits, found["total"])
         self.state.cache.put(key, result, 256 + sum(len(h["content"]) + 300 for h in hits), [("u", user_id)])

@@ -1,11 +1,14 @@
 """The in-memory state of one shard and the one function that changes it: `apply(record)`.
 
 Live writes and replay both go through `apply`, so memory after a restart is exactly memory
-before it. Records are applied only after they were encoded (encode before apply).
+before it. Records are applied only after they were encoded (encode before apply). The search
+index is derived: replay only notes which messages each user's index still lacks, and a user's
+index is built when first read (`searchable`) or by upkeep (`index_some`), in log order.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -26,6 +29,12 @@ class ShardState:
         self.sessions: dict[tuple[str, str], SessionState] = {}
         self.user_sessions: dict[str, set[str]] = {}
         self.search_index = SearchIndex()
+        # Messages not in the search index yet, per user, as (session_id, start, count) runs in log
+        # order: building them later gives each message the doc id (so the tie order) incremental
+        # indexing would have. A user's positions only move on a delete or purge, which builds first.
+        self._unindexed: dict[str, deque[tuple[str, int, int]]] = {}
+        self.unindexed_messages = 0
+        self.defer_indexing = True  # while replaying; ShardCore clears it once the log is read
         self.vectors = VectorIndex(embedder)
         self.cache = ShardCache(cache_bytes_max)
         self.message_count = 0
@@ -74,20 +83,75 @@ class ShardState:
             self.user_sessions.setdefault(user_id, set()).add(session_id)
             self.orphans += len(body["m"])
         last_text, epoch = "", 0.0
+        start, complete = len(state.messages), user_id not in self._unindexed
+        vectors = self.vectors if self.vectors.enabled else None
         for message_id, role, content, timestamp, attachments, metadata, stored_at in body["m"]:
             if timestamp != last_text:  # a batch usually shares one timestamp: parse it once
                 last_text, epoch = timestamp, datetime.fromisoformat(timestamp).timestamp()
             state.append(StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at))
-            self.search_index.add(user_id, session_id, message_id, content, role, epoch)
-            self.vectors.add(user_id, session_id, message_id, content, role, epoch)
+            if vectors is not None:
+                vectors.add(user_id, session_id, message_id, content, role, epoch)
+        self._note_unindexed(user_id, session_id, start, len(body["m"]))
+        if complete and not self.defer_indexing:
+            self.index_user(user_id)  # a live write of a user whose index is complete keeps it so
         self.message_count += len(body["m"])
         state.record["updated_at"] = body["t"]
         self.invalidate(user_id, session_id)
 
+    # ------------------------------------------------------------------ the derived search index
+    def _note_unindexed(self, user_id: str, session_id: str, start: int, count: int) -> None:
+        runs = self._unindexed.get(user_id)
+        if runs is None:
+            runs = self._unindexed[user_id] = deque()
+        if runs and runs[-1][0] == session_id and runs[-1][1] + runs[-1][2] == start:
+            runs[-1] = (session_id, runs[-1][1], runs[-1][2] + count)
+        else:
+            runs.append((session_id, start, count))
+        self.unindexed_messages += count
+
+    def index_user(self, user_id: str, budget: int | None = None) -> int:
+        """Index up to `budget` (all if None) of the user's unindexed messages, oldest first; returns
+        how many were indexed."""
+        runs = self._unindexed.get(user_id)
+        done = 0
+        while runs and (budget is None or done < budget):
+            session_id, start, count = runs[0]
+            take = count if budget is None else min(count, budget - done)
+            self.search_index.add_many(user_id, session_id, (
+                (m.message_id, m.content, m.role, m.timestamp_epoch)
+                for m in self.sessions[(user_id, session_id)].messages[start:start + take]))
+            if take == count:
+                runs.popleft()
+            else:
+                runs[0] = (session_id, start + take, count - take)
+            done += take
+        self.unindexed_messages -= done
+        if runs is not None and not runs:
+            del self._unindexed[user_id]
+        return done
+
+    def index_some(self, budget: int) -> int:
+        """Index up to `budget` messages of users whose index is not complete (upkeep calls this)."""
+        done = 0
+        while self._unindexed and done < budget:
+            done += self.index_user(next(iter(self._unindexed)), budget - done)
+        return done
+
+    def searchable(self, user_id: str) -> SearchIndex:
+        """The search index, complete for `user_id` (built now if it was not yet)."""
+        self.index_user(user_id)
+        return self.search_index
+
+    def index_nbytes(self) -> int:
+        """RAM of the search index and of the runs still to index (a tuple of three in a deque)."""
+        return self.search_index.nbytes() + 100 * sum(len(runs) for runs in self._unindexed.values())
+
+    # ------------------------------------------------------------------ deletes
     def delete_session(self, user_id: str, session_id: str) -> int:
-        state = self.sessions.pop((user_id, session_id), None)
-        if state is None:
+        if (user_id, session_id) not in self.sessions:
             return 0
+        self.index_user(user_id)  # removals need the user's doc ids; positions move below
+        state = self.sessions.pop((user_id, session_id))
         self.search_index.remove_session(user_id, session_id, {m.message_id: m.content for m in state.messages})
         for message in state.messages:
             self.vectors.remove(user_id, session_id, message.message_id)
@@ -112,6 +176,7 @@ class ShardState:
                 continue
             old = [m for m in state.messages if m.timestamp_epoch < cutoff]
             if old:
+                self.index_user(user_id)  # removals need the user's doc ids; positions move below
                 for message in old:
                     self.search_index.remove_message(user_id, session_id, message.message_id, message.content)
                     self.vectors.remove(user_id, session_id, message.message_id)

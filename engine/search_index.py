@@ -179,7 +179,7 @@ class SearchIndex:
             return {"hits": [], "total": 0}
         scores = self._score(index, terms, global_stats)
         mask = scores > 0
-        mask &= np.frombuffer(index.alive, dtype=np.uint8).astype(bool)
+        mask &= np.frombuffer(index.alive, dtype=np.bool_)  # bytes of 0 or 1: a view, no copy
         mask = self._apply_filters(index, mask, session_ids, roles, start_ts, end_ts)
         candidates = np.flatnonzero(mask)
         total = int(candidates.size)
@@ -195,16 +195,23 @@ class SearchIndex:
         doc_count = max(int(global_stats["doc_count"]), 1)
         average_length = max(global_stats["total_length"] / doc_count, 1e-9)
         lengths = np.frombuffer(index.lengths, dtype=np.int32)
-        norm = K1 * (1.0 - B + B * lengths / average_length)
         scores = np.zeros(len(index.lengths), dtype=np.float64)
+        # BM25 per posting: w * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl)), computed over the
+        # term's postings only (not a norm for every document first): one gather, few temporaries.
+        constant, slope = K1 * (1.0 - B), K1 * B / average_length
         for term in terms:
             entry = index.postings.get(term)
             if entry is None:
                 continue
-            weight = idf(doc_count, int(global_stats["doc_freq"].get(term, 0)))
+            weight = idf(doc_count, int(global_stats["doc_freq"].get(term, 0))) * (K1 + 1.0)
             docs = np.frombuffer(entry[0], dtype=np.int32)
             tf = np.frombuffer(entry[1], dtype=np.int32).astype(np.float64)
-            scores[docs] += weight * tf * (K1 + 1.0) / (tf + norm[docs])
+            denominator = lengths[docs] * slope
+            denominator += constant
+            denominator += tf
+            tf *= weight
+            tf /= denominator
+            scores[docs] += tf
         return scores
 
     @staticmethod
@@ -228,14 +235,36 @@ class SearchIndex:
 
 
 def _top_k(candidates: np.ndarray, scores: np.ndarray, timestamps: np.ndarray, k: int, sort: str) -> list[int]:
-    """Indexes of the best k candidates without sorting them all (ties at the cut are all kept, then ordered)."""
+    """The best k of `candidates` (ascending doc ids) in order: by (primary desc, secondary desc, doc
+    desc), primary being the score for `relevance` and the timestamp for `recent`. Selected in linear
+    time without sorting the candidates, also when thousands tie at the cut (short chat messages often
+    score alike)."""
     primary, secondary = (scores, timestamps) if sort == "relevance" else (timestamps, scores)
-    if candidates.size > k:
-        threshold = np.partition(primary, candidates.size - k)[candidates.size - k]
-        keep = primary >= threshold
-        candidates, primary, secondary = candidates[keep], primary[keep], secondary[keep]
-    order = np.lexsort((-candidates, -secondary, -primary))[:k]
-    return [int(doc) for doc in candidates[order]]
+    chosen = _select([primary, secondary], k)
+    order = np.lexsort((-candidates[chosen], -secondary[chosen], -primary[chosen]))
+    return [int(doc) for doc in candidates[chosen][order]]
+
+
+def _select(keys: list[np.ndarray], k: int) -> np.ndarray:
+    """Positions of the k largest by the keys compared in turn, then by position (the candidates'
+    doc ids ascend, so the last positions are the newest). Each step keeps what is above the k-th
+    value and resolves the tie there with the next key."""
+    picked: np.ndarray | None = None  # None: every position (no copy for the first key)
+    count = keys[0].size
+    taken: list[np.ndarray] = []
+    for key in keys:
+        if count <= k:
+            break
+        values = key if picked is None else key[picked]
+        cut = np.partition(values, count - k)[count - k]
+        above = np.flatnonzero(values > cut) if picked is None else picked[values > cut]
+        taken.append(above)
+        k -= above.size
+        picked = np.flatnonzero(values == cut) if picked is None else picked[values == cut]
+        count = picked.size
+    rest = np.arange(count) if picked is None else picked
+    taken.append(rest[max(0, rest.size - k):])  # ties on every key: the newest documents
+    return np.concatenate(taken)
 
 
 def merge_stats(parts: Iterable[dict[str, Any]], terms: list[str]) -> dict[str, Any]:

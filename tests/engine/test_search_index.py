@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from engine.search_index import SearchIndex, idf, merge_ranked, merge_stats, query_terms, tokenize
 
 
@@ -88,3 +90,21 @@ def test_merge_of_shard_results_equals_single_shard_ranking():
     merged = merge_ranked(parts, 5, 10)
     expected = as_dicts(single.search("u", terms, stats, 15)["hits"])[5:15]
     assert [h["message_id"] for h in merged] == [h["message_id"] for h in expected]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_top_k_equals_a_full_sort_when_many_candidates_tie(seed):
+    """The linear-time selection returns exactly what sorting every candidate by (primary desc,
+    secondary desc, doc desc) would, with ties on one, two or all keys at the cut."""
+    import numpy as np
+    from engine.search_index import _top_k
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 3000))
+    candidates = np.sort(rng.choice(10 * size, size=size, replace=False)).astype(np.int64)
+    scores = rng.choice([0.5, 1.0, 1.25], size=size) if seed % 2 else rng.random(size).round(1)
+    timestamps = rng.choice([1.7e9, 1.7e9 + 1, 1.7e9 + 2], size=size)
+    for sort in ("relevance", "recent"):
+        for k in (1, 3, 10, 50, size, size + 5):
+            primary, secondary = (scores, timestamps) if sort == "relevance" else (timestamps, scores)
+            expected = [int(candidates[i]) for i in np.lexsort((-candidates, -secondary, -primary))[:k]]
+            assert _top_k(candidates, scores, timestamps, k, sort) == expected, (sort, k)

@@ -74,6 +74,19 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def _tune_malloc() -> None:
+    """Search allocates a few arrays of 8 bytes per document of the user each time (100k messages:
+    ~800 KB each). glibc serves those with mmap and unmaps them on free, so every search paid the page
+    faults of fresh memory again: 3.1 ms instead of 0.95 ms for an all-matching search over 100k
+    messages. Keep blocks up to 32 MB in the heap and up to 64 MB of free heap before trimming."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 1024 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator decides
+
+
 def _trim_heap() -> None:
     """Hand freed heap pages back to the OS (glibc's malloc_trim; elsewhere nothing to do)."""
     try:
@@ -106,6 +119,7 @@ class ShardActor:
             # form reference cycles worth hunting often: rarer young-generation collections keep
             # append cost flat as the shard grows.
             gc.set_threshold(100_000, 50, 1000)
+            _tune_malloc()
         self._slot = slot
         self._exit_on_fatal = exit_on_fatal  # False in one process without Ray: drop the shards instead
         self._hosted: dict[ShardKey, _Hosted] = {}  # in assignment order (probe(None) reports the first)

@@ -109,7 +109,10 @@ async def test_a_failing_scheduled_backup_makes_health_degraded_and_the_bridge_k
     bridge = FFChatAppBridge(config, in_process=True)
     await bridge.initialize()
     try:
-        await asyncio.sleep(1.8)
+        for _ in range(100):  # the first scheduled backup runs about 1.5 s after start; a slow machine waits longer
+            if bridge.last_backup["error"]:
+                break
+            await asyncio.sleep(0.1)
         health = await bridge.health_check()
         assert health["status"] == "degraded", health
         assert any("scheduled backup failed" in warning for warning in health["warnings"]), health["warnings"]

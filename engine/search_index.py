@@ -42,7 +42,8 @@ class _UserIndex:
         self.alive = bytearray()
         self.refs: list[tuple[str, str]] = []
         self.session_ordinals: dict[str, int] = {}
-        self.doc_by_ref: dict[tuple[str, str], int] = {}
+        # (session_id, message_id) -> doc, built at the first removal: most users never delete anything.
+        self._doc_by_ref: dict[tuple[str, str], int] | None = None
         self.live_docs = 0
         self.live_length = 0
 
@@ -55,8 +56,10 @@ class _UserIndex:
         self.roles.append(ROLE_CODES[role])
         self.sessions.append(ordinal)
         self.alive.append(1)
-        self.refs.append((session_id, message_id))
-        self.doc_by_ref[(session_id, message_id)] = doc
+        ref = (session_id, message_id)
+        self.refs.append(ref)
+        if self._doc_by_ref is not None:
+            self._doc_by_ref[ref] = doc
         self.live_docs += 1
         self.live_length += len(tokens)
         counts: dict[str, int] = {}
@@ -79,12 +82,18 @@ class _UserIndex:
         self.alive[doc] = 0
         self.live_docs -= 1
         self.live_length -= self.lengths[doc]
-        session_id, message_id = self.refs[doc]
-        self.doc_by_ref.pop((session_id, message_id), None)
+        if self._doc_by_ref is not None:
+            self._doc_by_ref.pop(self.refs[doc], None)
         for term in set(tokenize(content)):
             self.doc_freq[term] -= 1
             if self.doc_freq[term] <= 0:
                 del self.doc_freq[term]
+
+    def doc_of(self, session_id: str, message_id: str) -> int | None:
+        """The live document of a message (None if it has none)."""
+        if self._doc_by_ref is None:
+            self._doc_by_ref = {ref: doc for doc, ref in enumerate(self.refs) if self.alive[doc]}
+        return self._doc_by_ref.get((session_id, message_id))
 
     @property
     def dead_docs(self) -> int:
@@ -93,7 +102,8 @@ class _UserIndex:
     def nbytes(self) -> int:
         postings = sum(docs.itemsize * len(docs) * 2 for docs, _ in self.postings.values())
         columns = len(self.lengths) * (4 + 8 + 1 + 4 + 1)
-        return postings + columns + len(self.refs) * 120 + len(self.postings) * 150
+        lookup = len(self._doc_by_ref) * 100 if self._doc_by_ref is not None else 0
+        return postings + columns + len(self.refs) * 64 + lookup + len(self.postings) * 150
 
 
 class SearchIndex:
@@ -128,7 +138,7 @@ class SearchIndex:
         index = self._users.get(user_id)
         if index is None:
             return
-        doc = index.doc_by_ref.get((session_id, message_id))
+        doc = index.doc_of(session_id, message_id)
         if doc is not None:
             index.kill(doc, content)
 
@@ -138,7 +148,7 @@ class SearchIndex:
         if index is None:
             return
         for message_id, content in contents.items():
-            doc = index.doc_by_ref.get((session_id, message_id))
+            doc = index.doc_of(session_id, message_id)
             if doc is not None:
                 index.kill(doc, content)
 

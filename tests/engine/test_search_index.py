@@ -108,3 +108,22 @@ def test_top_k_equals_a_full_sort_when_many_candidates_tie(seed):
             primary, secondary = (scores, timestamps) if sort == "relevance" else (timestamps, scores)
             expected = [int(candidates[i]) for i in np.lexsort((-candidates, -secondary, -primary))[:k]]
             assert _top_k(candidates, scores, timestamps, k, sort) == expected, (sort, k)
+
+
+def test_removals_find_their_documents_before_and_after_the_lookup_is_built():
+    """The message -> document lookup is built at the first removal and kept current afterwards:
+    removing a message added later, and one stored again under a removed id, hits the right docs."""
+    index = SearchIndex()
+    for i in range(5):
+        index.add("u", "s1", f"m{i}", f"tram {i}", "user", float(i))
+    index.remove_message("u", "s1", "m1", "tram 1")  # builds the lookup
+    index.add("u", "s1", "m5", "tram 5", "user", 5.0)  # added after it was built
+    index.remove_message("u", "s1", "m5", "tram 5")
+    index.add("u", "s1", "m1", "tram again", "user", 6.0)  # the removed id, stored again
+    stats = index.stats("u", ["tram"])
+    found = index.search("u", ["tram"], stats, limit=10)
+    assert sorted(message for _, message, _, _ in found["hits"]) == ["m0", "m1", "m2", "m3", "m4"]
+    assert stats["doc_count"] == 5 and stats["doc_freq"]["tram"] == 5
+    index.remove_message("u", "s1", "m1", "tram again")
+    found = index.search("u", ["again"], index.stats("u", ["again"]), limit=10)
+    assert found["total"] == 0 and index.stats("u", ["tram"])["doc_freq"]["tram"] == 4

@@ -33,11 +33,11 @@ async def backup(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
     from .errors import ChatIntegrationError
     if args.keep < 0:
         return EXIT_ERROR, {"error": "--keep must be >= 0"}, "error: --keep must be >= 0"
-    from .operator_output import progress, table
+    from .operator_output import counting, progress, table
     try:
         with progress("backing up shards", None, enabled=not args.json) as bar:
             result = await bridge.backup(os.path.abspath(args.dest), keep=args.keep,
-                                         progress=_counting(bar))
+                                         progress=counting(bar))
     except ChatIntegrationError as exc:
         return EXIT_ERROR, exc.to_dict(), f"error ({exc.error_code}): {exc.message}"
     rows = [{"shard": s["shard"], "position": f"{s['position']['segment']}@{s['position']['offset']}",
@@ -71,14 +71,3 @@ async def restore(args: argparse.Namespace) -> tuple[int, Any, str]:
             f"shards, {result['files']} files, {result['bytes']} bytes; verify: {report['records']} records, "
             f"{report['messages']} messages, " + ("OK" if report["ok"] else "DAMAGED: " + "; ".join(report["errors"])))
     return (EXIT_OK if report["ok"] else EXIT_DAMAGED), result, text
-
-
-def _counting(bar: Any) -> Any:
-    """progress(done, total) for a bar that advances by steps."""
-    seen = [0]
-
-    def update(done: int, total: int) -> None:
-        bar.total(total)
-        bar.advance(done - seen[0])
-        seen[0] = done
-    return update

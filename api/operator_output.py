@@ -128,11 +128,16 @@ def byte_progress(description: str, enabled: bool) -> Callable[[], Any]:
     @contextlib.contextmanager
     def opened() -> Iterator[Callable[[int, int], None]]:
         with progress(description, None, enabled, unit="bytes") as tracker:
-            done = [0]
-
-            def update(now: int, total: int) -> None:
-                tracker.total(total)
-                tracker.advance(now - done[0])
-                done[0] = now
-            yield update
+            yield counting(tracker)
     return opened
+
+
+def counting(tracker: Tracker) -> Callable[[int, int], None]:
+    """`update(done, total)` for callers that report running totals, on a tracker that advances by steps."""
+    seen = [0]
+
+    def update(done: int, total: int) -> None:
+        tracker.total(total)
+        tracker.advance(done - seen[0])
+        seen[0] = done
+    return update

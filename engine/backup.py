@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable
 
 from .errors import CorruptRecord, InvalidInput, StorageFailure
-from .filesystem import FileSystem, make_durable_dir, remove_tree, write_all
+from .filesystem import FileSystem, atomic_write, make_durable_dir, remove_tree
 from .manifest import FORMAT_VERSION, IDENTITY_FILE, shard_directory
 
 FORMAT = 1
@@ -56,16 +56,8 @@ def mark_pending(fs: FileSystem, dest: str, backup_id: str) -> None:
 
 
 def _write_new(fs: FileSystem, path: str, data: bytes | memoryview, tag: str) -> None:
-    """Write `path` whole or not at all (a temporary name of its own: two writers never share one)."""
-    temporary = f"{path}.{tag}-{secrets.token_hex(4)}.tmp"
-    handle = fs.open(temporary, "create")
-    try:
-        write_all(fs, handle, data)
-        fs.fsync(handle)
-    finally:
-        fs.close(handle)
-    fs.replace(temporary, path)
-    fs.fsync_dir(os.path.dirname(path))
+    """Write `path` whole or not at all, through a temporary name of its own (two writers never share one)."""
+    atomic_write(fs, path, data, f"{path}.{tag}-{secrets.token_hex(4)}.tmp")
 
 
 def copy_shard(fs: FileSystem, directory: str, files: list[tuple[str, int]], dest: str,

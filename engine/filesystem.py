@@ -107,10 +107,11 @@ def write_all(fs: FileSystem, handle: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def atomic_write(fs: FileSystem, path: str, data: bytes) -> None:
+def atomic_write(fs: FileSystem, path: str, data: bytes | memoryview, temporary: str | None = None) -> None:
     """Replace `path` with `data` so a crash leaves the old or the new file, never a mix:
-    temp file, fsync, rename, fsync of the directory."""
-    temporary = path + ".tmp"
+    temp file (`path`.tmp unless named: writers racing for one path need names of their own),
+    fsync, rename, fsync of the directory."""
+    temporary = temporary or path + ".tmp"
     handle = fs.open(temporary, "create")
     try:
         write_all(fs, handle, data)

@@ -13,6 +13,7 @@ from typing import Any
 from . import backup
 from . import backup_ops as bops
 from .errors import EngineError, InvalidInput, StorageFailure
+from .segment import number_of
 from .shard_core import ShardCore, handles
 
 KEPT_JOBS = 16  # finished copies remembered for their BackupStatus (a backup asks once)
@@ -77,7 +78,6 @@ class BackupHandlers(ShardCore):
     @staticmethod
     def _base(files: list[tuple[str, int]]) -> int:
         """The first live segment's number (a restored shard's BASE)."""
-        from .segment import number_of
         numbers = [number_of(name) for name, _ in files]
         return min((n for n in numbers if n is not None), default=0)
 

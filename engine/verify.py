@@ -224,9 +224,7 @@ def main(argv: list[str] | None = None,
                 print(f"    note: {note}")
         for note in report["notes"]:
             print(f"  note: {note}")
-        for error in report["errors"]:
-            print(f"  ERROR {error}")
-        print("OK" if report["ok"] else "DAMAGED: a shard would refuse to open")
+        return _verdict(report, "a shard would refuse to open")
     return 0 if report["ok"] else 1
 
 
@@ -238,9 +236,14 @@ def _main_backups(path: str, as_json: bool) -> int:
     print(f"{path}: {len(report['backups'])} backups, {report['records']} records, {report['messages']} messages")
     for found in report["backups"]:
         print(f"  {found['backup_id']}: {found['shards']} shards, taken {found['created_at']}")
+    return _verdict(report, "a restore from it would fail or lose data")
+
+
+def _verdict(report: dict[str, Any], damage: str) -> int:
+    """Print the errors and the verdict; the exit status (0 ok, 1 damaged)."""
     for error in report["errors"]:
         print(f"  ERROR {error}")
-    print("OK" if report["ok"] else "DAMAGED: a restore from it would fail or lose data")
+    print("OK" if report["ok"] else f"DAMAGED: {damage}")
     return 0 if report["ok"] else 1
 
 

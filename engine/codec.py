@@ -71,6 +71,7 @@ class _Codecs(threading.local):
     def __init__(self) -> None:
         self.pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
         self.compressor = zstandard.ZstdCompressor(level=3)
+        self.chunk_compressor = zstandard.ZstdCompressor(level=1)
         self.decompressor = zstandard.ZstdDecompressor()
 
 
@@ -253,3 +254,16 @@ def compress_segment(data: bytes) -> bytes:
 
 def decompress_segment(data: bytes) -> bytes:
     return _codecs.decompressor.decompress(data)
+
+
+def pack_rows(rows: list[list[Any]]) -> bytes:
+    """A chunk of message rows as a session table holds it in RAM (zstd of their msgpack)."""
+    compressed = _codecs.chunk_compressor.compress(_codecs.pack(rows))
+    # python-zstandard's output keeps the allocation of its worst-case bound (often 7x the data): a
+    # copy of the exact size is what a long-lived chunk should hold.
+    return bytes(memoryview(compressed))
+
+
+def unpack_rows(chunk: bytes) -> list[list[Any]]:
+    rows: list[list[Any]] = msgpack.unpackb(_codecs.decompressor.decompress(chunk), raw=False, strict_map_key=True)
+    return rows

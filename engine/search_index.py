@@ -30,7 +30,8 @@ def idf(doc_count: int, doc_freq: int) -> float:
 
 
 class _UserIndex:
-    """Postings and per-document columns of one user's messages on one shard."""
+    """Postings and per-document columns of one user's messages on one shard. A document names its
+    message by session ordinal and position in the session (integers: no object per message)."""
 
     def __init__(self) -> None:
         self.postings: dict[str, tuple[array[int], array[int]]] = {}
@@ -39,27 +40,26 @@ class _UserIndex:
         self.timestamps = array("d")
         self.roles = array("b")
         self.sessions = array("i")
+        self.positions = array("i")
         self.alive = bytearray()
-        self.refs: list[tuple[str, str]] = []
         self.session_ordinals: dict[str, int] = {}
-        # (session_id, message_id) -> doc, built at the first removal: most users never delete anything.
-        self._doc_by_ref: dict[tuple[str, str], int] | None = None
+        self.session_names: list[str] = []
         self.live_docs = 0
         self.live_length = 0
 
-    def add(self, session_id: str, message_id: str, content: str, role: str, timestamp: float) -> None:
+    def add(self, session_id: str, position: int, content: str, role: str, timestamp: float) -> None:
         tokens = tokenize(content)
         doc = len(self.lengths)
-        ordinal = self.session_ordinals.setdefault(session_id, len(self.session_ordinals))
+        ordinal = self.session_ordinals.get(session_id)
+        if ordinal is None:
+            ordinal = self.session_ordinals[session_id] = len(self.session_names)
+            self.session_names.append(session_id)
         self.lengths.append(len(tokens))
         self.timestamps.append(timestamp)
         self.roles.append(ROLE_CODES[role])
         self.sessions.append(ordinal)
+        self.positions.append(position)
         self.alive.append(1)
-        ref = (session_id, message_id)
-        self.refs.append(ref)
-        if self._doc_by_ref is not None:
-            self._doc_by_ref[ref] = doc
         self.live_docs += 1
         self.live_length += len(tokens)
         counts: dict[str, int] = {}
@@ -82,18 +82,19 @@ class _UserIndex:
         self.alive[doc] = 0
         self.live_docs -= 1
         self.live_length -= self.lengths[doc]
-        if self._doc_by_ref is not None:
-            self._doc_by_ref.pop(self.refs[doc], None)
         for term in set(tokenize(content)):
             self.doc_freq[term] -= 1
             if self.doc_freq[term] <= 0:
                 del self.doc_freq[term]
 
-    def doc_of(self, session_id: str, message_id: str) -> int | None:
-        """The live document of a message (None if it has none)."""
-        if self._doc_by_ref is None:
-            self._doc_by_ref = {ref: doc for doc, ref in enumerate(self.refs) if self.alive[doc]}
-        return self._doc_by_ref.get((session_id, message_id))
+    def session_docs(self, session_id: str) -> np.ndarray:
+        """The live documents of a session, ascending."""
+        ordinal = self.session_ordinals.get(session_id)
+        if ordinal is None:
+            return np.empty(0, np.int64)
+        mask = np.frombuffer(self.sessions, dtype=np.int32) == ordinal
+        mask &= np.frombuffer(self.alive, dtype=np.bool_)
+        return np.flatnonzero(mask)
 
     @property
     def dead_docs(self) -> int:
@@ -101,9 +102,8 @@ class _UserIndex:
 
     def nbytes(self) -> int:
         postings = sum(docs.itemsize * len(docs) * 2 for docs, _ in self.postings.values())
-        columns = len(self.lengths) * (4 + 8 + 1 + 4 + 1)
-        lookup = len(self._doc_by_ref) * 100 if self._doc_by_ref is not None else 0
-        return postings + columns + len(self.refs) * 64 + lookup + len(self.postings) * 150
+        columns = len(self.lengths) * (4 + 8 + 1 + 4 + 4 + 1)
+        return postings + columns + len(self.postings) * 150 + len(self.session_names) * 120
 
 
 class SearchIndex:
@@ -111,56 +111,65 @@ class SearchIndex:
 
     Example:
         >>> index = SearchIndex()
-        >>> index.add("alice", "s1", "m1", "Hello world", "user", 0.0)
+        >>> index.add("alice", "s1", 0, "Hello world", "user", 0.0)
         >>> stats = index.stats("alice", ["hello"])
         >>> index.search("alice", ["hello"], stats, limit=10)["hits"][0][:2]
-        ('s1', 'm1')
+        ('s1', 0)
     """
 
     def __init__(self) -> None:
         self._users: dict[str, _UserIndex] = {}
 
-    def add(self, user_id: str, session_id: str, message_id: str, content: str, role: str, timestamp: float) -> None:
+    def add(self, user_id: str, session_id: str, position: int, content: str, role: str, timestamp: float) -> None:
         index = self._users.get(user_id)
         if index is None:
             index = self._users[user_id] = _UserIndex()
-        index.add(session_id, message_id, content, role, timestamp)
+        index.add(session_id, position, content, role, timestamp)
 
-    def add_many(self, user_id: str, session_id: str, documents: Iterable[tuple[str, str, str, float]]) -> None:
-        """`add` for (message_id, content, role, timestamp) documents of one session, in order."""
+    def add_many(self, user_id: str, session_id: str, documents: Iterable[tuple[int, str, str, float]]) -> None:
+        """`add` for (position, content, role, timestamp) documents of one session, in order."""
         index = self._users.get(user_id)
         if index is None:
             index = self._users[user_id] = _UserIndex()
-        for message_id, content, role, timestamp in documents:
-            index.add(session_id, message_id, content, role, timestamp)
+        for position, content, role, timestamp in documents:
+            index.add(session_id, position, content, role, timestamp)
 
-    def remove_message(self, user_id: str, session_id: str, message_id: str, content: str) -> None:
+    def remove_positions(self, user_id: str, session_id: str, removed: dict[int, str]) -> None:
+        """Remove the messages at these positions of a session (position -> content) and move the
+        positions of its other messages down to where they are once those are gone."""
         index = self._users.get(user_id)
-        if index is None:
+        if index is None or not removed:
             return
-        doc = index.doc_of(session_id, message_id)
-        if doc is not None:
-            index.kill(doc, content)
-
-    def remove_session(self, user_id: str, session_id: str, contents: dict[str, str]) -> None:
-        """Remove a session's postings; `contents` maps message_id -> content of its live messages."""
-        index = self._users.get(user_id)
-        if index is None:
-            return
-        for message_id, content in contents.items():
-            doc = index.doc_of(session_id, message_id)
-            if doc is not None:
+        docs = index.session_docs(session_id)
+        positions = np.frombuffer(index.positions, dtype=np.int32)
+        for doc in docs.tolist():
+            content = removed.get(int(positions[doc]))
+            if content is not None:
                 index.kill(doc, content)
+        gone = np.fromiter(sorted(removed), np.int64, len(removed))
+        kept = docs[np.frombuffer(index.alive, dtype=np.bool_)[docs]]
+        shifts = np.searchsorted(gone, positions[kept]).tolist()
+        del positions  # a view of the array would stop it from growing
+        for doc, shift in zip(kept.tolist(), shifts):
+            index.positions[doc] -= shift
+
+    def remove_session(self, user_id: str, session_id: str, contents: list[str]) -> None:
+        """Remove a session's postings; `contents` holds its messages' contents by position."""
+        index = self._users.get(user_id)
+        if index is None:
+            return
+        for doc in index.session_docs(session_id).tolist():
+            index.kill(doc, contents[index.positions[doc]])
 
     def needs_compaction(self, user_id: str) -> bool:
         index = self._users.get(user_id)
         return index is not None and index.dead_docs > 1000 and index.dead_docs > index.live_docs
 
-    def rebuild_user(self, user_id: str, documents: Iterable[tuple[str, str, str, str, float]]) -> None:
-        """Drop a user's slice and re-add live documents (session, message, content, role, ts)."""
+    def rebuild_user(self, user_id: str, documents: Iterable[tuple[str, int, str, str, float]]) -> None:
+        """Drop a user's slice and re-add live documents (session, position, content, role, ts)."""
         self._users.pop(user_id, None)
-        for session_id, message_id, content, role, timestamp in documents:
-            self.add(user_id, session_id, message_id, content, role, timestamp)
+        for session_id, position, content, role, timestamp in documents:
+            self.add(user_id, session_id, position, content, role, timestamp)
         if user_id in self._users and self._users[user_id].live_docs == 0:
             del self._users[user_id]
 
@@ -181,8 +190,9 @@ class SearchIndex:
                sort: str = "relevance") -> dict[str, Any]:
         """Rank the user's matching documents with BM25 using `global_stats`; return the top `limit`.
 
-        Returns {"hits": [(session_id, message_id, score, timestamp)], "total": matches}. Ties in
-        relevance go newest first; `sort="recent"` orders by timestamp desc, then score.
+        Returns {"hits": [(session_id, position, score, timestamp)], "total": matches}: a hit names
+        the message by its position in the session. Ties in relevance go newest first;
+        `sort="recent"` orders by timestamp desc, then score.
         """
         index = self._users.get(user_id)
         if index is None or not terms or index.live_docs == 0:
@@ -197,7 +207,8 @@ class SearchIndex:
             return {"hits": [], "total": total}
         timestamps = np.frombuffer(index.timestamps, dtype=np.float64)
         top = _top_k(candidates, scores[candidates], timestamps[candidates], limit, sort)
-        hits = [(*index.refs[doc], float(scores[doc]), float(timestamps[doc])) for doc in top]
+        hits = [(index.session_names[index.sessions[doc]], index.positions[doc], float(scores[doc]),
+                 float(timestamps[doc])) for doc in top]
         return {"hits": hits, "total": total}
 
     @staticmethod

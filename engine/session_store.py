@@ -2,81 +2,36 @@
 
 from __future__ import annotations
 
-import sys
 from bisect import bisect_left
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from .errors import InvalidInput
+from .message_table import MessageTable, StoredMessage, copy_json
 
-
-_STR_OVERHEAD = sys.getsizeof("")
-_TUPLE_BYTES = sys.getsizeof(tuple(range(8)))
-
-
-class StoredMessage(NamedTuple):
-    """One message as a shard holds it (a tuple: ~8 pointers instead of a dict per message)."""
-
-    message_id: str
-    role: str
-    content: str
-    timestamp: str
-    timestamp_epoch: float
-    attachments: list[str] | None
-    metadata: dict[str, Any] | None
-    stored_at: str
-
-    def to_dict(self, include_metadata: bool = True) -> dict[str, Any]:
-        out = {"role": self.role, "content": self.content, "message_id": self.message_id,
-               "timestamp": self.timestamp, "attachments": list(self.attachments or ())}
-        if include_metadata:
-            out["metadata"] = _copy_json(self.metadata) if self.metadata else {}
-        return out
-
-    def ram_bytes(self) -> int:
-        """Bytes this message holds in RAM (CPython object sizes; ASCII strings are 49 + len bytes)."""
-        text = len(self.content) if self.content.isascii() else sys.getsizeof(self.content) - _STR_OVERHEAD
-        return (_TUPLE_BYTES + 24 + 4 * _STR_OVERHEAD + text + len(self.message_id) + len(self.timestamp)
-                + len(self.stored_at))
-
-
-def _copy_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(item) for item in value]
-    return value
+__all__ = ["MessageTable", "SessionState", "StoredMessage", "history_page", "page_bytes", "analytics_digest"]
 
 
 class SessionState:
-    """A session record with its ordered messages."""
+    """A session record with its ordered messages (a MessageTable)."""
 
-    __slots__ = ("record", "messages", "positions", "content_bytes", "ram_bytes")
+    __slots__ = ("record", "messages")
 
     def __init__(self, record: dict[str, Any]) -> None:
         self.record = record
-        self.messages: list[StoredMessage] = []
-        self.positions: dict[str, int] = {}
-        self.content_bytes = 0
-        self.ram_bytes = 0
+        self.messages = MessageTable()
 
-    def append(self, message: StoredMessage) -> None:
-        self.positions[message.message_id] = len(self.messages)
-        self.messages.append(message)
-        self.content_bytes += len(message.content.encode("utf-8")) if not message.content.isascii() else len(message.content)
-        self.ram_bytes += message.ram_bytes()
+    @property
+    def content_bytes(self) -> int:
+        return self.messages.content_bytes
 
-    def keep_only(self, keep: list[StoredMessage]) -> None:
-        self.messages = []
-        self.positions = {}
-        self.content_bytes = 0
-        self.ram_bytes = 0
-        for message in keep:
-            self.append(message)
+    @property
+    def ram_bytes(self) -> int:
+        return self.messages.ram_bytes() + 64 + 100 * len(self.record)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.record)
-        out["metadata"] = _copy_json(self.record.get("metadata") or {})
+        out["metadata"] = copy_json(self.record.get("metadata") or {})
         out["message_count"] = len(self.messages)
         return out
 
@@ -88,7 +43,7 @@ def history_page(session: SessionState, limit: int, offset: int, before: str | N
     total = len(messages)
     if before is not None or after is not None:
         cursor = before if before is not None else after
-        position = session.positions.get(cursor)  # type: ignore[arg-type]
+        position = messages.position_of(cursor)  # type: ignore[arg-type]
         if position is None:
             raise InvalidInput(f"Cursor message_id '{cursor}' is not in this session", "INVALID_ARGUMENT")
         if before is not None:
@@ -124,7 +79,7 @@ def analytics_digest(sessions: list[SessionState]) -> list[SessionDigest]:
     and enough to answer any window exactly (`partial_from_digest`)."""
     digests = []
     for session in sessions:
-        stamped = sorted((message.timestamp_epoch, message.role) for message in session.messages)
+        stamped = sorted(zip(session.messages.epochs().tolist(), session.messages.roles()))
         digests.append(SessionDigest(datetime.fromisoformat(session.record["created_at"]).timestamp(),
                                      [epoch for epoch, _ in stamped], [role for _, role in stamped]))
     return digests

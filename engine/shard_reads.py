@@ -120,12 +120,16 @@ class ReadHandlers(ShardCore):
         """Embed queued messages of any user (the bridge's background refresh calls this)."""
         return self.state.vectors.embed_pending(limit)
 
-    def _hit_dicts(self, user_id: str, hits: list[tuple[str, str, float, float]],
+    def _hit_dicts(self, user_id: str, hits: list[tuple[str, int | str, float, float]],
                    include_metadata: bool) -> list[dict[str, Any]]:
+        """Hits as result dicts: the text index names a message by its position in the session, the
+        vector index by its id."""
         out = []
-        for session_id, message_id, score, epoch in hits:
-            state = self.state.sessions[(user_id, session_id)]
-            message = state.messages[state.positions[message_id]].to_dict(include_metadata)
+        for session_id, ref, score, epoch in hits:
+            messages = self.state.sessions[(user_id, session_id)].messages
+            position = ref if isinstance(ref, int) else messages.position_of(ref)
+            assert position is not None, "the indexes name only stored messages"
+            message = messages[position].to_dict(include_metadata)
             message.update(session_id=session_id, relevance_score=score, result_type="message", timestamp_epoch=epoch)
             out.append(message)
         return out

@@ -12,9 +12,11 @@ from collections import deque
 from datetime import datetime
 from typing import Any, Iterator
 
+import numpy as np
+
 from . import codec
 from .search_index import SearchIndex
-from .session_store import SessionState, StoredMessage
+from .session_store import SessionState
 from .shard_cache import ShardCache
 from .vector_index import Embedder, VectorIndex
 
@@ -82,15 +84,13 @@ class ShardState:
                 "created_at": body["t"], "updated_at": body["t"], "metadata": {}})
             self.user_sessions.setdefault(user_id, set()).add(session_id)
             self.orphans += len(body["m"])
-        last_text, epoch = "", 0.0
+        rows = body["m"]
+        epochs = _epochs(rows)
         start, complete = len(state.messages), user_id not in self._unindexed
-        vectors = self.vectors if self.vectors.enabled else None
-        for message_id, role, content, timestamp, attachments, metadata, stored_at in body["m"]:
-            if timestamp != last_text:  # a batch usually shares one timestamp: parse it once
-                last_text, epoch = timestamp, datetime.fromisoformat(timestamp).timestamp()
-            state.append(StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at))
-            if vectors is not None:
-                vectors.add(user_id, session_id, message_id, content, role, epoch)
+        state.messages.extend(rows, epochs)
+        if self.vectors.enabled:
+            for row, epoch in zip(rows, epochs):
+                self.vectors.add(user_id, session_id, row[0], row[2], row[1], epoch)
         self._note_unindexed(user_id, session_id, start, len(body["m"]))
         if complete and not self.defer_indexing:
             self.index_user(user_id)  # a live write of a user whose index is complete keeps it so
@@ -117,9 +117,9 @@ class ShardState:
         while runs and (budget is None or done < budget):
             session_id, start, count = runs[0]
             take = count if budget is None else min(count, budget - done)
+            messages = self.sessions[(user_id, session_id)].messages.slice(start, start + take, remember=False)
             self.search_index.add_many(user_id, session_id, (
-                (m.message_id, m.content, m.role, m.timestamp_epoch)
-                for m in self.sessions[(user_id, session_id)].messages[start:start + take]))
+                (position, m.content, m.role, m.timestamp_epoch) for position, m in enumerate(messages, start)))
             if take == count:
                 runs.popleft()
             else:
@@ -152,8 +152,9 @@ class ShardState:
             return 0
         self.index_user(user_id)  # removals need the user's doc ids; positions move below
         state = self.sessions.pop((user_id, session_id))
-        self.search_index.remove_session(user_id, session_id, {m.message_id: m.content for m in state.messages})
-        for message in state.messages:
+        messages = list(state.messages)
+        self.search_index.remove_session(user_id, session_id, [m.content for m in messages])
+        for message in messages:
             self.vectors.remove(user_id, session_id, message.message_id)
         owned = self.user_sessions.get(user_id)
         if owned is not None:
@@ -174,13 +175,15 @@ class ShardState:
         for (user_id, session_id), state in list(self.sessions.items()):
             if only_user is not None and user_id != only_user:
                 continue
-            old = [m for m in state.messages if m.timestamp_epoch < cutoff]
-            if old:
+            keep = state.messages.epochs() >= cutoff
+            if not keep.all():
                 self.index_user(user_id)  # removals need the user's doc ids; positions move below
+                gone = np.flatnonzero(~keep).tolist()
+                old = state.messages.keep_where(keep)
+                self.search_index.remove_positions(user_id, session_id,
+                                                   {position: m.content for position, m in zip(gone, old)})
                 for message in old:
-                    self.search_index.remove_message(user_id, session_id, message.message_id, message.content)
                     self.vectors.remove(user_id, session_id, message.message_id)
-                state.keep_only([m for m in state.messages if m.timestamp_epoch >= cutoff])
                 messages_deleted += len(old)
                 self.message_count -= len(old)
                 self.dead_messages += len(old)
@@ -195,9 +198,9 @@ class ShardState:
     def _compact_index(self, user_id: str) -> None:
         if self.search_index.needs_compaction(user_id):
             self.search_index.rebuild_user(user_id, (
-                (session_id, m.message_id, m.content, m.role, m.timestamp_epoch)
+                (session_id, position, m.content, m.role, m.timestamp_epoch)
                 for session_id in self.user_sessions.get(user_id, ())
-                for m in self.sessions[(user_id, session_id)].messages))
+                for position, m in enumerate(self.sessions[(user_id, session_id)].messages)))
 
     def invalidate(self, user_id: str, session_id: str | None = None) -> None:
         if session_id is not None:
@@ -215,10 +218,10 @@ class ShardState:
             yield from codec.pack(codec.SESSION_PUT, {"u": user_id, "s": session_id, "r": record})
             rows: list[list[Any]] = []
             size = 0
-            for m in state.messages:
-                rows.append([m.message_id, m.role, m.content, m.timestamp, m.attachments, m.metadata, m.stored_at])
-                size += (len(m.content) + (len(str(m.metadata)) if m.metadata else 0)
-                         + (sum(map(len, m.attachments)) if m.attachments else 0)) * 4 + 512
+            for row in state.messages.raw_rows():
+                rows.append(row)
+                size += (len(row[2]) + (len(str(row[5])) if row[5] else 0)
+                         + (sum(map(len, row[4])) if row[4] else 0)) * 4 + 512
                 if size >= codec.PART_TARGET_BYTES:
                     yield from codec.pack(codec.MESSAGES, {"u": user_id, "s": session_id, "m": rows,
                                                            "t": record["updated_at"]}, compress)
@@ -226,3 +229,14 @@ class ShardState:
             if rows:
                 yield from codec.pack(codec.MESSAGES, {"u": user_id, "s": session_id, "m": rows,
                                                        "t": record["updated_at"]}, compress)
+
+
+def _epochs(rows: list[list[Any]]) -> list[float]:
+    """The epoch seconds of each row's timestamp (a batch usually shares one: parsed once)."""
+    epochs = []
+    last_text, epoch = "", 0.0
+    for row in rows:
+        if row[3] != last_text:
+            last_text, epoch = row[3], datetime.fromisoformat(row[3]).timestamp()
+        epochs.append(epoch)
+    return epochs

@@ -168,6 +168,9 @@ class WriteHandlers(ShardCore):
         ids: list[str] = []
         records: list[dict[str, Any]] = []
         duplicates = 0
+        # Ids already stored, found for the whole batch at once (a retry sends the same ids again).
+        stored = state.messages.positions_of(m["message_id"] for m in messages
+                                             if isinstance(m.get("message_id"), str))
         for position, raw in enumerate(messages):
             message = _checked_message(position, raw, self.config.max_message_bytes)
             message_id = message.get("message_id") or new_message_id()
@@ -175,7 +178,7 @@ class WriteHandlers(ShardCore):
                 raise InvalidInput(f"messages[{position}]: message_id '{message_id}' repeated in the batch")
             seen.add(message_id)
             ids.append(message_id)
-            existing_position = state.positions.get(message_id)
+            existing_position = stored.get(message_id)
             if existing_position is not None:
                 existing = state.messages[existing_position]
                 if existing.role != message.get("role") or existing.content != message.get("content"):

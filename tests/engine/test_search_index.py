@@ -10,8 +10,13 @@ from engine.search_index import SearchIndex, idf, merge_ranked, merge_stats, que
 def _index(docs, user="u"):
     index = SearchIndex()
     for i, (content, role) in enumerate(docs):
-        index.add(user, "s1" if i % 2 == 0 else "s2", f"m{i}", content, role, float(i))
+        index.add(user, "s1" if i % 2 == 0 else "s2", i, content, role, float(i))
     return index
+
+
+def _names(hits):
+    """The test documents' names (document i was added at position i)."""
+    return [f"m{hit[1]}" for hit in hits]
 
 
 def test_tokenize_is_unicode_casefolded_and_whole_word():
@@ -32,7 +37,7 @@ def test_bm25_ranking_matches_hand_computation():
     def bm25(tf, dl):
         return idf(n, df) * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl))
     expected = sorted([("m1", bm25(3, 3)), ("m0", bm25(1, 2))], key=lambda x: -x[1])
-    assert [(h[1], round(h[2], 9)) for h in result["hits"]] == [(m, round(s, 9)) for m, s in expected]
+    assert [(f"m{h[1]}", round(h[2], 9)) for h in result["hits"]] == [(m, round(s, 9)) for m, s in expected]
     assert math.isclose(idf(n, df), math.log(1 + (3 - 2 + 0.5) / 2.5))
 
 
@@ -42,29 +47,29 @@ def test_filters_roles_sessions_and_time():
     index = _index(docs)
     stats = index.stats("u", ["hello"])
     assert index.search("u", ["hello"], stats, 1)["total"] == 3
-    assert {h[1] for h in index.search("u", ["hello"], stats, 10, roles=["user"])["hits"]} == {"m0", "m2"}
-    assert {h[1] for h in index.search("u", ["hello"], stats, 10, session_ids=["s2"])["hits"]} == {"m1"}
+    assert set(_names(index.search("u", ["hello"], stats, 10, roles=["user"])["hits"])) == {"m0", "m2"}
+    assert set(_names(index.search("u", ["hello"], stats, 10, session_ids=["s2"])["hits"])) == {"m1"}
     assert index.search("u", ["hello"], stats, 10, session_ids=[])["total"] == 0
-    assert {h[1] for h in index.search("u", ["hello"], stats, 10, start_ts=1.0, end_ts=2.0)["hits"]} == {"m1"}
+    assert set(_names(index.search("u", ["hello"], stats, 10, start_ts=1.0, end_ts=2.0)["hits"])) == {"m1"}
     recent = index.search("u", ["hello"], stats, 10, sort="recent")["hits"]
-    assert [h[1] for h in recent] == ["m2", "m1", "m0"]
+    assert _names(recent) == ["m2", "m1", "m0"]
 
 
 def test_users_are_isolated():
     """One user's query never sees or counts another user's messages."""
     index = SearchIndex()
-    index.add("alice", "s", "a1", "secret plan", "user", 0.0)
-    index.add("bob", "s", "b1", "secret party", "user", 0.0)
+    index.add("alice", "s", 0, "secret plan", "user", 0.0)
+    index.add("bob", "s", 1, "secret party", "user", 0.0)
     stats = index.stats("alice", ["secret"])
     assert stats["doc_count"] == 1
-    assert [h[1] for h in index.search("alice", ["secret"], stats, 10)["hits"]] == ["a1"]
+    assert [h[:2] for h in index.search("alice", ["secret"], stats, 10)["hits"]] == [("s", 0)]
 
 
 def test_top_k_equals_full_sort_and_ties_go_newest_first():
     """Top-k selection returns the same order as sorting every hit; equal scores are newest first."""
     index = SearchIndex()
     for i in range(500):
-        index.add("u", "s", f"m{i}", "word " * (1 + i % 7), "user", float(i))
+        index.add("u", "s", i, "word " * (1 + i % 7), "user", float(i))
     stats = index.stats("u", ["word"])
     full = index.search("u", ["word"], stats, 500)["hits"]
     top = index.search("u", ["word"], stats, 25)["hits"]
@@ -78,8 +83,8 @@ def test_merge_of_shard_results_equals_single_shard_ranking():
     single = SearchIndex()
     shards = [SearchIndex(), SearchIndex(), SearchIndex()]
     for i, text in enumerate(contents):
-        single.add("u", "s", f"m{i}", text, "user", float(i))
-        shards[i % 3].add("u", "s", f"m{i}", text, "user", float(i))
+        single.add("u", "s", i, text, "user", float(i))
+        shards[i % 3].add("u", "s", i, text, "user", float(i))
     terms = query_terms("beta gamma1")
     stats = merge_stats([s.stats("u", terms) for s in shards], terms)
     assert stats == single.stats("u", terms)
@@ -110,20 +115,22 @@ def test_top_k_equals_a_full_sort_when_many_candidates_tie(seed):
             assert _top_k(candidates, scores, timestamps, k, sort) == expected, (sort, k)
 
 
-def test_removals_find_their_documents_before_and_after_the_lookup_is_built():
-    """The message -> document lookup is built at the first removal and kept current afterwards:
-    removing a message added later, and one stored again under a removed id, hits the right docs."""
+def test_removals_by_position_move_the_positions_of_what_stays():
+    """Removing messages of a session (a purge) kills their documents and moves the positions of the
+    session's other messages down, so hits still name the right messages; other sessions keep theirs."""
     index = SearchIndex()
-    for i in range(5):
-        index.add("u", "s1", f"m{i}", f"tram {i}", "user", float(i))
-    index.remove_message("u", "s1", "m1", "tram 1")  # builds the lookup
-    index.add("u", "s1", "m5", "tram 5", "user", 5.0)  # added after it was built
-    index.remove_message("u", "s1", "m5", "tram 5")
-    index.add("u", "s1", "m1", "tram again", "user", 6.0)  # the removed id, stored again
+    for i in range(6):
+        index.add("u", "s1", i, f"tram {i}", "user", float(i))
+    index.add("u", "s2", 0, "tram other", "user", 9.0)
+    index.remove_positions("u", "s1", {1: "tram 1", 3: "tram 3"})  # s1 keeps 0, 2, 4, 5 -> 0, 1, 2, 3
     stats = index.stats("u", ["tram"])
-    found = index.search("u", ["tram"], stats, limit=10)
-    assert sorted(message for _, message, _, _ in found["hits"]) == ["m0", "m1", "m2", "m3", "m4"]
     assert stats["doc_count"] == 5 and stats["doc_freq"]["tram"] == 5
-    index.remove_message("u", "s1", "m1", "tram again")
-    found = index.search("u", ["again"], index.stats("u", ["again"]), limit=10)
-    assert found["total"] == 0 and index.stats("u", ["tram"])["doc_freq"]["tram"] == 4
+    found = index.search("u", ["tram"], stats, limit=10, sort="recent")["hits"]
+    assert [h[:2] for h in found] == [("s2", 0), ("s1", 3), ("s1", 2), ("s1", 1), ("s1", 0)]
+    index.add("u", "s1", 4, "tram again", "user", 7.0)  # appended after the purge, at the new end
+    index.remove_positions("u", "s1", {0: "tram 0"})
+    found = index.search("u", ["tram"], index.stats("u", ["tram"]), limit=10, sort="recent")["hits"]
+    assert [h[:2] for h in found] == [("s2", 0), ("s1", 3), ("s1", 2), ("s1", 1), ("s1", 0)]
+    assert index.search("u", ["3"], index.stats("u", ["3"]), limit=10)["total"] == 0
+    index.remove_session("u", "s1", ["tram 2", "tram 4", "tram 5", "tram again"])
+    assert index.stats("u", ["tram"])["doc_freq"]["tram"] == 1

@@ -1,0 +1,335 @@
+"""The messages of one session, held compactly: a few fixed-size columns per message in arrays, and
+the bodies in compressed chunks; only the newest messages (the tail) are held as objects.
+
+Per message in RAM: its id hash (8 bytes), a sorted copy of the hashes with positions (12), its
+time (8), its role (1), and its compressed row (about the size the log holds). Reading a message
+of a sealed chunk decompresses the chunk (a small LRU keeps recently read chunks decoded), so a
+history page costs one or two chunk decodes; the tail answers without any. Message ids are found
+through the hash columns and confirmed against the decoded row, so a hash collision is never a
+wrong answer.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from array import array
+from bisect import bisect_right
+from collections import OrderedDict
+from typing import Any, Iterable, Iterator, NamedTuple, overload
+
+import numpy as np
+
+from . import codec
+
+CHUNK_MESSAGES = 64  # a tail this long is sealed into a chunk
+DECODED_CHUNKS = 256  # chunks kept decoded per process (LRU)
+_ENTRY_BYTES = 8 + 12 + 8 + 1  # hash, sorted hash + position, epoch, role
+ROLE_NAMES = ("user", "assistant", "system", "tool")
+ROLES = {name: code for code, name in enumerate(ROLE_NAMES)}
+_STR_OVERHEAD = sys.getsizeof("")
+_TUPLE_BYTES = sys.getsizeof(tuple(range(8)))
+
+
+class StoredMessage(NamedTuple):
+    """One message as a shard hands it out (a tuple: ~8 pointers instead of a dict per message)."""
+
+    message_id: str
+    role: str
+    content: str
+    timestamp: str
+    timestamp_epoch: float
+    attachments: list[str] | None
+    metadata: dict[str, Any] | None
+    stored_at: str
+
+    def to_dict(self, include_metadata: bool = True) -> dict[str, Any]:
+        out = {"role": self.role, "content": self.content, "message_id": self.message_id,
+               "timestamp": self.timestamp, "attachments": list(self.attachments or ())}
+        if include_metadata:
+            out["metadata"] = copy_json(self.metadata) if self.metadata else {}
+        return out
+
+    def ram_bytes(self) -> int:
+        """Bytes this message holds in RAM (CPython object sizes; ASCII strings are 49 + len bytes)."""
+        text = len(self.content) if self.content.isascii() else sys.getsizeof(self.content) - _STR_OVERHEAD
+        return (_TUPLE_BYTES + 24 + 4 * _STR_OVERHEAD + text + len(self.message_id) + len(self.timestamp)
+                + len(self.stored_at))
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (callers may change what they get without changing the store)."""
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    return value
+
+
+class _DecodedChunks:
+    """Recently read chunks, decoded (shared by every table of the process; any thread)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[int, tuple[bytes, list[list[Any]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def rows(self, blob: bytes, remember: bool = True) -> list[list[Any]]:
+        key = id(blob)  # the entry holds `blob`, so its id cannot be reused while the entry exists
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is blob:
+                self._entries.move_to_end(key)
+                return entry[1]
+        rows = codec.unpack_rows(blob)
+        if remember:
+            with self._lock:
+                self._entries[key] = (blob, rows)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+        return rows
+
+    def forget(self, blob: bytes) -> None:
+        with self._lock:
+            entry = self._entries.get(id(blob))
+            if entry is not None and entry[0] is blob:
+                del self._entries[id(blob)]
+
+
+decoded_chunks = _DecodedChunks(DECODED_CHUNKS)
+
+
+def key_of(message_id: str) -> int:
+    """The 64-bit key a message id is found by (Python's string hash: a table lives in one process;
+    equal keys of different ids are told apart by the rows)."""
+    return hash(message_id)
+
+
+def _message(row: list[Any], epoch: float) -> StoredMessage:
+    message_id, role, content, timestamp, attachments, metadata, stored_at = row
+    return StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at)
+
+
+def _row(message: StoredMessage) -> list[Any]:
+    return [message.message_id, message.role, message.content, message.timestamp, message.attachments,
+            message.metadata, message.stored_at]
+
+
+class MessageTable:
+    """The ordered messages of one session (indexable, sliceable, iterable as StoredMessage).
+
+    Example:
+        >>> table = MessageTable()
+        >>> table.extend([["m1", "user", "hi", "2026-01-01T00:00:00+00:00", None, None, "x"]], [0.0])
+        >>> table.position_of("m1"), table[0].content
+        (0, 'hi')
+    """
+
+    __slots__ = ("_chunks", "_starts", "_tail", "_hashes", "_epochs", "_roles", "_sorted", "_sorted_at",
+                 "_sealed", "content_bytes", "_tail_bytes", "_chunk_bytes")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._starts = array("q")  # position of each chunk's first message
+        self._tail: list[StoredMessage] = []
+        self._hashes = array("q")
+        self._epochs = array("d")
+        self._roles = bytearray()
+        # Hashes of positions [0, _sorted_at) sorted, with their positions: ids are found by
+        # bisection there and by a scan of the (short) rest.
+        self._sorted: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.int32))
+        self._sorted_at = 0
+        self._sealed = 0
+        self.content_bytes = 0
+        self._tail_bytes = 0
+        self._chunk_bytes = 0
+
+    # ------------------------------------------------------------------ size and columns
+    def __len__(self) -> int:
+        return len(self._epochs)
+
+    @property
+    def sealed(self) -> int:
+        """How many messages are in chunks (the tail holds the rest)."""
+        return self._sealed
+
+    def epochs(self) -> np.ndarray:
+        """Every message's time (epoch seconds), in order: a read-only view."""
+        view = np.frombuffer(self._epochs, dtype=np.float64) if len(self._epochs) else np.empty(0)
+        view.flags.writeable = False
+        return view
+
+    def roles(self) -> list[str]:
+        return [ROLE_NAMES[code] for code in self._roles]
+
+    def ram_bytes(self) -> int:
+        """Bytes this table holds: columns, chunks (with their object headers) and the tail's objects."""
+        return (len(self) * _ENTRY_BYTES + self._chunk_bytes + len(self._chunks) * 49 + self._tail_bytes
+                + 200)
+
+    # ------------------------------------------------------------------ appends
+    def extend(self, rows: list[list[Any]], epochs: list[float]) -> None:
+        """Append log rows ([id, role, content, timestamp, attachments, metadata, stored_at]) with their
+        times; full chunks are sealed straight from the rows."""
+        for row, epoch in zip(rows, epochs):
+            message_id, role, content = row[0], row[1], row[2]
+            self._hashes.append(key_of(message_id))
+            self._epochs.append(epoch)
+            self._roles.append(ROLES[role])
+            self.content_bytes += len(content) if content.isascii() else len(content.encode("utf-8"))
+        start = 0
+        while len(self._tail) + len(rows) - start >= CHUNK_MESSAGES:
+            take = CHUNK_MESSAGES - len(self._tail)
+            if self._tail:
+                self._seal([_row(m) for m in self._tail] + rows[start:start + take])
+            else:
+                self._seal(rows[start:start + take])
+            start += take
+        for row, epoch in zip(rows[start:], epochs[start:]):
+            message = _message(row, epoch)
+            self._tail.append(message)
+            self._tail_bytes += message.ram_bytes()
+        self._maybe_sort()
+
+    def seal(self) -> None:
+        """Compress the tail into a chunk (upkeep does this for sessions that went quiet)."""
+        if self._tail:
+            self._seal([_row(m) for m in self._tail])
+
+    def _seal(self, rows: list[list[Any]]) -> None:
+        """Seal the tail followed by `rows` (the tail's rows come first in `rows`)."""
+        blob = codec.pack_rows(rows)
+        self._starts.append(self._sealed)
+        self._chunks.append(blob)
+        self._sealed += len(rows)
+        self._chunk_bytes += len(blob)
+        self._tail = []
+        self._tail_bytes = 0
+
+    # ------------------------------------------------------------------ reads
+    @overload
+    def __getitem__(self, key: int) -> StoredMessage: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> list[StoredMessage]: ...
+
+    def __getitem__(self, key: int | slice) -> StoredMessage | list[StoredMessage]:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            assert step == 1, "tables are read in order"
+            return self.slice(start, stop)
+        position = key + len(self) if key < 0 else key
+        if not 0 <= position < len(self):
+            raise IndexError(key)
+        if position >= self._sealed:
+            return self._tail[position - self._sealed]
+        chunk = bisect_right(self._starts, position) - 1
+        row = decoded_chunks.rows(self._chunks[chunk])[position - self._starts[chunk]]
+        return _message(row, self._epochs[position])
+
+    def slice(self, start: int, stop: int, remember: bool = True) -> list[StoredMessage]:
+        """Messages [start, stop) in order; `remember=False` for one-off scans (they do not push
+        recently read chunks out of the decoded LRU)."""
+        stop = min(stop, len(self))
+        out: list[StoredMessage] = []
+        position = max(0, start)
+        while position < min(stop, self._sealed):
+            chunk = bisect_right(self._starts, position) - 1
+            first = self._starts[chunk]
+            rows = decoded_chunks.rows(self._chunks[chunk], remember)
+            end = min(stop, first + len(rows))
+            out.extend(_message(row, epoch) for row, epoch in zip(rows[position - first:end - first],
+                                                                  self._epochs[position:end]))
+            position = end
+        if position < stop:
+            out.extend(self._tail[position - self._sealed:stop - self._sealed])
+        return out
+
+    def __iter__(self) -> Iterator[StoredMessage]:
+        for start in range(0, len(self), 4 * CHUNK_MESSAGES):
+            yield from self.slice(start, start + 4 * CHUNK_MESSAGES, remember=False)
+
+    def raw_rows(self) -> Iterator[list[Any]]:
+        """Every message as its log row, in order (compaction re-packs these)."""
+        for blob in self._chunks:
+            yield from decoded_chunks.rows(blob, remember=False)
+        for message in self._tail:
+            yield _row(message)
+
+    def last(self) -> StoredMessage | None:
+        return self[len(self) - 1] if len(self) else None
+
+    # ------------------------------------------------------------------ finding ids
+    def position_of(self, message_id: str) -> int | None:
+        """The position of the message with this id, or None."""
+        for position in self._candidates(key_of(message_id)):
+            if self._id_at(position) == message_id:
+                return position
+        return None
+
+    def positions_of(self, message_ids: Iterable[str]) -> dict[str, int]:
+        """The positions of those of `message_ids` that are in the table (one vectorised probe for
+        the whole batch; only probable hits are confirmed one by one)."""
+        ids = list(message_ids)
+        if not ids or not len(self):
+            return {}
+        wanted = np.fromiter((key_of(message_id) for message_id in ids), np.int64, len(ids))
+        keys, _ = self._sorted
+        hit = np.zeros(len(ids), bool)
+        if len(keys):
+            at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            hit |= keys[at] == wanted
+        rest = np.frombuffer(self._hashes, np.int64)[self._sorted_at:]
+        if len(rest):
+            hit |= np.isin(wanted, rest)
+        found = {}
+        for index in np.flatnonzero(hit):
+            position = self.position_of(ids[index])
+            if position is not None:
+                found[ids[index]] = position
+        return found
+
+    def _candidates(self, key: int) -> list[int]:
+        keys, positions = self._sorted
+        out: list[int] = []
+        if len(keys):
+            left = int(np.searchsorted(keys, key))
+            right = int(np.searchsorted(keys, key, side="right"))
+            out.extend(int(p) for p in positions[left:right])
+        if self._sorted_at < len(self):
+            rest = np.frombuffer(self._hashes, np.int64)[self._sorted_at:]
+            out.extend(int(p) + self._sorted_at for p in np.flatnonzero(rest == key))
+        return out
+
+    def _id_at(self, position: int) -> str:
+        if position >= self._sealed:
+            return self._tail[position - self._sealed].message_id
+        chunk = bisect_right(self._starts, position) - 1
+        message_id: str = decoded_chunks.rows(self._chunks[chunk])[position - self._starts[chunk]][0]
+        return message_id
+
+    def _maybe_sort(self) -> None:
+        if len(self) - self._sorted_at <= 1024 + len(self) // 16:
+            return
+        keys = np.frombuffer(self._hashes, np.int64)
+        order = np.argsort(keys, kind="stable")
+        self._sorted = (keys[order], order.astype(np.int32))
+        self._sorted_at = len(self)
+
+    # ------------------------------------------------------------------ removal
+    def keep_where(self, keep: np.ndarray) -> list[StoredMessage]:
+        """Keep the messages where `keep` is True (in order); returns the ones removed."""
+        removed: list[StoredMessage] = []
+        rows: list[list[Any]] = []
+        epochs: list[float] = []
+        for position, message in enumerate(self):
+            if keep[position]:
+                rows.append(_row(message))
+                epochs.append(message.timestamp_epoch)
+            else:
+                removed.append(message)
+        for blob in self._chunks:
+            decoded_chunks.forget(blob)
+        self.__init__()  # type: ignore[misc]
+        self.extend(rows, epochs)
+        return removed

@@ -36,6 +36,8 @@ from .vector_index import load_embedder
 
 COMPACT_MIN_DEAD = 10_000  # compact once deleted messages exceed this and the live count
 INDEX_STEP_MESSAGES = 10_000  # search indexing per upkeep step (about 60 ms under the engine lock)
+SEAL_INTERVAL_S = 2.0  # how often upkeep compresses the tails of sessions that went quiet
+SEAL_STEP_SESSIONS = 500  # tails sealed per step (~50 µs each)
 _Handler = Callable[..., Any]
 _Marked = TypeVar("_Marked", bound=Callable[..., Any])
 
@@ -87,6 +89,8 @@ class ShardCore:
         self._compact_wanted = False
         self._write_pause = Backoff(0.05, 5.0, monotonic)  # writes wait after a failed commit
         self._reload_needed = False
+        self._monotonic = monotonic
+        self._next_seal = 0.0  # monotonic time of the next sealing of quiet tails
         self.reloads = 0
         self._compress_records = False
         self.opened = False
@@ -100,7 +104,7 @@ class ShardCore:
         try:
             for record_type, body in self.log.open():
                 self.state.apply(record_type, body)
-            self.state.defer_indexing = False  # replay leaves search indexes to searches and upkeep
+            self.state.replayed()  # replay leaves search indexes to searches and upkeep
             self._check_identity()
         except OSError as exc:
             self.log.release()
@@ -135,7 +139,7 @@ class ShardCore:
         fresh = self.state.empty_copy()
         for record_type, body in self.log.reload():
             fresh.apply(record_type, body)
-        fresh.defer_indexing = False
+        fresh.replayed()
         self.state = fresh
         self._reload_needed = False
         self.reloads += 1
@@ -219,6 +223,9 @@ class ShardCore:
         indexes replay left out (a bounded step each time), compaction."""
         self.log.maintain()
         self.state.index_some(INDEX_STEP_MESSAGES)
+        if self._monotonic() >= self._next_seal:
+            self.state.seal_quiet(SEAL_STEP_SESSIONS)
+            self._next_seal = self._monotonic() + SEAL_INTERVAL_S
         due = self._compact_wanted or self.state.dead_messages > max(COMPACT_MIN_DEAD, self.state.message_count)
         if due and not self._compact_retry.waiting():
             try:

@@ -37,6 +37,10 @@ class ShardState:
         self._unindexed: dict[str, deque[tuple[str, int, int]]] = {}
         self.unindexed_messages = 0
         self.defer_indexing = True  # while replaying; ShardCore clears it once the log is read
+        # Sessions whose newest messages are still objects (a table's tail), with the seal pass of
+        # their last append: `seal_quiet` compresses the tails of sessions that went quiet.
+        self._tails: dict[tuple[str, str], int] = {}
+        self._seal_pass = 0
         self.vectors = VectorIndex(embedder)
         self.cache = ShardCache(cache_bytes_max)
         self.message_count = 0
@@ -88,6 +92,8 @@ class ShardState:
         epochs = _epochs(rows)
         start, complete = len(state.messages), user_id not in self._unindexed
         state.messages.extend(rows, epochs)
+        if state.messages.sealed < len(state.messages):
+            self._tails[(user_id, session_id)] = self._seal_pass
         if self.vectors.enabled:
             for row, epoch in zip(rows, epochs):
                 self.vectors.add(user_id, session_id, row[0], row[2], row[1], epoch)
@@ -97,6 +103,25 @@ class ShardState:
         self.message_count += len(body["m"])
         state.record["updated_at"] = body["t"]
         self.invalidate(user_id, session_id)
+
+    def replayed(self) -> None:
+        """The log is read: live writes index as they go, and every session's tail is sealed (replay
+        is not a sign of which sessions are hot; the objects it leaves scattered hold heap pages)."""
+        self.defer_indexing = False
+        self.seal_quiet(None, everything=True)
+
+    def seal_quiet(self, budget: int | None, everything: bool = False) -> int:
+        """Compress the tails of up to `budget` sessions (all if None) not appended to since the
+        previous pass (or of any, `everything`); returns how many were sealed."""
+        quiet = [key for key, seen in self._tails.items() if everything or seen < self._seal_pass]
+        for key in quiet[:budget]:
+            del self._tails[key]
+            state = self.sessions.get(key)
+            if state is not None:
+                state.messages.seal()
+        if budget is None or len(quiet) <= budget:
+            self._seal_pass += 1
+        return len(quiet[:budget])
 
     # ------------------------------------------------------------------ the derived search index
     def _note_unindexed(self, user_id: str, session_id: str, start: int, count: int) -> None:
@@ -180,6 +205,8 @@ class ShardState:
                 self.index_user(user_id)  # removals need the user's doc ids; positions move below
                 gone = np.flatnonzero(~keep).tolist()
                 old = state.messages.keep_where(keep)
+                if state.messages.sealed < len(state.messages):
+                    self._tails[(user_id, session_id)] = self._seal_pass
                 self.search_index.remove_positions(user_id, session_id,
                                                    {position: m.content for position, m in zip(gone, old)})
                 for message in old:

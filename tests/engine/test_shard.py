@@ -286,3 +286,33 @@ def test_analytics_are_cached_until_the_users_next_write_and_exact_for_any_windo
     shard.append("alice", "s1", [message("two")])
     fresh = shard.analytics("alice", 1, now + 600)
     assert not fresh.cache_hit and fresh.value["messages"] == 2
+
+
+def test_tails_of_quiet_sessions_are_sealed_and_a_reopen_seals_every_tail(tmp_path):
+    """The newest messages of a session stay objects while it is written to; upkeep compresses the
+    tails of sessions that went quiet between two of its passes, and a reopen leaves no tail."""
+    from engine.shard import Shard
+    from tests.factories import engine_config
+    now = [0.0]
+    shard = Shard(engine_config(tmp_path), 0, monotonic=lambda: now[0])
+    shard.open()
+    for session in ("busy", "quiet"):
+        shard.create_session("alice", session)
+        shard.append("alice", session, [message(f"{session} {i}") for i in range(10)])
+        shard.commit()
+    tables = {s: shard.state.sessions[("alice", s)].messages for s in ("busy", "quiet")}
+    shard.maintain()  # the first pass: both were written since the previous one
+    assert {s: t.sealed for s, t in tables.items()} == {"busy": 0, "quiet": 0}
+    shard.append("alice", "busy", [message("busy 10")])
+    shard.commit()
+    now[0] += 10.0
+    shard.maintain()
+    assert {s: t.sealed for s, t in tables.items()} == {"busy": 0, "quiet": 10}
+    page, _ = shard.history("alice", "quiet", 3, latest=True)
+    assert _ids(page) == ["quiet 7", "quiet 8", "quiet 9"]
+    shard.close()
+    shard = open_shard(tmp_path)
+    table = shard.state.sessions[("alice", "busy")].messages
+    assert table.sealed == len(table) == 11
+    assert _ids(shard.history("alice", "busy", 2, latest=True)[0]) == ["busy 9", "busy 10"]
+    shard.close()

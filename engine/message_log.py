@@ -7,6 +7,7 @@ Layout of one shard directory (every file-system call goes through `engine.files
     BASE                  first live segment number after a compaction
     seg-000000000001.zst  sealed segment, zstd-compressed (or .log when compression is off)
     seg-000000000002.log  the active segment; format in engine.codec (salted header, framed records)
+    checkpoint.ffc        the shard's memory up to a log position (engine.checkpoint; not the log's)
 
 Crash-recovery rule (as SQLite's wal.c states its own, decided in engine.segment): replay reads
 every segment from BASE on. Damage in a sealed segment is corruption: opening refuses, naming the
@@ -16,8 +17,7 @@ it is corruption. A group of part frames whose last part is missing is cut too. 
 the segment's random salt, so message text can never pass for a frame. A last segment shorter than
 its header, or holding only zeros, was never born: it is removed.
 
-Compaction (`rewrite`) replaces the log with a snapshot, crash-safely; the protocol is in
-engine.compaction.
+Compaction (`rewrite`) replaces the log with a snapshot, crash-safely (engine.compaction).
 
 Parts (MessageLog ties them together and owns the public calls, the write lock and the none-mode
 buffer):
@@ -26,7 +26,6 @@ buffer):
     engine.active_segment  the segment appends go to: write numbers, fdatasync, cut-back, repair
     engine.upkeep          background steps: segment roll, compression, periodic fsync, failures
     engine.compactor       compaction while live: stage, commit, finish, settle an unknown commit
-
 Durability (acknowledgement rule of `append_batch`):
     fsync  one write + one fdatasync per batch: survives process and OS crashes
     flush  one write per batch: survives a process crash; fsync'd about once a second (`maintain`)
@@ -41,6 +40,7 @@ with exponential backoff. Every live change to the directory happens under the f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -54,7 +54,7 @@ from .config import MB
 from .errors import ShardClosed, StorageFailure
 from .fence import Fence
 from .filesystem import FileSystem, make_durable_dir
-from .recovery import Recovery, RecoveryReport, list_segments
+from .recovery import Position, Recovery, RecoveryReport, list_segments
 from .upkeep import Upkeep
 
 
@@ -92,29 +92,32 @@ class MessageLog:
         self._compactor = Compactor(self.fs, directory, self._active, self._upkeep, self._recovery, self._rng)
         self.commits = 0
         self.fsyncs = 0
+        self.appended = 0  # records taken by append_batch since this object was made
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
     # ----------------------------------------------------------------- open / replay
-    def open(self) -> Iterator[tuple[int, Any]]:
-        """Lock the directory, bump the epoch and yield every record (type, body) in log order.
+    def open(self, start: Position | None = None,
+             started: Callable[[bool], None] | None = None) -> Iterator[tuple[int, Any]]:
+        """Lock the directory, bump the epoch and yield every record (type, body) in log order (only
+        those after `start` if the log still holds it: `started(resumed)` says which, first).
 
         The log is ready for appends once the iterator is exhausted. On any failure the locks
         are released before the error propagates. Raises ShardLocked, CorruptRecord, StorageFailure.
         """
-        started = time.perf_counter()
+        began = time.perf_counter()
         try:
             make_durable_dir(self.fs, self.directory)
             self.report.epoch = self._fence.acquire()
-            yield from self._replay()
+            yield from self._replay(None, start, started)
         except OSError as exc:
             self.release()
             raise StorageFailure(f"Cannot open shard log {self.directory}: {exc}") from None
         except BaseException:
             self.release()
             raise
-        self.report.open_ms = (time.perf_counter() - started) * 1000
+        self.report.open_ms = (time.perf_counter() - began) * 1000
 
     def reload(self) -> Iterator[tuple[int, Any]]:
         """Yield every record again, the log's then the none-mode buffer's (after a failed write, so
@@ -130,10 +133,11 @@ class MessageLog:
             self._compactor.outcome_known()
             yield from codec.decode_records(self._buffer, f"buffered for {self.directory}")
 
-    def _replay(self, limit: tuple[int, int] | None = None) -> Generator[tuple[int, Any], None, None]:
+    def _replay(self, limit: tuple[int, int] | None = None, start: Position | None = None,
+                started: Callable[[bool], None] | None = None) -> Generator[tuple[int, Any], None, None]:
         """Replay the log (engine.recovery), then append where it ends: to its last segment when that
         is uncompressed, else to a fresh one after it."""
-        numbers, tail = yield from self._recovery.replay(limit)
+        numbers, tail = yield from self._recovery.replay(limit, start, started)
         if tail is not None and not tail.compressed:
             self._active.resume(tail)
         else:
@@ -165,6 +169,7 @@ class MessageLog:
         if self.durability != "none":
             with self._write_lock:
                 self._commit(records, sync=self.durability == "fsync")
+                self.appended += len(records)
             return
         with self._write_lock:
             if self._buffer_bytes > self.buffer_bytes_max and self._flush_failing:
@@ -176,6 +181,7 @@ class MessageLog:
                 self._buffer_since = self._clock()
             self._buffer.extend(records)
             self._buffer_bytes += sum(len(payload) for _, payload in records)
+            self.appended += len(records)
         self.flush_if_due()
 
     def _commit(self, records: list[codec.Record], sync: bool) -> None:
@@ -228,6 +234,20 @@ class MessageLog:
             self._buffer, self._buffer_bytes, self._buffer_since = [], 0, None
             self._flush_failing = False
 
+    def durable_position(self) -> Position | None:
+        """Write the none-mode buffer, fsync: the log's end, all on disk (what a checkpoint may cover);
+        None while a repair or a compaction's finish is pending. Raises StorageFailure, StaleEpoch."""
+        with self._write_lock, self._fence.held():
+            self.flush()
+            if self._needs_repair() or self._compactor.finish_due or self._active.handle is None:
+                return None
+            try:
+                self._active.sync()
+            except OSError as exc:
+                raise StorageFailure(f"fsync of shard log {self.directory} failed: {exc}") from None
+            active = self._active
+            return Position(active.number, active.size, active.write, active.salt)
+
     @property
     def pending_bytes(self) -> int:
         return self._buffer_bytes
@@ -240,10 +260,8 @@ class MessageLog:
     def disk_bytes(self) -> int:
         total = 0
         for name in self.segment_files():
-            try:
+            with contextlib.suppress(FileNotFoundError):  # compression may remove a .log meanwhile
                 total += self.fs.size(self._path(name))
-            except FileNotFoundError:
-                pass
         return total
 
     # ----------------------------------------------------------------- background steps
@@ -253,7 +271,9 @@ class MessageLog:
         older than that is known to have been on disk (recovery then refuses rather than cuts)."""
         if self.durability == "none":
             self.flush_if_due()
-        self._sync_if_due()
+        if self._upkeep.sync_due():
+            with self._write_lock:
+                self._upkeep.sync()
         if self._upkeep.retry.waiting():
             return
         with self._write_lock:
@@ -278,11 +298,6 @@ class MessageLog:
     def _needs_repair(self) -> bool:
         return (self._active.handle is None or self._active.broken is not None
                 or self._compactor.unknown_commit is not None)
-
-    def _sync_if_due(self) -> None:
-        if self._upkeep.sync_due():
-            with self._write_lock:
-                self._upkeep.sync()
 
     @property
     def failure(self) -> str | None:
@@ -361,7 +376,6 @@ class MessageLog:
         orderly way."""
         self._active.close()
         self._fence.release()
-
 
     def close(self) -> None:
         """Flush buffered records (three attempts: a transient EIO must not cost them), fsync, release

@@ -1,11 +1,11 @@
 """The messages of one session, held compactly: a few fixed-size columns per message in arrays, and
 the bodies in compressed chunks; only the newest messages (the tail) are held as objects.
 
-Per message in RAM: its id hash (8 bytes), a sorted copy of the hashes with positions (12), its
+Per message in RAM: its id's key (4 bytes), a sorted copy of the keys with positions (8), its
 time (8), its role (1), and its compressed row (about the size the log holds). Reading a message
 of a sealed chunk decompresses the chunk (a small LRU keeps recently read chunks decoded), so a
 history page costs one or two chunk decodes; the tail answers without any. Message ids are found
-through the hash columns and confirmed against the decoded row, so a hash collision is never a
+through the key columns and confirmed against the decoded row, so a hash collision is never a
 wrong answer.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import zlib
 from array import array
 from bisect import bisect_right
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from . import codec
 
 CHUNK_MESSAGES = 64  # a tail this long is sealed into a chunk
 DECODED_CHUNKS = 256  # chunks kept decoded per process (LRU)
-_ENTRY_BYTES = 8 + 12 + 8 + 1  # hash, sorted hash + position, epoch, role
+_ENTRY_BYTES = 4 + 8 + 8 + 1  # key, sorted key + position, epoch, role
 ROLE_NAMES = ("user", "assistant", "system", "tool")
 ROLES = {name: code for code, name in enumerate(ROLE_NAMES)}
 _STR_OVERHEAD = sys.getsizeof("")
@@ -100,9 +101,9 @@ decoded_chunks = _DecodedChunks(DECODED_CHUNKS)
 
 
 def key_of(message_id: str) -> int:
-    """The 64-bit key a message id is found by (Python's string hash: a table lives in one process;
-    equal keys of different ids are told apart by the rows)."""
-    return hash(message_id)
+    """The 32-bit key a message id is found by (CRC-32 of its UTF-8: the same in every process, so a
+    checkpoint can keep it; ids with equal keys are told apart by their rows)."""
+    return zlib.crc32(message_id.encode("utf-8", "surrogatepass"))
 
 
 def _message(row: list[Any], epoch: float) -> StoredMessage:
@@ -125,19 +126,19 @@ class MessageTable:
         (0, 'hi')
     """
 
-    __slots__ = ("_chunks", "_starts", "_tail", "_hashes", "_epochs", "_roles", "_sorted", "_sorted_at",
+    __slots__ = ("_chunks", "_starts", "_tail", "_keys", "_epochs", "_roles", "_sorted", "_sorted_at",
                  "_sealed", "content_bytes", "_tail_bytes", "_chunk_bytes")
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
         self._starts = array("q")  # position of each chunk's first message
         self._tail: list[StoredMessage] = []
-        self._hashes = array("q")
+        self._keys = array("I")
         self._epochs = array("d")
         self._roles = bytearray()
-        # Hashes of positions [0, _sorted_at) sorted, with their positions: ids are found by
+        # Keys of positions [0, _sorted_at) sorted, with their positions: ids are found by
         # bisection there and by a scan of the (short) rest.
-        self._sorted: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, np.int32))
+        self._sorted: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.uint32), np.empty(0, np.int32))
         self._sorted_at = 0
         self._sealed = 0
         self.content_bytes = 0
@@ -173,7 +174,7 @@ class MessageTable:
         times; full chunks are sealed straight from the rows."""
         for row, epoch in zip(rows, epochs):
             message_id, role, content = row[0], row[1], row[2]
-            self._hashes.append(key_of(message_id))
+            self._keys.append(key_of(message_id))
             self._epochs.append(epoch)
             self._roles.append(ROLES[role])
             self.content_bytes += len(content) if content.isascii() else len(content.encode("utf-8"))
@@ -273,13 +274,13 @@ class MessageTable:
         ids = list(message_ids)
         if not ids or not len(self):
             return {}
-        wanted = np.fromiter((key_of(message_id) for message_id in ids), np.int64, len(ids))
+        wanted = np.fromiter((key_of(message_id) for message_id in ids), np.uint32, len(ids))
         keys, _ = self._sorted
         hit = np.zeros(len(ids), bool)
         if len(keys):
             at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
             hit |= keys[at] == wanted
-        rest = np.frombuffer(self._hashes, np.int64)[self._sorted_at:]
+        rest = np.frombuffer(self._keys, np.uint32)[self._sorted_at:]
         if len(rest):
             hit |= np.isin(wanted, rest)
         found = {}
@@ -297,7 +298,7 @@ class MessageTable:
             right = int(np.searchsorted(keys, key, side="right"))
             out.extend(int(p) for p in positions[left:right])
         if self._sorted_at < len(self):
-            rest = np.frombuffer(self._hashes, np.int64)[self._sorted_at:]
+            rest = np.frombuffer(self._keys, np.uint32)[self._sorted_at:]
             out.extend(int(p) + self._sorted_at for p in np.flatnonzero(rest == key))
         return out
 
@@ -311,7 +312,7 @@ class MessageTable:
     def _maybe_sort(self) -> None:
         if len(self) - self._sorted_at <= 1024 + len(self) // 16:
             return
-        keys = np.frombuffer(self._hashes, np.int64)
+        keys = np.frombuffer(self._keys, np.uint32)
         order = np.argsort(keys, kind="stable")
         self._sorted = (keys[order], order.astype(np.int32))
         self._sorted_at = len(self)
@@ -333,3 +334,38 @@ class MessageTable:
         self.__init__()  # type: ignore[misc]
         self.extend(rows, epochs)
         return removed
+
+    # ------------------------------------------------------------------ checkpoints
+    def dump(self) -> list[Any]:
+        """The table as plain values (bytes, lists, ints) for a checkpoint: `load` rebuilds it exactly."""
+        keys, positions = self._sorted
+        return [self._chunks, self._starts.tobytes(), self._keys.tobytes(), self._epochs.tobytes(),
+                bytes(self._roles), keys.tobytes(), positions.tobytes(), self._sorted_at,
+                [_row(message) for message in self._tail], self.content_bytes, self._sealed]
+
+    @classmethod
+    def load(cls, parts: list[Any]) -> "MessageTable":
+        """The table `dump` described (raises ValueError, TypeError, KeyError if `parts` do not
+        describe one: a checkpoint that passed its checksum but not this is not used)."""
+        chunks, starts, keys, epochs, roles, sorted_keys, sorted_positions, sorted_at, tail, content, sealed = parts
+        table = cls()
+        table._chunks = list(chunks)
+        table._starts.frombytes(starts)
+        table._keys.frombytes(keys)
+        table._epochs.frombytes(epochs)
+        table._roles = bytearray(roles)
+        table._sorted = (np.frombuffer(sorted_keys, np.uint32).copy(), np.frombuffer(sorted_positions, np.int32).copy())
+        table._sorted_at = int(sorted_at)
+        table._chunk_bytes = sum(len(blob) for blob in table._chunks)
+        table._sealed = int(sealed)
+        count = len(table._keys)
+        if not (len(table._epochs) == len(table._roles) == count and len(table._starts) == len(table._chunks)
+                and len(table._sorted[0]) == len(table._sorted[1]) == table._sorted_at <= count
+                and table._sealed + len(tail) == count and (table._starts[-1] < table._sealed if table._chunks
+                                                             else table._sealed == 0)
+                and max(table._roles, default=0) < len(ROLE_NAMES)):
+            raise ValueError("inconsistent message table")
+        table._tail = [_message(row, table._epochs[table._sealed + offset]) for offset, row in enumerate(tail)]
+        table._tail_bytes = sum(message.ram_bytes() for message in table._tail)
+        table.content_bytes = int(content)
+        return table

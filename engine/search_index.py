@@ -173,6 +173,24 @@ class SearchIndex:
         if user_id in self._users and self._users[user_id].live_docs == 0:
             del self._users[user_id]
 
+    def users(self) -> list[str]:
+        return list(self._users)
+
+    def doc_runs(self, user_id: str) -> list[list[Any]]:
+        """The user's live documents in doc-id order as [session_id, first position, count] runs of
+        consecutive positions of one session (what rebuilding them in this order needs)."""
+        index = self._users.get(user_id)
+        if index is None or index.live_docs == 0:
+            return []
+        docs = np.flatnonzero(np.frombuffer(index.alive, dtype=np.bool_))
+        sessions = np.frombuffer(index.sessions, dtype=np.int32)[docs]
+        positions = np.frombuffer(index.positions, dtype=np.int32)[docs]
+        breaks = np.flatnonzero((sessions[1:] != sessions[:-1]) | (positions[1:] != positions[:-1] + 1)) + 1
+        starts = np.concatenate(([0], breaks))
+        counts = np.diff(np.concatenate((starts, [len(docs)])))
+        return [[index.session_names[sessions[start]], int(positions[start]), int(count)]
+                for start, count in zip(starts.tolist(), counts.tolist())]
+
     def drop_user(self, user_id: str) -> None:
         self._users.pop(user_id, None)
 

@@ -76,7 +76,8 @@ def decompress(data: bytes, path: str) -> bytes:
         raise CorruptRecord(f"Corrupt compressed segment {path}: {exc}") from None
 
 
-def scan(data: bytes, path: str, sealed: bool) -> Generator[tuple[int, Any], None, SegmentEnd]:
+def scan(data: bytes, path: str, sealed: bool, start: int = codec.SEGMENT_HEADER_SIZE,
+         write: int = 0) -> Generator[tuple[int, Any], None, SegmentEnd]:
     """Yield (type, body) of every complete record of a segment (a group's parts merged into one).
 
     `sealed` is True for every segment but the last (and for compressed ones): there, any damage
@@ -84,16 +85,17 @@ def scan(data: bytes, path: str, sealed: bool) -> Generator[tuple[int, Any], Non
     a valid frame after it says the damaged write had reached the disk before (its `synced` number
     covers that write): then it is corruption. So a tail whose pages reached the disk in any order
     is cut, and durable data that was damaged is never silently dropped. A group missing its last
-    part at the end is cut too. Raises CorruptRecord naming the file and offset.
+    part at the end is cut too. Raises CorruptRecord naming the file and offset. `start` and `write`
+    resume a scan at a record boundary a checkpoint covers up to (`write`: the last write before it).
     """
     salt = codec.read_segment_header(data)
     if salt is None:
         raise CorruptRecord(f"Corrupt segment header in {path} at offset 0; refusing to open")
     group: list[Any] = []
-    group_start = end = codec.SEGMENT_HEADER_SIZE
-    records = largest = write = 0
+    group_start = end = start
+    records = largest = 0
     write_ended = True
-    for offset, frame in codec.iter_frames(data, salt):
+    for offset, frame in codec.iter_frames(data, salt, start):
         end = frame.next_offset
         largest = max(largest, len(frame.payload))
         write, write_ended = frame.write, bool(frame.record_type & codec.WRITE_END)
@@ -131,3 +133,22 @@ def _durable_before(data: bytes, offset: int, salt: int, damaged_write: int) -> 
         if frame.synced >= damaged_write or frame.write < damaged_write:
             return True
     return False
+
+
+def starts_at(data: bytes, salt: int, offset: int) -> bool:
+    """Can a scan of this (uncompressed) segment resume at `offset`: its salt is `salt` and a record
+    starts there, or the segment ends there?"""
+    if codec.read_segment_header(data) != salt or not codec.SEGMENT_HEADER_SIZE <= offset <= len(data):
+        return False
+    return offset == len(data) or codec.check_frame(data, offset, salt) is not None
+
+
+def check_before(data: bytes, path: str, salt: int, offset: int) -> None:
+    """Check the frames of a segment up to `offset` (checksums only, nothing decoded): a checkpoint
+    at `offset` says they were on disk, so damage there is corruption. Raises CorruptRecord."""
+    end = codec.SEGMENT_HEADER_SIZE
+    for _, frame in codec.iter_frames(data[:offset], salt):
+        end = frame.next_offset
+    if end != offset:
+        raise CorruptRecord(f"Corrupt record in {path} at offset {end}: it was on disk before records that "
+                            f"follow it; refusing to open (restore the file or truncate it by hand)")

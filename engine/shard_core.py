@@ -24,6 +24,7 @@ from typing import Any, Callable, TypeVar
 from . import codec
 from . import operations as ops
 from .backoff import Backoff
+from .checkpoint import Checkpoint, Checkpointer
 from .config import EngineConfig
 from .errors import CorruptRecord, EngineError, InvalidInput, SessionNotFound, StaleEpoch, StorageFailure
 from .filesystem import FileSystem, atomic_write
@@ -90,6 +91,8 @@ class ShardCore:
         self._write_pause = Backoff(0.05, 5.0, monotonic)  # writes wait after a failed commit
         self._reload_needed = False
         self._monotonic = monotonic
+        self._committed = 0  # records this core appended to the log (the log counts its own: `appended`)
+        self.checkpoints = Checkpointer(self.fs, self.directory, monotonic)
         self._next_seal = 0.0  # monotonic time of the next sealing of quiet tails
         self.reloads = 0
         self._compress_records = False
@@ -99,10 +102,20 @@ class ShardCore:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> dict[str, Any]:
-        """Replay the log into memory; returns the recovery report. On failure nothing stays held
-        (locks released). Raises ShardLocked, CorruptRecord, StorageFailure."""
+        """Load the checkpoint and replay the log after it (or the whole log) into memory; returns the
+        recovery report. On failure nothing stays held (locks released). Raises ShardLocked,
+        CorruptRecord, StorageFailure."""
         try:
-            for record_type, body in self.log.open():
+            loaded = self.checkpoints.read(self.config.cache_bytes_max) if not self.state.vectors.enabled else None
+
+            def started(resumed: bool) -> None:
+                if resumed and loaded is not None:
+                    cache = self.state.cache
+                    self.state = loaded[1]
+                    self.state.cache.hits, self.state.cache.misses = cache.hits, cache.misses
+                self.checkpoints.loaded(loaded[0] if resumed and loaded is not None else None,
+                                        unused=loaded is not None and not resumed)
+            for record_type, body in self.log.open(loaded[0] if loaded is not None else None, started):
                 self.state.apply(record_type, body)
             self.state.replayed()  # replay leaves search indexes to searches and upkeep
             self._check_identity()
@@ -113,6 +126,8 @@ class ShardCore:
             self.log.release()
             raise
         self.opened = True
+        if self.checkpoints.note:
+            self.log.report.notes.append(self.checkpoints.note)
         report = self.log.report.as_dict()
         if self.state.orphans:
             report["notes"].append(f"{self.state.orphans} messages of sessions the log never created were kept "
@@ -136,6 +151,7 @@ class ShardCore:
         state replaces the old only once the whole log was read; raises StorageFailure if it
         cannot be read (the caller must then stop serving: memory is ahead of the log)."""
         self._pending = []
+        self._reload_needed = True  # until the new state is in place (no checkpoint of the old one)
         fresh = self.state.empty_copy()
         for record_type, body in self.log.reload():
             fresh.apply(record_type, body)
@@ -149,6 +165,7 @@ class ShardCore:
         if self._pending:
             records, self._pending = self._pending, []
             self.log.append_batch(records)
+            self._committed += len(records)
 
     def execute(self, operations: list[ops.ShardOperation]) -> list[Reply]:
         """Run operations in order, commit once, return one Reply per operation.
@@ -223,6 +240,11 @@ class ShardCore:
         indexes replay left out (a bounded step each time), compaction."""
         self.log.maintain()
         self.state.index_some(INDEX_STEP_MESSAGES)
+        if self.checkpoints.due(self.state) and not self.state.vectors.enabled:
+            try:
+                self.checkpoint()
+            except StorageFailure:
+                pass  # counted; the log is the truth and the next one is tried after the interval
         if self._monotonic() >= self._next_seal:
             self.state.seal_quiet(SEAL_STEP_SESSIONS)
             self._next_seal = self._monotonic() + SEAL_INTERVAL_S
@@ -236,6 +258,11 @@ class ShardCore:
     def close(self) -> None:
         try:
             self.commit()
+            if self.opened and not self.state.vectors.enabled:
+                try:
+                    self.checkpoint()  # the next open loads it instead of replaying the log
+                except StorageFailure:
+                    pass  # counted; closing still flushes and syncs the log below
         finally:
             self.log.close()
             self.opened = False
@@ -286,10 +313,21 @@ class ShardCore:
             self._compact_retry.failed()
             raise StorageFailure(f"Compaction of shard {self.index} failed: {exc}") from None
         self.state.dead_messages = 0
+        self.checkpoints.retire()
         self.compactions += 1
         self._compact_wanted = False
         self._compact_retry.succeeded()
         return {"bytes_before": before, "bytes_after": self.log.disk_bytes()}
+
+    @handles(Checkpoint)
+    def checkpoint(self) -> dict[str, Any]:
+        """Write a checkpoint of memory at the log's durable end (see engine.checkpoint); not while
+        memory may differ from the log (a failed write's reload is pending)."""
+        self.commit()
+        # Memory holds exactly the log only if every record appended since open came from here.
+        same = not self._reload_needed and not self._pending and self.log.appended == self._committed
+        position = self.log.durable_position() if same else None
+        return self.checkpoints.write(position, self.state, self.log.epoch)
 
     @handles(ops.ClearCache)
     def clear_cache(self) -> int:

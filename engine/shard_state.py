@@ -44,6 +44,7 @@ class ShardState:
         self.vectors = VectorIndex(embedder)
         self.cache = ShardCache(cache_bytes_max)
         self.message_count = 0
+        self.changes = 0  # messages and other records applied since this state was made (or loaded)
         self.dead_messages = 0  # deleted since the last compaction (their records still sit in the log)
         self.orphans = 0  # messages replayed for a session the log never created (older writers)
 
@@ -56,6 +57,7 @@ class ShardState:
 
     # ------------------------------------------------------------------ apply (live and replay)
     def apply(self, record_type: int, body: dict[str, Any]) -> None:
+        self.changes += len(body["m"]) if record_type == codec.MESSAGES else 1
         if record_type == codec.MESSAGES:
             self._apply_messages(body)
         elif record_type == codec.USER_PUT:
@@ -166,6 +168,30 @@ class ShardState:
         """The search index, complete for `user_id` (built now if it was not yet)."""
         self.index_user(user_id)
         return self.search_index
+
+    def log_order(self) -> dict[str, list[list[Any]]]:
+        """Per user, the live messages in the order their search documents are (or will be) added, as
+        [session_id, start, count] runs: a checkpoint keeps it so a rebuilt index ties as before."""
+        order = {}
+        for user_id in set(self.search_index.users()) | set(self._unindexed):
+            runs = self.search_index.doc_runs(user_id) + [list(run) for run in self._unindexed.get(user_id, ())]
+            if runs:
+                order[user_id] = runs
+        return order
+
+    def adopt(self, order: dict[str, list[list[Any]]]) -> None:
+        """Take loaded sessions' index order (`log_order`) as still to index, and their tails as open."""
+        total = 0
+        for user_id, runs in order.items():
+            self._unindexed[user_id] = deque((str(session_id), int(start), int(count))
+                                             for session_id, start, count in runs)
+            total += sum(int(count) for _, _, count in runs)
+        counted = sum(len(state.messages) for state in self.sessions.values())
+        if total != counted or counted != self.message_count:
+            raise ValueError(f"checkpoint counts disagree: {total} to index, {counted} stored, "
+                             f"{self.message_count} counted")
+        self.unindexed_messages = total
+        self._tails = {key: 0 for key, state in self.sessions.items() if state.messages.sealed < len(state.messages)}
 
     def index_nbytes(self) -> int:
         """RAM of the search index and of the runs still to index (a tuple of three in a deque)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import operations as ops
+from engine.checkpoint import Checkpoint
 from engine.config import MB, EngineConfig
 
 ROOT = "/store"
@@ -43,7 +44,8 @@ def _appends(prefix: str, count: int, session: str = "s1", size: int = 0) -> lis
 
 def workloads() -> list[Workload]:
     """The workloads the issue lists: single appends, batches, roll-over, compaction, deletes and
-    purges, none-mode flushes, manifest creation, and batches split into record groups."""
+    purges, none-mode flushes, manifest creation, batches split into record groups, and checkpoints
+    (written between writes, retired by a compaction, and at every close)."""
     setup: list[Op] = [ops.CreateUser("alice", {"username": "Alice"}), ops.CreateSession("alice", "s1")]
     single = [setup] + _appends("a", 4) + [[ops.Append("alice", "s1", [message("a1")])]]  # a replay
     batches = [setup, [ops.CreateSession("alice", "s2")],
@@ -65,6 +67,10 @@ def workloads() -> list[Workload]:
                [ops.DeleteUserData("bob")],
                [ops.DeleteSession("alice", "s1")]]
     none_mode = [setup] + _appends("n", 5) + [[ops.Flush()]] + _appends("m", 3)
+    checkpoints = ([setup] + _appends("c", 2) + [[Checkpoint()]] + _appends("d", 2, size=900)
+                   + [[ops.CreateSession("alice", "gone")], [ops.Append("alice", "gone", [message("x1")])],
+                      [Checkpoint()], [ops.DeleteSession("alice", "gone")], [ops.Compact()]]
+                   + _appends("e", 2) + [[Checkpoint()]] + _appends("f", 1))
     big = [setup, [ops.Append("alice", "s1", [message(f"g{i}", "x" * 700) for i in range(6)])],
            [ops.Append("alice", "s1", [message("h0")])]]
     return [
@@ -79,4 +85,6 @@ def workloads() -> list[Workload]:
         Workload("none-mode flushes", "none", none_mode),
         Workload("manifest creation", "fsync", [setup] + _appends("f", 1), with_manifest=True),
         Workload("batch split into a record group", "fsync", big, record_bytes_max=2048),
+        Workload("checkpoints", "fsync", checkpoints, segment_bytes_max=4096),
+        Workload("checkpoints", "none", checkpoints, segment_bytes_max=4096),
     ]

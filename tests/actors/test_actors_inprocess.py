@@ -13,7 +13,8 @@ from tests.factories import engine_config, message
 
 
 def test_shard_actor_assign_execute_release(tmp_path):
-    """An actor serves nothing until assigned; assign replays the log; release returns it to the pool."""
+    """An actor serves nothing until assigned; assign opens the shard (its checkpoint and the log after
+    it); release closes it (writing a checkpoint) and returns the actor to the pool."""
     actor = ShardActor(0, tune_gc=False)
     with pytest.raises(ShardUnassigned):
         actor.execute([ops.ListUsers()])
@@ -26,7 +27,9 @@ def test_shard_actor_assign_execute_release(tmp_path):
     with pytest.raises(EngineError):  # another path's shard (one path's shards may share an actor)
         actor.assign(engine_config(tmp_path / "other"), 1)
     assert actor.release() is True and actor.probe()["assigned"] is False
-    assert actor.assign(engine_config(tmp_path), 0)["records"] == 2
+    report = actor.assign(engine_config(tmp_path), 0)  # from the checkpoint the release's close wrote
+    assert report["records"] == 0 and "resumed after a checkpoint" in " ".join(report["notes"])
+    assert actor.probe()["messages"] == 1
     actor.release()
 
 

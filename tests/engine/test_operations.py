@@ -10,12 +10,13 @@ from dataclasses import fields
 import pytest
 
 from engine import backup_ops as bops
+from engine import checkpoint
 from engine import operations as ops
 from engine.shard import Shard
 from tests.factories import message
 
 BASES = (ops.ShardOperation, ops.UserOperation, ops.SessionOperation)
-OPERATION_TYPES = sorted({value for module in (ops, bops) for value in vars(module).values()
+OPERATION_TYPES = sorted({value for module in (ops, bops, checkpoint) for value in vars(module).values()
                           if isinstance(value, type) and issubclass(value, ops.ShardOperation)
                           and value not in BASES}, key=lambda kind: kind.__name__)
 

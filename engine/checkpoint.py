@@ -1,0 +1,164 @@
+"""Checkpoints: a shard's memory written down at a log position, so an open loads it and replays only
+the records after it instead of the whole log.
+
+    checkpoint.ffc = b"FFCHCKP1" | length:u64 | crc32(payload):u32 | payload (msgpack)
+    payload        = {v, position: [segment, offset, write, salt], users, sessions, order, counts}
+
+A checkpoint is derived data: the log stays the truth. It is written whole through the storage seam
+(temporary file, fsync, rename, fsync of the directory), and only at a position the log has on disk
+(`MessageLog.durable_position`), so a crash at any step leaves the previous checkpoint or the new
+one, each covering a prefix of the log. At open, a checkpoint is used only if its checksum and
+contents hold and the log still holds its position (same segment, salt, and a record boundary
+there); anything else is noted and the whole log is replayed. Compaction renumbers segments, so it
+retires every checkpoint before it (the next one is due at once). Not used with an embedder (the
+vector index is rebuilt by replay).
+
+A shard writes one at a clean close, when at least CHECKPOINT_EVERY changes (or a quarter of its
+messages) were applied since the last one and CHECKPOINT_INTERVAL_S have passed, and on `Checkpoint`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import zlib
+from typing import Any, Callable, ClassVar
+
+import msgpack
+
+from .errors import StorageFailure
+from .filesystem import FileSystem, atomic_write
+from .message_table import MessageTable
+from .operations import ShardOperation, typed
+from .recovery import Position
+from .session_store import SessionState
+from .shard_state import ShardState
+
+FILE_NAME = "checkpoint.ffc"
+MAGIC = b"FFCHCKP1"
+HEADER = struct.Struct("<8sQI")
+VERSION = 1
+CHECKPOINT_EVERY = 50_000
+CHECKPOINT_INTERVAL_S = 5.0
+
+
+@typed
+class Checkpoint(ShardOperation):
+    """Reply: {written, bytes, messages, ms} (written False when nothing changed since the last one or
+    the log cannot name a durable position yet); runs after the batch's commit."""
+
+    after_commit: ClassVar[bool] = True
+
+
+# ---------------------------------------------------------------------- the file
+def encode(position: Position, state: ShardState) -> bytes:
+    """The checkpoint file's bytes for `state`, which holds exactly the log up to `position`."""
+    sessions = [[user_id, session_id, state_.record, state_.messages.dump()]
+                for (user_id, session_id), state_ in state.sessions.items()]
+    body = {"v": VERSION, "position": list(position), "users": state.users, "sessions": sessions,
+            "order": state.log_order(), "counts": [state.message_count, state.dead_messages, state.orphans]}
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def decode(data: bytes, cache_bytes_max: int) -> tuple[Position, ShardState]:
+    """The position and state a checkpoint file holds; raises ValueError saying why it cannot be used."""
+    if len(data) < HEADER.size:
+        raise ValueError("shorter than its header")
+    magic, length, crc = HEADER.unpack_from(data)
+    payload = memoryview(data)[HEADER.size:]
+    if magic != MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
+        raise ValueError("damaged (header or checksum)")
+    try:
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        if body["v"] != VERSION:
+            raise ValueError(f"version {body['v']}")
+        state = ShardState(cache_bytes_max, None)
+        state.users = dict(body["users"])
+        for user_id, session_id, record, table in body["sessions"]:
+            session = state.sessions[(user_id, session_id)] = SessionState(record)
+            session.messages = MessageTable.load(table)
+            state.user_sessions.setdefault(user_id, set()).add(session_id)
+        state.message_count, state.dead_messages, state.orphans = (int(n) for n in body["counts"])
+        state.adopt(body["order"])
+        return Position(*(int(n) for n in body["position"])), state
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise ValueError(f"unreadable contents ({type(exc).__name__}: {exc})") from None
+
+
+class Checkpointer:
+    """When a shard writes its checkpoints, and reading the one it opens from.
+
+    Example:
+        >>> checkpoints = Checkpointer(FileSystem(), "/tmp/shard-0000", time.monotonic)
+        >>> loaded = checkpoints.read(cache_bytes_max=0)  # (position, state) or None, with `note` set
+    """
+
+    def __init__(self, fs: FileSystem, directory: str, monotonic: Callable[[], float]) -> None:
+        self.fs = fs
+        self.directory = directory
+        self._monotonic = monotonic
+        self.path = os.path.join(directory, FILE_NAME)
+        self.position: Position | None = None  # of the last one written or loaded
+        self.changes_at = 0  # the state's `changes` then
+        self.next_at = 0.0  # monotonic time before which none is written on schedule
+        self.note: str | None = None
+        self.written = 0
+        self.failures = 0
+        self.last_failure: str | None = None
+
+    def read(self, cache_bytes_max: int) -> tuple[Position, ShardState] | None:
+        """The checkpoint on disk, decoded; None (and `note` says why) when there is none or it
+        cannot be used. Removes temporary files a crash left. Raises OSError."""
+        if not self.fs.exists(self.directory):
+            return None
+        for name in self.fs.listdir(self.directory):
+            if name.startswith(FILE_NAME + ".") and name.endswith(".tmp"):
+                self.fs.unlink(os.path.join(self.directory, name))
+        if not self.fs.exists(self.path):
+            return None
+        try:
+            return decode(self.fs.read(self.path), cache_bytes_max)
+        except ValueError as exc:
+            self.note = f"checkpoint not used: {exc}"
+            return None
+
+    def loaded(self, position: Position | None, unused: bool) -> None:
+        """The open resumed after `position` (None: it replayed the whole log). A checkpoint the log no
+        longer holds (`unused`) is removed: writes after this open could later put a record boundary
+        at its offset again. Raises OSError."""
+        self.position, self.changes_at = position, 0
+        if unused and self.fs.exists(self.path):
+            self.fs.unlink(self.path)
+            self.fs.fsync_dir(self.directory)
+
+    def due(self, state: ShardState) -> bool:
+        changed = state.changes - self.changes_at
+        return (changed >= max(CHECKPOINT_EVERY, state.message_count // 4)
+                and self._monotonic() >= self.next_at)
+
+    def retire(self) -> None:
+        """A compaction renumbered the log: the next checkpoint is due at once."""
+        self.position = None
+        self.changes_at = -(10 ** 12)
+
+    def write(self, position: Position | None, state: ShardState, epoch: int) -> dict[str, Any]:
+        """Write a checkpoint of `state` at `position` (the log's durable end, which `state` holds
+        exactly). Raises StorageFailure (the previous checkpoint stays)."""
+        started = time.perf_counter()
+        if position is None or position == self.position:
+            return {"written": False, "bytes": 0, "messages": state.message_count, "ms": 0.0}
+        data = encode(position, state)
+        try:
+            atomic_write(self.fs, self.path, data, f"{self.path}.{epoch}.tmp")
+        except OSError as exc:
+            self.failures += 1
+            self.last_failure = str(exc)
+            self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
+            raise StorageFailure(f"Checkpoint of {self.directory} failed: {exc}") from None
+        self.position, self.changes_at = position, state.changes
+        self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
+        self.written += 1
+        return {"written": True, "bytes": len(data), "messages": state.message_count,
+                "ms": (time.perf_counter() - started) * 1000}

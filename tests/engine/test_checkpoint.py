@@ -1,0 +1,179 @@
+"""Checkpoints: an open loads the last one and replays only the log after it, answers exactly as the
+whole log would, and never uses one the log no longer holds (damaged, compacted away, another log's)."""
+
+import os
+import shutil
+
+import pytest
+
+from engine import checkpoint as checkpoint_module
+from engine import operations as ops
+from engine.checkpoint import Checkpoint
+from engine.errors import CorruptRecord
+from engine.shard import Shard
+from engine.verify import verify_store
+from scale_tests.crash_points.harness import canon
+from tests.factories import engine_config, message, open_shard
+
+
+def _fill(shard, prefix, count, session="s1"):
+    if shard.get_session("alice", session) is None:
+        shard.create_session("alice", session)
+    for start in range(0, count, 50):
+        shard.append("alice", session, [message(f"{prefix} {i} tram", message_id=f"{prefix}{i}")
+                                        for i in range(start, min(count, start + 50))])
+        shard.commit()
+
+
+def _notes(shard):
+    return " | ".join(shard.log.report.notes)
+
+
+def _whole_log(path):
+    """The state the whole log gives (the checkpoint moved aside)."""
+    directory = os.path.join(path, "shard-0000")
+    saved = os.path.join(path, "saved.ffc")
+    os.replace(os.path.join(directory, "checkpoint.ffc"), saved)
+    shard = open_shard(path)
+    state = canon(shard.state)
+    shard.log.release()
+    os.replace(saved, os.path.join(directory, "checkpoint.ffc"))
+    return state
+
+
+def test_an_open_resumes_after_the_checkpoint_a_close_wrote_and_answers_as_the_whole_log(tmp_path):
+    shard = open_shard(tmp_path, segment_bytes_max=8192)
+    _fill(shard, "a", 300)
+    shard.create_user("alice", {"name": "Alice"})
+    shard.close()
+    reopened = open_shard(tmp_path, segment_bytes_max=8192)
+    assert "resumed after a checkpoint" in _notes(reopened)
+    assert reopened.log.report.records == 0  # nothing after it to replay
+    state = canon(reopened.state)
+    reopened.log.release()
+    assert state == _whole_log(tmp_path)
+    again = open_shard(tmp_path, segment_bytes_max=8192)
+    assert [m["message_id"] for m in again.history("alice", "s1", 3, latest=True)[0]["messages"]] == \
+        ["a297", "a298", "a299"]
+    found = again.search("alice", ["tram"], again.search_stats("alice", ["tram"]), 5).value
+    assert found.total == 300
+    again.close()
+
+
+def test_writes_after_the_checkpoint_are_replayed_after_a_crash(tmp_path):
+    shard = open_shard(tmp_path)
+    _fill(shard, "a", 120)
+    assert shard.execute([Checkpoint()])[0].value["written"] is True
+    assert shard.execute([Checkpoint()])[0].value["written"] is False  # nothing changed since
+    _fill(shard, "b", 70, session="s2")
+    shard.delete_session("alice", "s1")
+    shard.commit()
+    expected = canon(shard.state)
+    shard.log.release()  # the process dies: no close, no checkpoint of the last writes
+    reopened = open_shard(tmp_path)
+    assert "resumed after a checkpoint" in _notes(reopened) and reopened.log.report.records > 0
+    assert canon(reopened.state) == expected
+    reopened.close()
+
+
+def test_a_damaged_checkpoint_is_not_used_and_nothing_is_lost(tmp_path):
+    shard = open_shard(tmp_path)
+    _fill(shard, "a", 100)
+    shard.close()
+    path = os.path.join(tmp_path, "shard-0000", "checkpoint.ffc")
+    data = bytearray(open(path, "rb").read())
+    for damage in (lambda d: d.__setitem__(len(d) // 2, d[len(d) // 2] ^ 0x40), lambda d: d.__delitem__(slice(-10, None))):
+        broken = bytearray(data)
+        damage(broken)
+        open(path, "wb").write(bytes(broken))
+        reopened = open_shard(tmp_path)
+        assert "checkpoint not used: damaged" in _notes(reopened)
+        assert reopened.state.message_count == 100
+        reopened.log.release()
+
+
+def test_a_checkpoint_the_log_no_longer_holds_is_not_used_and_is_removed(tmp_path):
+    """After a compaction the old checkpoint names a segment that is gone; a checkpoint copied from
+    another store names a segment with another salt. Both: the whole log, and the file removed."""
+    shard = open_shard(tmp_path / "a", segment_bytes_max=4096)
+    _fill(shard, "a", 200)
+    shard.close()
+    stale = open(tmp_path / "a" / "shard-0000" / "checkpoint.ffc", "rb").read()
+    shard = open_shard(tmp_path / "a", segment_bytes_max=4096)
+    shard.delete_session("alice", "s1")
+    _fill(shard, "b", 20, session="s2")
+    shard.execute([ops.Compact()])  # retires the checkpoint: the batch's upkeep writes a new one
+    assert open(tmp_path / "a" / "shard-0000" / "checkpoint.ffc", "rb").read() != stale
+    shard.log.release()
+    open(tmp_path / "a" / "shard-0000" / "checkpoint.ffc", "wb").write(stale)  # as if it crashed before that
+    reopened = open_shard(tmp_path / "a", segment_bytes_max=4096)
+    assert "no longer holds" in _notes(reopened) and reopened.state.message_count == 20
+    assert not os.path.exists(tmp_path / "a" / "shard-0000" / "checkpoint.ffc")
+    reopened.close()
+    other = open_shard(tmp_path / "b", segment_bytes_max=4096)
+    _fill(other, "c", 200)
+    other.close()
+    shutil.copy(tmp_path / "a" / "shard-0000" / "checkpoint.ffc", tmp_path / "b" / "shard-0000" / "checkpoint.ffc")
+    reopened = open_shard(tmp_path / "b", segment_bytes_max=4096)
+    assert "no longer holds" in _notes(reopened) and reopened.state.message_count == 200
+    reopened.close()
+
+
+def test_upkeep_writes_one_once_enough_changed_and_the_interval_passed(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_EVERY", 100)
+    now = [0.0]
+    shard = Shard(engine_config(tmp_path), 0, monotonic=lambda: now[0])
+    shard.open()
+    _fill(shard, "a", 90)
+    shard.maintain()
+    assert shard.checkpoints.written == 0
+    _fill(shard, "b", 20)
+    shard.maintain()
+    assert shard.checkpoints.written == 1
+    _fill(shard, "c", 150)
+    shard.maintain()
+    assert shard.checkpoints.written == 1  # the interval has not passed
+    now[0] += checkpoint_module.CHECKPOINT_INTERVAL_S
+    shard.maintain()
+    assert shard.checkpoints.written == 2
+    shard.log.release()
+
+
+def test_damage_in_the_segment_the_checkpoint_ends_in_refuses_the_open(tmp_path):
+    """The frames of the segment a checkpoint ends in are checked up to it (checksums only): damage
+    there is corruption, refused with the file and offset as without a checkpoint."""
+    shard = open_shard(tmp_path)
+    _fill(shard, "a", 120)
+    shard.close()
+    active = os.path.join(tmp_path, "shard-0000", "seg-000000000001.log")
+    data = bytearray(open(active, "rb").read())
+    data[60] ^= 0xFF
+    open(active, "wb").write(bytes(data))
+    with pytest.raises(CorruptRecord) as caught:
+        open_shard(tmp_path)
+    assert active in str(caught.value) and "offset 20" in str(caught.value)
+
+
+def test_damage_to_a_sealed_segment_before_the_checkpoint_is_found_by_verify_not_by_the_open(tmp_path):
+    """An open reads sealed segments only after its checkpoint, so damage to one before it is found
+    by verify (the checkpoint holds that data, checksummed), and the shard opens with everything."""
+    shard = open_shard(tmp_path, segment_bytes_max=4096, compress_sealed_segments=False)
+    _fill(shard, "a", 200)
+    shard.close()
+    first = os.path.join(tmp_path, "shard-0000", "seg-000000000001.log")
+    data = bytearray(open(first, "rb").read())
+    data[200] ^= 0xFF
+    open(first, "wb").write(bytes(data))
+    reopened = open_shard(tmp_path, segment_bytes_max=4096, compress_sealed_segments=False)
+    assert reopened.state.message_count == 200
+    reopened.close()
+    report = verify_store(str(tmp_path))
+    assert not report["ok"] and "seg-000000000001.log" in " ".join(report["errors"])
+
+
+def test_no_checkpoint_with_an_embedder(tmp_path):
+    """The vector index is rebuilt by replay, so a shard with an embedder writes none."""
+    shard = open_shard(tmp_path, embedder="engine.embedders:hashing")
+    _fill(shard, "a", 10)
+    shard.close()
+    assert not os.path.exists(os.path.join(tmp_path, "shard-0000", "checkpoint.ffc"))

@@ -68,6 +68,7 @@ class ActorPool:
         self._next_slot = 0
         self._incarnation = os.urandom(4).hex()
         self._refill: asyncio.Task[None] | None = None
+        self._owed = 0  # replacements of released actors that could not give their memory back
 
     async def _start(self, node_id: str | None) -> tuple[Any, str | None]:
         assert self._spawn is not None, "no actor factory"
@@ -95,11 +96,13 @@ class ActorPool:
 
     async def _keep_spare(self) -> None:
         # One at a time, to leave the CPU to the traffic that is running now, spread over the nodes.
-        while len(self.idle) < self.spare:
+        while len(self.idle) < self.spare or (self._owed and len(self.idle) < self.idle_max):
             usage: dict[str | None, int] = {}
             for _, node in self.idle:
                 usage[node] = usage.get(node, 0) + 1
             self.idle.append(await self._start(least_used(await self._nodes(), usage)))
+            self._owed = max(0, self._owed - 1)
+        self._owed = 0
 
     async def warm(self) -> int:
         """Start the spare actors now; returns how many are idle."""
@@ -121,7 +124,12 @@ class ActorPool:
                     continue
                 self.idle.append((handle, node))
             else:
+                # Released but still holding the closed path's memory (False): a fresh process takes
+                # its place in the pool, started in the background, so the next open finds one ready.
+                self._owed += result is False
                 self._kill(handle)
+        if self._owed:
+            self.schedule_refill()
 
     def stop(self, handle: Any) -> None:
         self._kill(handle)

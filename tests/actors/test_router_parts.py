@@ -59,6 +59,43 @@ def test_pool_take_starts_only_what_the_idle_list_cannot_give_and_refills():
     asyncio.run(scenario())
 
 
+def test_an_actor_that_kept_a_closed_paths_memory_is_stopped_and_replaced_in_the_background():
+    """give_back() stops an actor whose release() says it could not give its memory back (False) and
+    starts a fresh one in its place, so the next open takes a ready actor; a failed release (an
+    exception: the actor is gone or broken) is stopped without a replacement beyond the spare count."""
+    started, killed = [], []
+
+    class _Handle:
+        def __init__(self, name, released=True):
+            self.name, self.released = name, released
+            self.ping, self.release = _Call({"node_id": None}), _Call(released)
+
+    class _Call:
+        def __init__(self, value):
+            self.value = value
+
+        def remote(self):
+            future = asyncio.get_running_loop().create_future()
+            if isinstance(self.value, Exception):
+                future.set_exception(self.value)
+            else:
+                future.set_result(self.value)
+            return future
+
+    def spawn(name, node):
+        started.append(name)
+        return _Handle(name)
+
+    async def scenario():
+        pool = ActorPool(spawn, lambda: [], kill=killed.append, spare=0, idle_max=4)
+        kept, heavy, broken = _Handle("kept"), _Handle("heavy", False), _Handle("broken", RuntimeError("gone"))
+        await pool.give_back([kept, heavy, broken])
+        await pool.warm()
+        assert killed == [heavy, broken] and len(started) == 1
+        assert [handle.name for handle, _ in pool.idle] == ["kept", started[0]]
+    asyncio.run(scenario())
+
+
 def test_registry_refuses_an_explicit_shard_count_that_differs(tmp_path):
     """Attaching with an explicit shard_count other than the path's is ShardCountMismatch (CONFIG_ERROR)."""
     registry = PathRegistry()

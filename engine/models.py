@@ -141,7 +141,7 @@ def normalize_message(message: Any, max_message_bytes: int) -> tuple[dict[str, A
     The clean message has role, content and, when given, message_id, timestamp (UTC ISO),
     attachments and metadata. Raises InvalidInput with INVALID_MESSAGE, MESSAGE_TOO_LARGE or INVALID_ID.
     """
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):  # typing's isinstance costs ~1.5 µs
         raise InvalidInput("Message must be a dict", "INVALID_MESSAGE")
     content = message.get("content")
     if content is None or (isinstance(content, str) and not content.strip()):

@@ -92,16 +92,20 @@ class ShardState:
             self.orphans += len(body["m"])
         rows = body["m"]
         epochs = _epochs(rows)
-        start, complete = len(state.messages), user_id not in self._unindexed
+        start = len(state.messages)
         state.messages.extend(rows, epochs)
         if state.messages.sealed < len(state.messages):
             self._tails[(user_id, session_id)] = self._seal_pass
         if self.vectors.enabled:
             for row, epoch in zip(rows, epochs):
                 self.vectors.add(user_id, session_id, row[0], row[2], row[1], epoch)
-        self._note_unindexed(user_id, session_id, start, len(body["m"]))
-        if complete and not self.defer_indexing:
-            self.index_user(user_id)  # a live write of a user whose index is complete keeps it so
+        if user_id not in self._unindexed and not self.defer_indexing:
+            # A live write of a user whose index is complete keeps it so (from the rows at hand).
+            self.search_index.add_many(user_id, session_id, (
+                (position, row[2], row[1], epoch) for position, row, epoch in zip(range(start, start + len(rows)),
+                                                                                  rows, epochs)))
+        else:
+            self._note_unindexed(user_id, session_id, start, len(rows))
         self.message_count += len(body["m"])
         state.record["updated_at"] = body["t"]
         self.invalidate(user_id, session_id)

@@ -44,6 +44,7 @@ class _UserIndex:
         self.alive = bytearray()
         self.session_ordinals: dict[str, int] = {}
         self.session_names: list[str] = []
+        self.big_counts: dict[str, dict[int, int]] = {}  # term -> {doc: count} for counts above 255
         self.live_docs = 0
         self.live_length = 0
 
@@ -69,11 +70,14 @@ class _UserIndex:
         for term, count in counts.items():
             entry = postings.get(term)
             if entry is None:
-                entry = postings[term] = (array("i"), array("i"))
+                entry = postings[term] = (array("i"), array("B"))
                 doc_freq[term] = 1
             else:
                 doc_freq[term] = doc_freq.get(term, 0) + 1
             entry[0].append(doc)
+            if count > 255:  # a byte per posting holds the count; the rare larger ones are kept aside
+                self.big_counts.setdefault(term, {})[doc] = count
+                count = 255
             entry[1].append(count)
 
     def kill(self, doc: int, content: str) -> None:
@@ -101,7 +105,7 @@ class _UserIndex:
         return len(self.lengths) - self.live_docs
 
     def nbytes(self) -> int:
-        postings = sum(docs.itemsize * len(docs) * 2 for docs, _ in self.postings.values())
+        postings = sum(len(docs) * 5 for docs, _ in self.postings.values())
         columns = len(self.lengths) * (4 + 8 + 1 + 4 + 4 + 1)
         return postings + columns + len(self.postings) * 150 + len(self.session_names) * 120
 
@@ -244,7 +248,9 @@ class SearchIndex:
                 continue
             weight = idf(doc_count, int(global_stats["doc_freq"].get(term, 0))) * (K1 + 1.0)
             docs = np.frombuffer(entry[0], dtype=np.int32)
-            tf = np.frombuffer(entry[1], dtype=np.int32).astype(np.float64)
+            tf = np.frombuffer(entry[1], dtype=np.uint8).astype(np.float64)
+            for doc, count in index.big_counts.get(term, {}).items():
+                tf[np.searchsorted(docs, doc)] = count  # a term's postings ascend by doc
             denominator = lengths[docs] * slope
             denominator += constant
             denominator += tf

@@ -134,3 +134,18 @@ def test_removals_by_position_move_the_positions_of_what_stays():
     assert index.search("u", ["3"], index.stats("u", ["3"]), limit=10)["total"] == 0
     index.remove_session("u", "s1", ["tram 2", "tram 4", "tram 5", "tram again"])
     assert index.stats("u", ["tram"])["doc_freq"]["tram"] == 1
+
+
+def test_a_term_repeated_more_than_255_times_scores_with_its_exact_count():
+    """Counts are kept in a byte per posting; larger ones are kept aside and score exactly."""
+    index = SearchIndex()
+    index.add("u", "s", 0, "spam " * 300 + "ham", "user", 0.0)
+    index.add("u", "s", 1, "spam " * 255 + "ham " * 45, "user", 1.0)
+    index.add("u", "s", 2, "ham", "user", 2.0)
+    stats = index.stats("u", ["spam"])
+    n, df, avgdl = 3, 2, (301 + 300 + 1) / 3
+
+    def bm25(tf, dl):
+        return idf(n, df) * tf * 2.2 / (tf + 1.2 * (1 - 0.75 + 0.75 * dl / avgdl))
+    hits = index.search("u", ["spam"], stats, 10)["hits"]
+    assert [(h[1], round(h[2], 12)) for h in hits] == [(0, round(bm25(300, 301), 12)), (1, round(bm25(255, 300), 12))]

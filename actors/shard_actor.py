@@ -155,6 +155,7 @@ class ShardActor:
         shard = Shard(config, index)
         recovery = shard.open()  # a failed open releases the shard's lock before raising
         gc.freeze()  # the replayed state is long-lived: keep it out of every later collection
+        _trim_heap()  # the checkpoint's and the log's read buffers are freed: give their pages back
         shard.set_record_compression(compress_records)
         hosted = _Hosted(shard, recovery, _count_restart(shard, not fresh_open and self._reconstructed))
         self._hosted[key] = hosted

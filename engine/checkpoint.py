@@ -1,8 +1,9 @@
 """Checkpoints: a shard's memory written down at a log position, so an open loads it and replays only
 the records after it instead of the whole log.
 
-    checkpoint.ffc = b"FFCHCKP1" | length:u64 | crc32(payload):u32 | payload (msgpack)
-    payload        = {v, position: [segment, offset, write, salt], users, sessions, order, counts}
+    checkpoint.ffc = b"FFCHCKP2" | part* | b"FFCHEND!" | parts:u32 | length:u64 | crc32(parts):u32
+    part           = size:u32 | msgpack: the header {v, position: [segment, offset, write, salt],
+                     users, order, counts, sessions}, then [user, session, record, table] per session
 
 A checkpoint is derived data: the log stays the truth. It is written whole through the storage seam
 (temporary file, fsync, rename, fsync of the directory), and only at a position the log has on disk
@@ -19,11 +20,12 @@ messages) were applied since the last one and CHECKPOINT_INTERVAL_S have passed,
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import time
 import zlib
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import msgpack
 
@@ -36,9 +38,11 @@ from .session_store import SessionState
 from .shard_state import ShardState
 
 FILE_NAME = "checkpoint.ffc"
-MAGIC = b"FFCHCKP1"
-HEADER = struct.Struct("<8sQI")
-VERSION = 1
+MAGIC = b"FFCHCKP2"
+PART = struct.Struct("<I")
+TRAILER = struct.Struct("<8sIQI")
+TRAILER_MAGIC = b"FFCHEND!"
+VERSION = 2
 CHECKPOINT_EVERY = 50_000
 CHECKPOINT_INTERVAL_S = 5.0
 
@@ -52,39 +56,58 @@ class Checkpoint(ShardOperation):
 
 
 # ---------------------------------------------------------------------- the file
-def encode(position: Position, state: ShardState) -> bytes:
-    """The checkpoint file's bytes for `state`, which holds exactly the log up to `position`."""
-    sessions = [[user_id, session_id, state_.record, state_.messages.dump()]
-                for (user_id, session_id), state_ in state.sessions.items()]
-    body = {"v": VERSION, "position": list(position), "users": state.users, "sessions": sessions,
-            "order": state.log_order(), "counts": [state.message_count, state.dead_messages, state.orphans]}
-    payload: bytes = msgpack.packb(body, use_bin_type=True)
-    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+def encode(position: Position, state: ShardState) -> Iterator[bytes]:
+    """The checkpoint file's bytes for `state` (which holds exactly the log up to `position`), in
+    parts: the header part, then one part per session, then the trailer (part count, payload length,
+    CRC-32 of every part). Written as they come, so no copy of the whole state is ever held."""
+    header = {"v": VERSION, "position": list(position), "users": state.users, "order": state.log_order(),
+              "counts": [state.message_count, state.dead_messages, state.orphans], "sessions": len(state.sessions)}
+    bodies = itertools.chain([header], ([user_id, session_id, session.record, session.messages.dump()]
+                                        for (user_id, session_id), session in state.sessions.items()))
+    yield MAGIC
+    crc = length = count = 0
+    for body in bodies:
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        part = PART.pack(len(packed)) + packed
+        crc, length, count = zlib.crc32(part, crc), length + len(part), count + 1
+        yield part
+    yield TRAILER.pack(TRAILER_MAGIC, count, length, crc)
 
 
 def decode(data: bytes, cache_bytes_max: int) -> tuple[Position, ShardState]:
     """The position and state a checkpoint file holds; raises ValueError saying why it cannot be used."""
-    if len(data) < HEADER.size:
-        raise ValueError("shorter than its header")
-    magic, length, crc = HEADER.unpack_from(data)
-    payload = memoryview(data)[HEADER.size:]
-    if magic != MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
-        raise ValueError("damaged (header or checksum)")
+    if len(data) < len(MAGIC) + TRAILER.size:
+        raise ValueError("damaged (shorter than its header and trailer)")
+    end, count, length, crc = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    payload = memoryview(data)[len(MAGIC):len(data) - TRAILER.size]
+    if data[:len(MAGIC)] != MAGIC or end != TRAILER_MAGIC or length != len(payload) or zlib.crc32(payload) != crc:
+        raise ValueError("damaged (header, trailer or checksum)")
     try:
-        body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-        if body["v"] != VERSION:
-            raise ValueError(f"version {body['v']}")
+        parts = _parts(payload, count)
+        header = next(parts)
         state = ShardState(cache_bytes_max, None)
-        state.users = dict(body["users"])
-        for user_id, session_id, record, table in body["sessions"]:
+        state.users = dict(header["users"])
+        for user_id, session_id, record, table in parts:
             session = state.sessions[(user_id, session_id)] = SessionState(record)
             session.messages = MessageTable.load(table)
             state.user_sessions.setdefault(user_id, set()).add(session_id)
-        state.message_count, state.dead_messages, state.orphans = (int(n) for n in body["counts"])
-        state.adopt(body["order"])
-        return Position(*(int(n) for n in body["position"])), state
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        if len(state.sessions) != header["sessions"]:
+            raise ValueError(f"{len(state.sessions)} sessions of {header['sessions']}")
+        state.message_count, state.dead_messages, state.orphans = (int(n) for n in header["counts"])
+        state.adopt(header["order"])
+        return Position(*(int(n) for n in header["position"])), state
+    except (KeyError, TypeError, ValueError, StopIteration, struct.error, msgpack.UnpackException) as exc:
         raise ValueError(f"unreadable contents ({type(exc).__name__}: {exc})") from None
+
+
+def _parts(payload: memoryview, count: int) -> Iterator[Any]:
+    offset = 0
+    for _ in range(count):
+        (size,) = PART.unpack_from(payload, offset)
+        yield msgpack.unpackb(payload[offset + PART.size:offset + PART.size + size], raw=False)
+        offset += PART.size + size
+    if offset != len(payload):
+        raise ValueError("parts do not fill the payload")
 
 
 class Checkpointer:
@@ -149,9 +172,15 @@ class Checkpointer:
         started = time.perf_counter()
         if position is None or position == self.position:
             return {"written": False, "bytes": 0, "messages": state.message_count, "ms": 0.0}
-        data = encode(position, state)
+        written = 0
+
+        def counted() -> Iterator[bytes]:
+            nonlocal written
+            for part in encode(position, state):
+                written += len(part)
+                yield part
         try:
-            atomic_write(self.fs, self.path, data, f"{self.path}.{epoch}.tmp")
+            atomic_write(self.fs, self.path, counted(), f"{self.path}.{epoch}.tmp")
         except OSError as exc:
             self.failures += 1
             self.last_failure = str(exc)
@@ -160,5 +189,5 @@ class Checkpointer:
         self.position, self.changes_at = position, state.changes
         self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
         self.written += 1
-        return {"written": True, "bytes": len(data), "messages": state.message_count,
+        return {"written": True, "bytes": written, "messages": state.message_count,
                 "ms": (time.perf_counter() - started) * 1000}

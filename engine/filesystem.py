@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import Literal
+from typing import Iterable, Literal
 
 OpenMode = Literal["append", "create", "lock"]
 LockMode = Literal["shared", "exclusive", "unlock"]
@@ -107,14 +107,17 @@ def write_all(fs: FileSystem, handle: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def atomic_write(fs: FileSystem, path: str, data: bytes | memoryview, temporary: str | None = None) -> None:
-    """Replace `path` with `data` so a crash leaves the old or the new file, never a mix:
-    temp file (`path`.tmp unless named: writers racing for one path need names of their own),
-    fsync, rename, fsync of the directory."""
+def atomic_write(fs: FileSystem, path: str, data: bytes | memoryview | Iterable[bytes],
+                 temporary: str | None = None) -> None:
+    """Replace `path` with `data` (bytes, or parts written one after another, so a large file need not
+    be held whole) so a crash leaves the old or the new file, never a mix: temp file (`path`.tmp
+    unless named: writers racing for one path need names of their own), fsync, rename, fsync of the
+    directory."""
     temporary = temporary or path + ".tmp"
     handle = fs.open(temporary, "create")
     try:
-        write_all(fs, handle, data)
+        for part in [data] if isinstance(data, (bytes, memoryview)) else data:
+            write_all(fs, handle, part)
         fs.fsync(handle)
     finally:
         fs.close(handle)

@@ -9,6 +9,7 @@ the global figures, so scores do not depend on the shard count. `merge_ranked` m
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from typing import Any, Iterable
 
@@ -70,6 +71,7 @@ class _UserIndex:
         for term, count in counts.items():
             entry = postings.get(term)
             if entry is None:
+                term = sys.intern(term)  # one string per term for every user, not one per user
                 entry = postings[term] = (array("i"), array("B"))
                 doc_freq[term] = 1
             else:

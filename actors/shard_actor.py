@@ -154,6 +154,7 @@ class ShardActor:
             self._idle_rss = _rss()  # what this process holds serving nothing: release() comes back to it
         shard = Shard(config, index)
         recovery = shard.open()  # a failed open releases the shard's lock before raising
+        shard.defer_checkpoints = True  # upkeep writes them outside the engine lock
         gc.freeze()  # the replayed state is long-lived: keep it out of every later collection
         _trim_heap()  # the checkpoint's and the log's read buffers are freed: give their pages back
         shard.set_record_compression(compress_records)
@@ -189,8 +190,9 @@ class ShardActor:
 
     def _upkeep_loop(self, hosted: _Hosted, path: str) -> None:
         """Run the shard's upkeep: due `none`-mode flushes, the about-once-a-second fsync of flush and
-        none modes, retries of failed background steps (with their backoff) and due compaction; and,
-        under Ray, hand the shard's figures to the metrics exporter about once a second."""
+        none modes, retries of failed background steps (with their backoff), due compaction and
+        checkpoints (snapshot under the engine lock, written beside serving); and, under Ray, hand
+        the shard's figures to the metrics exporter about once a second."""
         shard, stop = hosted.shard, hosted.stop
         interval = min(0.25, shard.config.flush_interval_s / 4)
         published: float | None = None
@@ -207,9 +209,16 @@ class ShardActor:
                     pass  # recorded by the shard (degraded in health) and retried on a later tick
                 except Exception:  # a bug must not end the upkeep (its fsyncs and flushes) for good
                     logger.exception("shard %s upkeep step failed; retried on the next tick", shard.index)
-                if self._exporting and (published is None or time.monotonic() - published >= FLUSH_INTERVAL_S):
+            try:
+                shard.run_deferred()  # a checkpoint's encoding and writing, beside serving
+            except EngineError:
+                pass  # counted by the shard; the next one is tried after its interval
+            except Exception:
+                logger.exception("shard %s checkpoint failed; retried after its interval", shard.index)
+            if self._exporting and (published is None or time.monotonic() - published >= FLUSH_INTERVAL_S):
+                with self._engine_lock:
                     EXPORTER.record_shard(path, shard.index, shard.counters(), hosted.restarts, published is None)
-                    published = time.monotonic()
+                published = time.monotonic()
 
     # ------------------------------------------------------------------ serving
     def _hosted_for(self, shard_key: tuple[str, int] | list[Any] | None) -> _Hosted:

@@ -20,9 +20,9 @@ messages) were applied since the last one and CHECKPOINT_INTERVAL_S have passed,
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
+import threading
 import time
 import zlib
 from typing import Any, Callable, ClassVar, Iterator
@@ -56,14 +56,21 @@ class Checkpoint(ShardOperation):
 
 
 # ---------------------------------------------------------------------- the file
-def encode(position: Position, state: ShardState) -> Iterator[bytes]:
-    """The checkpoint file's bytes for `state` (which holds exactly the log up to `position`), in
-    parts: the header part, then one part per session, then the trailer (part count, payload length,
-    CRC-32 of every part). Written as they come, so no copy of the whole state is ever held."""
-    header = {"v": VERSION, "position": list(position), "users": state.users, "order": state.log_order(),
+def snapshot(position: Position, state: ShardState) -> list[Any]:
+    """What a checkpoint of `state` (which holds exactly the log up to `position`) writes, as values
+    later changes of `state` do not touch: the header, then [user, session, record, table] per
+    session. Cheap (array copies; chunks are immutable and shared), so it is taken under the engine
+    lock and the encoding and writing happen outside it."""
+    header = {"v": VERSION, "position": list(position), "users": dict(state.users), "order": state.log_order(),
               "counts": [state.message_count, state.dead_messages, state.orphans], "sessions": len(state.sessions)}
-    bodies = itertools.chain([header], ([user_id, session_id, session.record, session.messages.dump()]
-                                        for (user_id, session_id), session in state.sessions.items()))
+    return [header] + [[user_id, session_id, dict(session.record), session.messages.dump()]
+                       for (user_id, session_id), session in state.sessions.items()]
+
+
+def encode(bodies: list[Any]) -> Iterator[bytes]:
+    """The checkpoint file's bytes for a `snapshot`, in parts: the header part, then one part per
+    session, then the trailer (part count, payload length, CRC-32 of every part). Written as they
+    come, so no second copy of the state is ever held."""
     yield MAGIC
     crc = length = count = 0
     for body in bodies:
@@ -130,6 +137,9 @@ class Checkpointer:
         self.written = 0
         self.failures = 0
         self.last_failure: str | None = None
+        self._lock = threading.Lock()  # one write at a time (close's and upkeep's may meet)
+        self._taken = 0  # snapshots taken; a write of an older one than `_newest` is skipped
+        self._newest = 0  # the newest snapshot written (or the retirement of all before it)
 
     def read(self, cache_bytes_max: int) -> tuple[Position, ShardState] | None:
         """The checkpoint on disk, decoded; None (and `note` says why) when there is none or it
@@ -162,32 +172,51 @@ class Checkpointer:
                 and self._monotonic() >= self.next_at)
 
     def retire(self) -> None:
-        """A compaction renumbered the log: the next checkpoint is due at once."""
+        """A compaction renumbered the log: the next checkpoint is due at once, and one whose
+        snapshot was taken before is not written."""
         self.position = None
         self.changes_at = -(10 ** 12)
+        with self._lock:
+            self._newest = self._taken
 
-    def write(self, position: Position | None, state: ShardState, epoch: int) -> dict[str, Any]:
-        """Write a checkpoint of `state` at `position` (the log's durable end, which `state` holds
-        exactly). Raises StorageFailure (the previous checkpoint stays)."""
-        started = time.perf_counter()
+    def prepare(self, position: Position | None, state: ShardState, epoch: int) -> Callable[[], dict[str, Any]]:
+        """Take a snapshot of `state` at `position` (the log's durable end, which `state` holds exactly;
+        None: the log cannot say) and return the call that writes it, which may run without the
+        engine lock. It answers {written, bytes, messages, ms} and raises StorageFailure (the previous
+        checkpoint stays)."""
+        messages = state.message_count
         if position is None or position == self.position:
-            return {"written": False, "bytes": 0, "messages": state.message_count, "ms": 0.0}
+            return lambda: {"written": False, "bytes": 0, "messages": messages, "ms": 0.0}
+        bodies = snapshot(position, state)
+        previous, self.changes_at = self.changes_at, state.changes
+        self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
+        with self._lock:
+            self._taken += 1
+            number = self._taken
+        return lambda: self._write(number, position, bodies, messages, previous, epoch)
+
+    def _write(self, number: int, position: Position, bodies: list[Any], messages: int, previous: int,
+               epoch: int) -> dict[str, Any]:
+        started = time.perf_counter()
         written = 0
 
         def counted() -> Iterator[bytes]:
             nonlocal written
-            for part in encode(position, state):
+            for part in encode(bodies):
                 written += len(part)
                 yield part
-        try:
-            atomic_write(self.fs, self.path, counted(), f"{self.path}.{epoch}.tmp")
-        except OSError as exc:
-            self.failures += 1
-            self.last_failure = str(exc)
-            self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
-            raise StorageFailure(f"Checkpoint of {self.directory} failed: {exc}") from None
-        self.position, self.changes_at = position, state.changes
-        self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
-        self.written += 1
-        return {"written": True, "bytes": written, "messages": state.message_count,
+        with self._lock:
+            if number <= self._newest:  # a newer snapshot was written, or a compaction retired this one
+                return {"written": False, "bytes": 0, "messages": messages, "ms": 0.0}
+            try:
+                atomic_write(self.fs, self.path, counted(), f"{self.path}.{epoch}.tmp")
+            except OSError as exc:
+                self.failures += 1
+                self.last_failure = str(exc)
+                self.changes_at = min(self.changes_at, previous)  # still due, after the interval
+                raise StorageFailure(f"Checkpoint of {self.directory} failed: {exc}") from None
+            self._newest = number
+            self.position = position
+            self.written += 1
+        return {"written": True, "bytes": written, "messages": messages,
                 "ms": (time.perf_counter() - started) * 1000}

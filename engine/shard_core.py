@@ -93,6 +93,8 @@ class ShardCore:
         self._monotonic = monotonic
         self._committed = 0  # records this core appended to the log (the log counts its own: `appended`)
         self.checkpoints = Checkpointer(self.fs, self.directory, monotonic)
+        self.defer_checkpoints = False  # a shard actor writes upkeep's checkpoints outside its lock
+        self.deferred: Callable[[], dict[str, Any]] | None = None
         self._next_seal = 0.0  # monotonic time of the next sealing of quiet tails
         self.reloads = 0
         self._compress_records = False
@@ -240,9 +242,13 @@ class ShardCore:
         indexes replay left out (a bounded step each time), compaction."""
         self.log.maintain()
         self.state.index_some(INDEX_STEP_MESSAGES)
-        if self.checkpoints.due(self.state) and not self.state.vectors.enabled:
+        if self.checkpoints.due(self.state) and not self.state.vectors.enabled and self.deferred is None:
             try:
-                self.checkpoint()
+                job = self._checkpoint_job()
+                if self.defer_checkpoints:
+                    self.deferred = job  # the caller writes it without the engine lock (run_deferred)
+                else:
+                    job()
             except StorageFailure:
                 pass  # counted; the log is the truth and the next one is tried after the interval
         if self._monotonic() >= self._next_seal:
@@ -323,11 +329,22 @@ class ShardCore:
     def checkpoint(self) -> dict[str, Any]:
         """Write a checkpoint of memory at the log's durable end (see engine.checkpoint); not while
         memory may differ from the log (a failed write's reload is pending)."""
+        return self._checkpoint_job()()
+
+    def _checkpoint_job(self) -> Callable[[], dict[str, Any]]:
+        """Snapshot memory at the log's durable end; returns the call that writes the checkpoint."""
         self.commit()
         # Memory holds exactly the log only if every record appended since open came from here.
         same = not self._reload_needed and not self._pending and self.log.appended == self._committed
         position = self.log.durable_position() if same else None
-        return self.checkpoints.write(position, self.state, self.log.epoch)
+        return self.checkpoints.prepare(position, self.state, self.log.epoch)
+
+    def run_deferred(self) -> None:
+        """Write the checkpoint `maintain` prepared, if any (callers run this without the engine
+        lock: the snapshot is the state's as it was then). Raises StorageFailure."""
+        job, self.deferred = self.deferred, None
+        if job is not None:
+            job()
 
     @handles(ops.ClearCache)
     def clear_cache(self) -> int:

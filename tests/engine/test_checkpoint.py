@@ -177,3 +177,37 @@ def test_no_checkpoint_with_an_embedder(tmp_path):
     _fill(shard, "a", 10)
     shard.close()
     assert not os.path.exists(os.path.join(tmp_path, "shard-0000", "checkpoint.ffc"))
+
+
+def test_a_deferred_checkpoint_holds_the_state_of_its_snapshot_and_an_older_one_is_not_written(tmp_path, monkeypatch):
+    """A shard actor writes upkeep's checkpoints outside its engine lock: the snapshot is taken in
+    maintain(), writes after it are not in it (the log after it is replayed), and a snapshot older
+    than one already written (or than a compaction) is dropped instead of replacing it."""
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_EVERY", 10)
+    now = [0.0]
+    shard = Shard(engine_config(tmp_path), 0, monotonic=lambda: now[0])
+    shard.open()
+    shard.defer_checkpoints = True
+    _fill(shard, "a", 50)
+    shard.maintain()
+    assert shard.deferred is not None and shard.checkpoints.written == 0
+    _fill(shard, "b", 30)  # after the snapshot
+    expected = canon(shard.state)
+    shard.run_deferred()
+    assert shard.checkpoints.written == 1 and shard.deferred is None
+    now[0] += 10.0
+    _fill(shard, "c", 20)
+    shard.maintain()
+    stale = shard.deferred
+    shard.execute([Checkpoint()])  # a newer one written first
+    assert shard.checkpoints.written == 2 and stale() == {"written": False, "bytes": 0, "messages": 100, "ms": 0.0}
+    now[0] += 10.0
+    _fill(shard, "d", 20)
+    shard.maintain()
+    before_compaction = shard.deferred
+    shard.execute([ops.Compact()])
+    assert before_compaction()["written"] is False
+    shard.log.release()
+    reopened = open_shard(tmp_path)
+    assert reopened.state.message_count == 120 and canon(reopened.state)[1][0][2][:80] == expected[1][0][2]
+    reopened.close()

@@ -20,6 +20,7 @@ messages) were applied since the last one and CHECKPOINT_INTERVAL_S have passed,
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import threading
@@ -143,28 +144,43 @@ class Checkpointer:
 
     def read(self, cache_bytes_max: int) -> tuple[Position, ShardState] | None:
         """The checkpoint on disk, decoded; None (and `note` says why) when there is none or it
-        cannot be used. Removes temporary files a crash left. Raises OSError."""
-        if not self.fs.exists(self.directory):
-            return None
-        for name in self.fs.listdir(self.directory):
-            if name.startswith(FILE_NAME + ".") and name.endswith(".tmp"):
-                self.fs.unlink(os.path.join(self.directory, name))
-        if not self.fs.exists(self.path):
-            return None
+        cannot be used, an I/O error included (the log is the truth: it is replayed whole). Removes
+        temporary files a crash or a failed write left."""
         try:
-            return decode(self.fs.read(self.path), cache_bytes_max)
+            if not self.fs.exists(self.directory):
+                return None
+            for name in self.fs.listdir(self.directory):
+                if name.startswith(FILE_NAME + ".") and name.endswith(".tmp"):
+                    self.fs.unlink(os.path.join(self.directory, name))
+            if not self.fs.exists(self.path):
+                return None
+            data = self.fs.read(self.path)
+        except OSError as exc:
+            self.note = f"checkpoint not used: cannot read it ({exc})"
+            return None
+        gc.disable()  # decoding makes many long-lived objects: collections in between only cost time
+        try:
+            return decode(data, cache_bytes_max)
         except ValueError as exc:
             self.note = f"checkpoint not used: {exc}"
             return None
+        finally:
+            gc.enable()
 
     def loaded(self, position: Position | None, unused: bool) -> None:
         """The open resumed after `position` (None: it replayed the whole log). A checkpoint the log no
         longer holds (`unused`) is removed: writes after this open could later put a record boundary
-        at its offset again. Raises OSError."""
+        at its offset again (if that fails, the next checkpoint, due at once, replaces it)."""
         self.position, self.changes_at = position, 0
-        if unused and self.fs.exists(self.path):
-            self.fs.unlink(self.path)
-            self.fs.fsync_dir(self.directory)
+        if not unused:
+            return
+        try:
+            if self.fs.exists(self.path):
+                self.fs.unlink(self.path)
+                self.fs.fsync_dir(self.directory)
+        except OSError as exc:  # the next checkpoint replaces it: make that one due at once
+            self.changes_at = -(10 ** 12)
+            self.note = f"{self.note or 'checkpoint not used'}; could not remove it ({exc})"
 
     def due(self, state: ShardState) -> bool:
         changed = state.changes - self.changes_at

@@ -267,3 +267,9 @@ def pack_rows(rows: list[list[Any]]) -> bytes:
 def unpack_rows(chunk: bytes) -> list[list[Any]]:
     rows: list[list[Any]] = msgpack.unpackb(_codecs.decompressor.decompress(chunk), raw=False, strict_map_key=True)
     return rows
+
+
+def unpacked_size(chunk: bytes) -> int:
+    """The msgpack size a chunk decompresses to (zstd records it in the frame)."""
+    size: int = zstandard.frame_content_size(chunk)
+    return max(size, len(chunk))

@@ -116,11 +116,18 @@ def atomic_write(fs: FileSystem, path: str, data: bytes | memoryview | Iterable[
     temporary = temporary or path + ".tmp"
     handle = fs.open(temporary, "create")
     try:
-        for part in [data] if isinstance(data, (bytes, memoryview)) else data:
-            write_all(fs, handle, part)
-        fs.fsync(handle)
-    finally:
-        fs.close(handle)
+        try:
+            for part in [data] if isinstance(data, (bytes, memoryview)) else data:
+                write_all(fs, handle, part)
+            fs.fsync(handle)
+        finally:
+            fs.close(handle)
+    except OSError:
+        try:  # a full disk must not stay full of a half-written copy
+            fs.unlink(temporary)
+        except OSError:
+            pass
+        raise
     fs.replace(temporary, path)
     fs.fsync_dir(os.path.dirname(path) or ".")
 

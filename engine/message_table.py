@@ -24,7 +24,9 @@ import numpy as np
 from . import codec
 
 CHUNK_MESSAGES = 64  # a tail this long is sealed into a chunk
-DECODED_CHUNKS = 256  # chunks kept decoded per process (LRU)
+REST_MAX = 4096  # keys not yet merged into the sorted copy (a lookup scans them)
+DECODED_BYTES = 32 * 2**20  # decoded chunks kept per process (LRU, by their decoded size)
+CHUNK_BYTES = 256 * 1024  # a tail whose contents reach this is sealed too (large messages: small chunks)
 _ENTRY_BYTES = 4 + 8 + 8 + 1  # key, sorted key + position, epoch, role
 ROLE_NAMES = ("user", "assistant", "system", "tool")
 ROLES = {name: code for code, name in enumerate(ROLE_NAMES)}
@@ -68,11 +70,13 @@ def copy_json(value: Any) -> Any:
 
 
 class _DecodedChunks:
-    """Recently read chunks, decoded (shared by every table of the process; any thread)."""
+    """Recently read chunks, decoded (shared by every table of the process; any thread), bounded by
+    their decoded size; a chunk larger than a tenth of the bound is decoded for each read instead."""
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._entries: OrderedDict[int, tuple[bytes, list[list[Any]]]] = OrderedDict()
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[int, tuple[bytes, list[list[Any]], int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def rows(self, blob: bytes, remember: bool = True) -> list[list[Any]]:
@@ -83,11 +87,14 @@ class _DecodedChunks:
                 self._entries.move_to_end(key)
                 return entry[1]
         rows = codec.unpack_rows(blob)
-        if remember:
+        weight = 2 * codec.unpacked_size(blob) + 64 * len(rows)  # objects take about twice their bytes
+        if remember and weight <= self.capacity_bytes // 10:
             with self._lock:
-                self._entries[key] = (blob, rows)
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
+                if key not in self._entries:
+                    self._entries[key] = (blob, rows, weight)
+                    self.bytes += weight
+                while self.bytes > self.capacity_bytes:
+                    self.bytes -= self._entries.popitem(last=False)[1][2]
         return rows
 
     def forget(self, blob: bytes) -> None:
@@ -95,9 +102,10 @@ class _DecodedChunks:
             entry = self._entries.get(id(blob))
             if entry is not None and entry[0] is blob:
                 del self._entries[id(blob)]
+                self.bytes -= entry[2]
 
 
-decoded_chunks = _DecodedChunks(DECODED_CHUNKS)
+decoded_chunks = _DecodedChunks(DECODED_BYTES)
 
 
 def key_of(message_id: str) -> int:
@@ -127,7 +135,7 @@ class MessageTable:
     """
 
     __slots__ = ("_chunks", "_starts", "_tail", "_keys", "_epochs", "_roles", "_sorted", "_sorted_at",
-                 "_sealed", "content_bytes", "_tail_bytes", "_chunk_bytes")
+                 "_sealed", "content_bytes", "_tail_bytes", "_tail_content", "_chunk_bytes")
 
     def __init__(self) -> None:
         self._chunks: list[bytes] = []
@@ -143,6 +151,7 @@ class MessageTable:
         self._sealed = 0
         self.content_bytes = 0
         self._tail_bytes = 0
+        self._tail_content = 0  # characters of the tail's contents (a chunk is sealed at CHUNK_BYTES)
         self._chunk_bytes = 0
 
     # ------------------------------------------------------------------ size and columns
@@ -178,18 +187,17 @@ class MessageTable:
             self._epochs.append(epoch)
             self._roles.append(ROLES[role])
             self.content_bytes += len(content) if content.isascii() else len(content.encode("utf-8"))
-        start = 0
-        while len(self._tail) + len(rows) - start >= CHUNK_MESSAGES:
-            take = CHUNK_MESSAGES - len(self._tail)
-            if self._tail:
-                self._seal([_row(m) for m in self._tail] + rows[start:start + take])
-            else:
-                self._seal(rows[start:start + take])
-            start += take
+        start, count, size = 0, len(self._tail), self._tail_content
+        for index, row in enumerate(rows):  # a chunk ends at CHUNK_MESSAGES rows or CHUNK_BYTES of content
+            count, size = count + 1, size + len(row[2])
+            if count >= CHUNK_MESSAGES or size >= CHUNK_BYTES:
+                self._seal([_row(m) for m in self._tail] + rows[start:index + 1])
+                start, count, size = index + 1, 0, 0
         for row, epoch in zip(rows[start:], epochs[start:]):
             message = _message(row, epoch)
             self._tail.append(message)
             self._tail_bytes += message.ram_bytes()
+            self._tail_content += len(row[2])
         self._maybe_sort()
 
     def seal(self) -> None:
@@ -205,7 +213,7 @@ class MessageTable:
         self._sealed += len(rows)
         self._chunk_bytes += len(blob)
         self._tail = []
-        self._tail_bytes = 0
+        self._tail_bytes = self._tail_content = 0
 
     # ------------------------------------------------------------------ reads
     @overload
@@ -281,8 +289,11 @@ class MessageTable:
             at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
             hit |= keys[at] == wanted
         rest = np.frombuffer(self._keys, np.uint32)[self._sorted_at:]
-        if len(rest):
+        if len(rest) and len(ids) > 16:
             hit |= np.isin(wanted, rest)
+        elif len(rest):
+            for number, key in enumerate(wanted.tolist()):
+                hit[number] |= bool((rest == key).any())
         found = {}
         for index in np.flatnonzero(hit):
             position = self.position_of(ids[index])
@@ -310,11 +321,17 @@ class MessageTable:
         return message_id
 
     def _maybe_sort(self) -> None:
-        if len(self) - self._sorted_at <= 1024 + len(self) // 16:
+        """Merge the unsorted rest into the sorted keys once it is longer than REST_MAX (so a lookup
+        scans at most that many; a merge copies the sorted arrays once per REST_MAX appends)."""
+        if len(self) - self._sorted_at <= REST_MAX:
             return
-        keys = np.frombuffer(self._keys, np.uint32)
-        order = np.argsort(keys, kind="stable")
-        self._sorted = (keys[order], order.astype(np.int32))
+        rest = np.frombuffer(self._keys, np.uint32)[self._sorted_at:]
+        order = np.argsort(rest, kind="stable")
+        new_keys, new_positions = rest[order], (order + self._sorted_at).astype(np.int32)
+        del rest  # a view of the array would stop it from growing
+        keys, positions = self._sorted
+        at = np.searchsorted(keys, new_keys, side="right")
+        self._sorted = (np.insert(keys, at, new_keys), np.insert(positions, at, new_positions))
         self._sorted_at = len(self)
 
     # ------------------------------------------------------------------ removal
@@ -367,5 +384,6 @@ class MessageTable:
             raise ValueError("inconsistent message table")
         table._tail = [_message(row, table._epochs[table._sealed + offset]) for offset, row in enumerate(tail)]
         table._tail_bytes = sum(message.ram_bytes() for message in table._tail)
+        table._tail_content = sum(len(message.content) for message in table._tail)
         table.content_bytes = int(content)
         return table

@@ -123,9 +123,13 @@ class Recovery:
             if compressed:
                 data = segment.decompress(data, self._path(name))
             if segment.starts_at(data, start.salt, start.offset):
-                segment.check_before(data, self._path(name), start.salt, start.offset)
-                self.report.notes.append(f"resumed after a checkpoint at {name} offset {start.offset}")
-                return index, data
+                damage = segment.check_before(data, self._path(name), start.salt, start.offset)
+                if damage is None:
+                    self.report.notes.append(f"resumed after a checkpoint at {name} offset {start.offset}")
+                    return index, data
+                self.report.notes.append(f"a checkpoint ends in {name}, damaged at offset {damage} with no valid "
+                                         f"record after it: replayed the whole log")
+                return None
             break
         self.report.notes.append(f"a checkpoint names segment {start.number} offset {start.offset}, which the "
                                  f"log no longer holds: replayed the whole log")

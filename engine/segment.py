@@ -143,12 +143,17 @@ def starts_at(data: bytes, salt: int, offset: int) -> bool:
     return offset == len(data) or codec.check_frame(data, offset, salt) is not None
 
 
-def check_before(data: bytes, path: str, salt: int, offset: int) -> None:
-    """Check the frames of a segment up to `offset` (checksums only, nothing decoded): a checkpoint
-    at `offset` says they were on disk, so damage there is corruption. Raises CorruptRecord."""
+def check_before(data: bytes, path: str, salt: int, offset: int) -> int | None:
+    """Check the frames of a segment up to `offset` (checksums only, nothing decoded): None when they
+    are intact, else the offset of the damage when no valid frame follows it anywhere in the segment
+    (the open then treats it as a torn tail: replay the whole log by the usual rule). Damage that a
+    valid frame follows is corruption: raises CorruptRecord."""
     end = codec.SEGMENT_HEADER_SIZE
     for _, frame in codec.iter_frames(data[:offset], salt):
         end = frame.next_offset
-    if end != offset:
+    if end == offset:
+        return None
+    if next(codec.valid_frames_after(data, end, salt), None) is not None:
         raise CorruptRecord(f"Corrupt record in {path} at offset {end}: it was on disk before records that "
                             f"follow it; refusing to open (restore the file or truncate it by hand)")
+    return end

@@ -38,7 +38,7 @@ from .vector_index import load_embedder
 COMPACT_MIN_DEAD = 10_000  # compact once deleted messages exceed this and the live count
 INDEX_STEP_MESSAGES = 10_000  # search indexing per upkeep step (about 60 ms under the engine lock)
 SEAL_INTERVAL_S = 2.0  # how often upkeep compresses the tails of sessions that went quiet
-SEAL_STEP_SESSIONS = 500  # tails sealed per step (~50 µs each)
+SEAL_STEP_S = 0.02  # time per step of sealing quiet sessions' tails (~30 µs each)
 _Handler = Callable[..., Any]
 _Marked = TypeVar("_Marked", bound=Callable[..., Any])
 
@@ -252,7 +252,7 @@ class ShardCore:
             except StorageFailure:
                 pass  # counted; the log is the truth and the next one is tried after the interval
         if self._monotonic() >= self._next_seal:
-            self.state.seal_quiet(SEAL_STEP_SESSIONS)
+            self.state.seal_quiet(SEAL_STEP_S)
             self._next_seal = self._monotonic() + SEAL_INTERVAL_S
         due = self._compact_wanted or self.state.dead_messages > max(COMPACT_MIN_DEAD, self.state.message_count)
         if due and not self._compact_retry.waiting():

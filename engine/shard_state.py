@@ -8,6 +8,7 @@ index is built when first read (`searchable`) or by upkeep (`index_some`), in lo
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from datetime import datetime
 from typing import Any, Iterator
@@ -21,6 +22,7 @@ from .shard_cache import ShardCache
 from .vector_index import Embedder, VectorIndex
 
 RECOVERED_TITLE = "Recovered session"
+REPLAY_SEAL_S = 0.25  # sealing of tails at the end of an open (the rest is upkeep's)
 
 
 class ShardState:
@@ -111,23 +113,29 @@ class ShardState:
         self.invalidate(user_id, session_id)
 
     def replayed(self) -> None:
-        """The log is read: live writes index as they go, and every session's tail is sealed (replay
-        is not a sign of which sessions are hot; the objects it leaves scattered hold heap pages)."""
+        """The log is read: live writes index as they go, and sessions' tails are sealed for up to
+        REPLAY_SEAL_S (replay is not a sign of which sessions are hot, and its scattered objects pin
+        heap pages); upkeep seals the rest of them."""
         self.defer_indexing = False
-        self.seal_quiet(None, everything=True)
+        self.seal_quiet(REPLAY_SEAL_S, everything=True)
 
-    def seal_quiet(self, budget: int | None, everything: bool = False) -> int:
-        """Compress the tails of up to `budget` sessions (all if None) not appended to since the
-        previous pass (or of any, `everything`); returns how many were sealed."""
-        quiet = [key for key, seen in self._tails.items() if everything or seen < self._seal_pass]
-        for key in quiet[:budget]:
-            del self._tails[key]
-            state = self.sessions.get(key)
-            if state is not None:
-                state.messages.seal()
-        if budget is None or len(quiet) <= budget:
-            self._seal_pass += 1
-        return len(quiet[:budget])
+    def seal_quiet(self, seconds: float, everything: bool = False) -> int:
+        """Compress, for up to `seconds`, the tails of sessions not appended to since the previous
+        pass (or of any, `everything`); returns how many were sealed. A pass that sealed them all
+        starts the next one."""
+        deadline = time.perf_counter() + seconds
+        sealed = 0
+        for key, seen in list(self._tails.items()):
+            if time.perf_counter() >= deadline:
+                return sealed
+            if everything or seen < self._seal_pass:
+                del self._tails[key]
+                state = self.sessions.get(key)
+                if state is not None:
+                    state.messages.seal()
+                sealed += 1
+        self._seal_pass += 1
+        return sealed
 
     # ------------------------------------------------------------------ the derived search index
     def _note_unindexed(self, user_id: str, session_id: str, start: int, count: int) -> None:

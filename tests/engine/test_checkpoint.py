@@ -1,7 +1,9 @@
 """Checkpoints: an open loads the last one and replays only the log after it, answers exactly as the
 whole log would, and never uses one the log no longer holds (damaged, compacted away, another log's)."""
 
+import errno
 import os
+import random
 import shutil
 
 import pytest
@@ -11,8 +13,9 @@ from engine import operations as ops
 from engine.checkpoint import Checkpoint
 from engine.errors import CorruptRecord
 from engine.shard import Shard
+from engine.simulated_filesystem import SimulatedFileSystem
 from engine.verify import verify_store
-from scale_tests.crash_points.harness import canon
+from scale_tests.crash_points.harness import Clock, canon
 from tests.factories import engine_config, message, open_shard
 
 
@@ -211,3 +214,59 @@ def test_a_deferred_checkpoint_holds_the_state_of_its_snapshot_and_an_older_one_
     reopened = open_shard(tmp_path)
     assert reopened.state.message_count == 120 and canon(reopened.state)[1][0][2][:80] == expected[1][0][2]
     reopened.close()
+
+
+def test_a_damaged_last_record_the_checkpoint_covers_is_a_torn_tail_not_a_refusal(tmp_path):
+    """Damage to the last record of the segment a checkpoint ends in, with no valid record after it,
+    is what a torn write looks like: the checkpoint is not used and the whole log is replayed by the
+    torn-tail rule (the shard opens; the contract refuses only damage a valid record follows)."""
+    shard = open_shard(tmp_path, durability="fsync")
+    shard.execute([ops.CreateSession("u", "s")])
+    for i in range(3):
+        shard.execute([ops.Append("u", "s", [message(f"hello {i}", message_id=f"m{i}")])])
+    shard.close()
+    active = os.path.join(tmp_path, "shard-0000", "seg-000000000001.log")
+    data = bytearray(open(active, "rb").read())
+    data[-3] ^= 0xFF
+    open(active, "wb").write(bytes(data))
+    assert verify_store(str(tmp_path))["ok"]
+    reopened = open_shard(tmp_path, durability="fsync")
+    assert "no valid record after it" in _notes(reopened) and "truncated torn tail" in _notes(reopened)
+    assert [m.message_id for m in reopened.state.sessions[("u", "s")].messages] == ["m0", "m1"]
+    reopened.close()
+
+
+def _simulated_shard(fs):
+    config = engine_config("/store", durability="fsync")
+    return Shard(config, 0, fs=fs, monotonic=Clock(), rng=random.Random(1))
+
+
+def test_an_unreadable_checkpoint_falls_back_to_the_whole_log():
+    """An I/O error reading the checkpoint (derived data) never stops an open: the log is replayed."""
+    fs = SimulatedFileSystem()
+    shard = _simulated_shard(fs)
+    shard.open()
+    shard.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("hi", message_id="m1")])])
+    shard.close()
+    fs.fail = lambda step: errno.EIO if step.operation == "read" and step.path.endswith("checkpoint.ffc") else None
+    reopened = _simulated_shard(fs)
+    reopened.open()
+    assert [m.message_id for m in reopened.state.sessions[("u", "s")].messages] == ["m1"]
+    assert "cannot read it" in _notes(reopened)
+    reopened.log.release()
+
+
+def test_a_checkpoint_that_fails_for_a_full_disk_leaves_no_partial_file_behind():
+    """ENOSPC while writing a checkpoint: it fails alone (counted), its temporary file is removed so
+    the space comes back, and appends go on."""
+    fs = SimulatedFileSystem()
+    shard = _simulated_shard(fs)
+    shard.open()
+    shard.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("hi", message_id="m1")])])
+    fs.fail = lambda step: errno.ENOSPC if step.operation == "write" and ".tmp" in step.path else None
+    reply = shard.execute([Checkpoint()])[0]
+    assert not reply.ok and reply.value.code == "STORAGE_ERROR" and shard.checkpoints.failures == 1
+    assert [name for name in fs.listdir("/store/shard-0000") if "checkpoint" in name] == []
+    fs.fail = None
+    assert shard.execute([ops.Append("u", "s", [message("more", message_id="m2")])])[0].ok
+    shard.close()

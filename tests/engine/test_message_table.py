@@ -77,3 +77,34 @@ def test_ram_does_not_hold_a_python_object_per_sealed_message():
     table.seal()
     assert table.sealed == 10_000
     assert table.ram_bytes() / 10_000 < 80
+
+
+def test_a_lookup_scans_a_bounded_rest_whatever_the_size_of_the_session():
+    """Keys not merged into the sorted copy stay at most REST_MAX (a lookup scans them; the rest is
+    found by bisection), whether messages come one by one or in big batches."""
+    from engine.message_table import REST_MAX
+    table = MessageTable()
+    stamp = "2026-01-01T00:00:00+00:00"
+    for batch in [1] * 5000 + [50_000, 3, 20_000] + [1] * 4200:
+        start = len(table)
+        table.extend([[f"id-{i}", "user", "x", stamp, None, None, stamp] for i in range(start, start + batch)],
+                     [0.0] * batch)
+        assert len(table) - table._sorted_at <= REST_MAX
+    for position in (0, 4999, 5000, 55_002, len(table) - 1):
+        assert table.position_of(f"id-{position}") == position
+    assert table.positions_of([f"id-{p}" for p in range(0, len(table), 997)] + ["nope"]) == \
+        {f"id-{p}": p for p in range(0, len(table), 997)}
+
+
+def test_large_messages_make_small_chunks_and_the_decoded_cache_stays_within_its_bytes():
+    """A chunk ends at CHUNK_BYTES of content as well as at CHUNK_MESSAGES rows, so reading one large
+    message decodes few others; the decoded-chunk cache is bounded by decoded size, not count."""
+    from engine.message_table import CHUNK_BYTES, DECODED_BYTES, decoded_chunks
+    stamp = "2026-01-01T00:00:00+00:00"
+    table = MessageTable()
+    big = "y" * (CHUNK_BYTES // 3)
+    table.extend([[f"b{i}", "user", f"{i} {big}", stamp, None, None, stamp] for i in range(300)], [0.0] * 300)
+    assert table.sealed >= 297 and len(table._chunks) >= 99  # three of these per chunk
+    for position in range(0, 300, 7):
+        assert table[position].content.startswith(f"{position} ")
+    assert decoded_chunks.bytes <= DECODED_BYTES

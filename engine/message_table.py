@@ -354,9 +354,11 @@ class MessageTable:
 
     # ------------------------------------------------------------------ checkpoints
     def dump(self) -> list[Any]:
-        """The table as plain values (bytes, lists, ints) for a checkpoint: `load` rebuilds it exactly."""
+        """The table as plain values (bytes, lists, ints) for a checkpoint, none of which later changes
+        of the table touch (a snapshot may be written after them): `load` rebuilds it exactly."""
         keys, positions = self._sorted
-        return [self._chunks, self._starts.tobytes(), self._keys.tobytes(), self._epochs.tobytes(),
+        # A copy of the chunk list: later seals append to it (the chunks themselves never change).
+        return [list(self._chunks), self._starts.tobytes(), self._keys.tobytes(), self._epochs.tobytes(),
                 bytes(self._roles), keys.tobytes(), positions.tobytes(), self._sorted_at,
                 [_row(message) for message in self._tail], self.content_bytes, self._sealed]
 

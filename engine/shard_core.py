@@ -262,6 +262,7 @@ class ShardCore:
                 pass  # recorded (health shows it) and retried after the backoff
 
     def close(self) -> None:
+        self.deferred = None  # upkeep's snapshot, if not written yet: close writes a newer one
         try:
             self.commit()
             if self.opened and not self.state.vectors.enabled:

@@ -270,3 +270,27 @@ def test_a_checkpoint_that_fails_for_a_full_disk_leaves_no_partial_file_behind()
     fs.fail = None
     assert shard.execute([ops.Append("u", "s", [message("more", message_id="m2")])])[0].ok
     shard.close()
+
+
+def test_a_deferred_checkpoint_is_used_after_seals_and_appends_that_followed_its_snapshot(tmp_path, monkeypatch):
+    """The snapshot must not share what later seals change: maintain() takes it, then seals a quiet
+    session's tail in the same call, and appends fill a chunk before it is written; the next open
+    still resumes from it (review: the live chunk list was shared, so it was never usable)."""
+    monkeypatch.setattr(checkpoint_module, "CHECKPOINT_EVERY", 10)
+    now = [0.0]
+    shard = Shard(engine_config(tmp_path), 0, monotonic=lambda: now[0])
+    shard.open()
+    shard.defer_checkpoints = True
+    _fill(shard, "a", 5)
+    shard.maintain()  # not due; the seal pass that makes s1 quiet by the next one
+    now[0] += 10.0
+    _fill(shard, "b", 70, session="s2")
+    shard.maintain()  # due: the snapshot, then s1's quiet tail is sealed
+    assert shard.deferred is not None
+    _fill(shard, "c", 70, session="s2")  # seals more chunks of s2 before the write
+    shard.run_deferred()
+    expected = canon(shard.state)
+    shard.log.release()
+    reopened = open_shard(tmp_path)
+    assert "resumed after a checkpoint" in _notes(reopened) and canon(reopened.state) == expected
+    reopened.close()

@@ -5,14 +5,16 @@ the records after it instead of the whole log.
     part           = size:u32 | msgpack: the header {v, position: [segment, offset, write, salt],
                      users, order, counts, sessions}, then [user, session, record, table] per session
 
-A checkpoint is derived data: the log stays the truth. It is written whole through the storage seam
-(temporary file, fsync, rename, fsync of the directory), and only at a position the log has on disk
-(`MessageLog.durable_position`), so a crash at any step leaves the previous checkpoint or the new
-one, each covering a prefix of the log. At open, a checkpoint is used only if its checksum and
-contents hold and the log still holds its position (same segment, salt, and a record boundary
-there); anything else is noted and the whole log is replayed. Compaction renumbers segments, so it
-retires every checkpoint before it (the next one is due at once). Not used with an embedder (the
-vector index is rebuilt by replay).
+A checkpoint is derived data: the log stays the truth. It is written through the storage seam, part
+after part into a temporary file, then fsync, rename and fsync of the directory, and only at a
+position the log has on disk (`MessageLog.durable_position`), so a crash at any step leaves the
+previous checkpoint or the new one, each covering a prefix of the log. A snapshot is taken under the
+engine lock (`prepare`); a shard actor writes it after releasing the lock. At open, a checkpoint is
+used only if its checksum and contents hold and the log still holds its position (same segment and
+salt, a record boundary there, the frames before it in that segment intact); anything else is
+noted, the whole log is replayed and the file removed. Compaction renumbers segments, so it retires
+every checkpoint before it (the next one is due at once). Not used with an embedder (the vector
+index is rebuilt by replay).
 
 A shard writes one at a clean close, when at least CHECKPOINT_EVERY changes (or a quarter of its
 messages) were applied since the last one and CHECKPOINT_INTERVAL_S have passed, and on `Checkpoint`.

@@ -393,6 +393,8 @@ class ShardCore:
                 "ram_bytes_per_message": ram / self.state.message_count if self.state.message_count else 0.0,
                 "log_bytes": self.log.disk_bytes(), "log_commits": self.log.commits, "log_fsyncs": self.log.fsyncs,
                 "dead_messages": self.state.dead_messages, "compactions": self.compactions, "reloads": self.reloads,
+                "checkpoints": {"written": self.checkpoints.written, "failures": self.checkpoints.failures,
+                                "last_failure": self.checkpoints.last_failure},
                 "recovery": self.log.report.as_dict()}
 
 

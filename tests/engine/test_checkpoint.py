@@ -265,7 +265,8 @@ def test_a_checkpoint_that_fails_for_a_full_disk_leaves_no_partial_file_behind()
     shard.execute([ops.CreateSession("u", "s"), ops.Append("u", "s", [message("hi", message_id="m1")])])
     fs.fail = lambda step: errno.ENOSPC if step.operation == "write" and ".tmp" in step.path else None
     reply = shard.execute([Checkpoint()])[0]
-    assert not reply.ok and reply.value.code == "STORAGE_ERROR" and shard.checkpoints.failures == 1
+    assert not reply.ok and reply.value.code == "STORAGE_ERROR"
+    assert shard.stats()["checkpoints"]["failures"] == 1 and "ENOSPC" in shard.stats()["checkpoints"]["last_failure"]
     assert [name for name in fs.listdir("/store/shard-0000") if "checkpoint" in name] == []
     fs.fail = None
     assert shard.execute([ops.Append("u", "s", [message("more", message_id="m2")])])[0].ok

@@ -138,7 +138,10 @@ async def _stats(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:
     fields = ("users", "sessions", "messages", "log_bytes", "ram_bytes")
     rows = [{"shard": index, **{name: int(facts.get(name, 0)) for name in fields}} for index, facts in enumerate(shards)]
     total = {"shard": "total", **{name: sum(row[name] for row in rows) for name in fields}}
-    return EXIT_OK, {"shards": rows, "total": total}, _table([*rows, total], ("shard", *fields))
+    table = _table([*rows, total], ("shard", *fields))
+    for row, facts in zip(rows, shards):  # in --json only: {written, failures, last_failure}
+        row["checkpoints"] = facts.get("checkpoints", {})
+    return EXIT_OK, {"shards": rows, "total": total}, table
 
 
 async def _health(bridge: Any, args: argparse.Namespace) -> tuple[int, Any, str]:

@@ -51,6 +51,8 @@ async def test_each_command_reads_a_store_written_by_a_bridge(tmp_path):
     assert stats.returncode == 0, stats.stderr
     totals = json.loads(stats.stdout)["total"]
     assert (totals["users"], totals["sessions"], totals["messages"]) == (1, 1, 5) and totals["log_bytes"] > 0
+    checkpoints = [shard["checkpoints"] for shard in json.loads(stats.stdout)["shards"]]
+    assert all(c["failures"] == 0 and c["last_failure"] is None for c in checkpoints)
     health = _cli("health", "--path", str(tmp_path))
     assert health.returncode == 0 and health.stdout.startswith("status: healthy"), health.stdout + health.stderr
     sessions = _cli("sessions", "ops", "--path", str(tmp_path))

@@ -11,117 +11,23 @@ wrong answer.
 
 from __future__ import annotations
 
-import sys
-import threading
-import zlib
 from array import array
 from bisect import bisect_right
-from collections import OrderedDict
-from typing import Any, Iterable, Iterator, NamedTuple, overload
+from typing import Any, Iterable, Iterator, overload
 
 import numpy as np
 
 from . import codec
+from .message_rows import (DECODED_BYTES, ROLE_NAMES, ROLES, StoredMessage, copy_json,
+                           decoded_chunks, key_of, message_of, row_of)
+
+__all__ = ["CHUNK_BYTES", "CHUNK_MESSAGES", "DECODED_BYTES", "MessageTable", "REST_MAX", "StoredMessage",
+           "copy_json", "decoded_chunks", "key_of"]
 
 CHUNK_MESSAGES = 64  # a tail this long is sealed into a chunk
 REST_MAX = 4096  # keys not yet merged into the sorted copy (a lookup scans them)
-DECODED_BYTES = 32 * 2**20  # decoded chunks kept per process (LRU, by their decoded size)
 CHUNK_BYTES = 256 * 1024  # a tail whose contents reach this is sealed too (large messages: small chunks)
 _ENTRY_BYTES = 4 + 8 + 8 + 1  # key, sorted key + position, epoch, role
-ROLE_NAMES = ("user", "assistant", "system", "tool")
-ROLES = {name: code for code, name in enumerate(ROLE_NAMES)}
-_STR_OVERHEAD = sys.getsizeof("")
-_TUPLE_BYTES = sys.getsizeof(tuple(range(8)))
-
-
-class StoredMessage(NamedTuple):
-    """One message as a shard hands it out (a tuple: ~8 pointers instead of a dict per message)."""
-
-    message_id: str
-    role: str
-    content: str
-    timestamp: str
-    timestamp_epoch: float
-    attachments: list[str] | None
-    metadata: dict[str, Any] | None
-    stored_at: str
-
-    def to_dict(self, include_metadata: bool = True) -> dict[str, Any]:
-        out = {"role": self.role, "content": self.content, "message_id": self.message_id,
-               "timestamp": self.timestamp, "attachments": list(self.attachments or ())}
-        if include_metadata:
-            out["metadata"] = copy_json(self.metadata) if self.metadata else {}
-        return out
-
-    def ram_bytes(self) -> int:
-        """Bytes this message holds in RAM (CPython object sizes; ASCII strings are 49 + len bytes)."""
-        text = len(self.content) if self.content.isascii() else sys.getsizeof(self.content) - _STR_OVERHEAD
-        return (_TUPLE_BYTES + 24 + 4 * _STR_OVERHEAD + text + len(self.message_id) + len(self.timestamp)
-                + len(self.stored_at))
-
-
-def copy_json(value: Any) -> Any:
-    """A deep copy of a JSON value (callers may change what they get without changing the store)."""
-    if isinstance(value, dict):
-        return {key: copy_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [copy_json(item) for item in value]
-    return value
-
-
-class _DecodedChunks:
-    """Recently read chunks, decoded (shared by every table of the process; any thread), bounded by
-    their decoded size; a chunk larger than a tenth of the bound is decoded for each read instead."""
-
-    def __init__(self, capacity_bytes: int) -> None:
-        self.capacity_bytes = capacity_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[int, tuple[bytes, list[list[Any]], int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def rows(self, blob: bytes, remember: bool = True) -> list[list[Any]]:
-        key = id(blob)  # the entry holds `blob`, so its id cannot be reused while the entry exists
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] is blob:
-                self._entries.move_to_end(key)
-                return entry[1]
-        rows = codec.unpack_rows(blob)
-        weight = 2 * codec.unpacked_size(blob) + 64 * len(rows)  # objects take about twice their bytes
-        if remember and weight <= self.capacity_bytes // 10:
-            with self._lock:
-                if key not in self._entries:
-                    self._entries[key] = (blob, rows, weight)
-                    self.bytes += weight
-                while self.bytes > self.capacity_bytes:
-                    self.bytes -= self._entries.popitem(last=False)[1][2]
-        return rows
-
-    def forget(self, blob: bytes) -> None:
-        with self._lock:
-            entry = self._entries.get(id(blob))
-            if entry is not None and entry[0] is blob:
-                del self._entries[id(blob)]
-                self.bytes -= entry[2]
-
-
-decoded_chunks = _DecodedChunks(DECODED_BYTES)
-
-
-def key_of(message_id: str) -> int:
-    """The 32-bit key a message id is found by (CRC-32 of its UTF-8: the same in every process, so a
-    checkpoint can keep it; ids with equal keys are told apart by their rows)."""
-    return zlib.crc32(message_id.encode("utf-8", "surrogatepass"))
-
-
-def _message(row: list[Any], epoch: float) -> StoredMessage:
-    message_id, role, content, timestamp, attachments, metadata, stored_at = row
-    return StoredMessage(message_id, role, content, timestamp, epoch, attachments, metadata, stored_at)
-
-
-def _row(message: StoredMessage) -> list[Any]:
-    return [message.message_id, message.role, message.content, message.timestamp, message.attachments,
-            message.metadata, message.stored_at]
 
 
 class MessageTable:
@@ -191,10 +97,10 @@ class MessageTable:
         for index, row in enumerate(rows):  # a chunk ends at CHUNK_MESSAGES rows or CHUNK_BYTES of content
             count, size = count + 1, size + len(row[2])
             if count >= CHUNK_MESSAGES or size >= CHUNK_BYTES:
-                self._seal([_row(m) for m in self._tail] + rows[start:index + 1])
+                self._seal([row_of(m) for m in self._tail] + rows[start:index + 1])
                 start, count, size = index + 1, 0, 0
         for row, epoch in zip(rows[start:], epochs[start:]):
-            message = _message(row, epoch)
+            message = message_of(row, epoch)
             self._tail.append(message)
             self._tail_bytes += message.ram_bytes()
             self._tail_content += len(row[2])
@@ -203,7 +109,7 @@ class MessageTable:
     def seal(self) -> None:
         """Compress the tail into a chunk (upkeep does this for sessions that went quiet)."""
         if self._tail:
-            self._seal([_row(m) for m in self._tail])
+            self._seal([row_of(m) for m in self._tail])
 
     def _seal(self, rows: list[list[Any]]) -> None:
         """Seal the tail followed by `rows` (the tail's rows come first in `rows`)."""
@@ -234,7 +140,7 @@ class MessageTable:
             return self._tail[position - self._sealed]
         chunk = bisect_right(self._starts, position) - 1
         row = decoded_chunks.rows(self._chunks[chunk])[position - self._starts[chunk]]
-        return _message(row, self._epochs[position])
+        return message_of(row, self._epochs[position])
 
     def slice(self, start: int, stop: int, remember: bool = True) -> list[StoredMessage]:
         """Messages [start, stop) in order; `remember=False` for one-off scans (they do not push
@@ -247,7 +153,9 @@ class MessageTable:
             first = self._starts[chunk]
             rows = decoded_chunks.rows(self._chunks[chunk], remember)
             end = min(stop, first + len(rows))
-            out.extend(_message(row, epoch) for row, epoch in zip(rows[position - first:end - first],
+            if end <= position:  # chunk bounds that disagree with the chunks: fail, never loop
+                raise AssertionError(f"message table: chunk {chunk} ends at {end}, before {position}")
+            out.extend(message_of(row, epoch) for row, epoch in zip(rows[position - first:end - first],
                                                                   self._epochs[position:end]))
             position = end
         if position < stop:
@@ -263,7 +171,7 @@ class MessageTable:
         for blob in self._chunks:
             yield from decoded_chunks.rows(blob, remember=False)
         for message in self._tail:
-            yield _row(message)
+            yield row_of(message)
 
     def last(self) -> StoredMessage | None:
         return self[len(self) - 1] if len(self) else None
@@ -336,21 +244,56 @@ class MessageTable:
 
     # ------------------------------------------------------------------ removal
     def keep_where(self, keep: np.ndarray) -> list[StoredMessage]:
-        """Keep the messages where `keep` is True (in order); returns the ones removed."""
+        """Keep the messages where `keep` is True (in order); returns the ones removed. Chunks that
+        keep every row stay as they are; only chunks that lose rows are decoded and re-packed."""
+        keep = np.asarray(keep, dtype=bool)
         removed: list[StoredMessage] = []
-        rows: list[list[Any]] = []
-        epochs: list[float] = []
-        for position, message in enumerate(self):
-            if keep[position]:
-                rows.append(_row(message))
-                epochs.append(message.timestamp_epoch)
+        chunks: list[bytes] = []
+        starts = array("q")
+        sealed = 0
+        bounds = list(self._starts) + [self._sealed]
+        for number, blob in enumerate(self._chunks):
+            first, end = bounds[number], bounds[number + 1]
+            kept = keep[first:end]
+            if kept.all():
+                chunks.append(blob)
             else:
-                removed.append(message)
-        for blob in self._chunks:
-            decoded_chunks.forget(blob)
-        self.__init__()  # type: ignore[misc]
-        self.extend(rows, epochs)
+                rows = decoded_chunks.rows(blob, remember=False)
+                decoded_chunks.forget(blob)
+                removed.extend(message_of(row, self._epochs[first + offset])
+                               for offset, row in enumerate(rows) if not kept[offset])
+                left = [row for offset, row in enumerate(rows) if kept[offset]]
+                if not left:
+                    continue
+                chunks.append(codec.pack_rows(left))
+            starts.append(sealed)
+            sealed += int(kept.sum())
+        tail = [message for offset, message in enumerate(self._tail) if keep[self._sealed + offset]]
+        removed.extend(message for offset, message in enumerate(self._tail) if not keep[self._sealed + offset])
+        self._keep_columns(keep, chunks, starts, sealed, tail, removed)
         return removed
+
+    def _keep_columns(self, keep: np.ndarray, chunks: list[bytes], starts: array[int], sealed: int,
+                      tail: list[StoredMessage], removed: list[StoredMessage]) -> None:
+        """Take the kept rows' columns, the new chunks and tail; the sorted keys are merged anew."""
+        columns = []
+        for values, kind in ((self._keys, np.uint32), (self._epochs, np.float64)):
+            columns.append(np.frombuffer(values, kind)[keep].tobytes() if len(values) else b"")
+        roles = bytes(np.frombuffer(bytes(self._roles), np.uint8)[keep]) if len(self._roles) else b""
+        self._keys, self._epochs = array("I"), array("d")
+        self._keys.frombytes(columns[0])
+        self._epochs.frombytes(columns[1])
+        self._roles = bytearray(roles)
+        self._chunks, self._starts, self._sealed = chunks, starts, sealed
+        self._chunk_bytes = sum(len(blob) for blob in chunks)
+        self._tail = tail
+        self._tail_bytes = sum(message.ram_bytes() for message in tail)
+        self._tail_content = sum(len(message.content) for message in tail)
+        self.content_bytes -= sum(len(m.content) if m.content.isascii() else len(m.content.encode("utf-8"))
+                                  for m in removed)
+        self._sorted = (np.empty(0, np.uint32), np.empty(0, np.int32))
+        self._sorted_at = 0
+        self._maybe_sort()
 
     # ------------------------------------------------------------------ checkpoints
     def dump(self) -> list[Any]:
@@ -360,7 +303,7 @@ class MessageTable:
         # A copy of the chunk list: later seals append to it (the chunks themselves never change).
         return [list(self._chunks), self._starts.tobytes(), self._keys.tobytes(), self._epochs.tobytes(),
                 bytes(self._roles), keys.tobytes(), positions.tobytes(), self._sorted_at,
-                [_row(message) for message in self._tail], self.content_bytes, self._sealed]
+                [row_of(message) for message in self._tail], self.content_bytes, self._sealed]
 
     @classmethod
     def load(cls, parts: list[Any]) -> "MessageTable":
@@ -384,7 +327,7 @@ class MessageTable:
                                                              else table._sealed == 0)
                 and max(table._roles, default=0) < len(ROLE_NAMES)):
             raise ValueError("inconsistent message table")
-        table._tail = [_message(row, table._epochs[table._sealed + offset]) for offset, row in enumerate(tail)]
+        table._tail = [message_of(row, table._epochs[table._sealed + offset]) for offset, row in enumerate(tail)]
         table._tail_bytes = sum(message.ram_bytes() for message in table._tail)
         table._tail_content = sum(len(message.content) for message in table._tail)
         table.content_bytes = int(content)

@@ -58,7 +58,15 @@ def test_table_reads_like_a_list(seed, colliding, monkeypatch):
         elif action < 0.75:
             table.seal()
         elif model:
-            keep = np.array([rng.random() < 0.8 for _ in model])
+            removal = rng.choice(["scattered", "a run", "nothing", "everything"])
+            if removal == "scattered":
+                keep = np.array([rng.random() < 0.8 for _ in model])
+            elif removal == "a run":  # whole chunks go, whole chunks stay, the ones at the edges split
+                first = rng.randrange(len(model))
+                end = first + rng.randint(1, 300)
+                keep = np.array([not first <= i < end for i in range(len(model))])
+            else:
+                keep = np.full(len(model), removal == "nothing")
             removed = table.keep_where(keep)
             assert removed == [m for m, k in zip(model, keep) if not k]
             model = [m for m, k in zip(model, keep) if k]

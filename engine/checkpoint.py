@@ -204,7 +204,7 @@ class Checkpointer:
         checkpoint stays)."""
         messages = state.message_count
         if position is None or position == self.position:
-            return lambda: {"written": False, "bytes": 0, "messages": messages, "ms": 0.0}
+            return lambda: _not_written(messages)
         bodies = snapshot(position, state)
         previous, self.changes_at = self.changes_at, state.changes
         self.next_at = self._monotonic() + CHECKPOINT_INTERVAL_S
@@ -225,7 +225,7 @@ class Checkpointer:
                 yield part
         with self._lock:
             if number <= self._newest:  # a newer snapshot was written, or a compaction retired this one
-                return {"written": False, "bytes": 0, "messages": messages, "ms": 0.0}
+                return _not_written(messages)
             try:
                 atomic_write(self.fs, self.path, counted(), f"{self.path}.{epoch}.tmp")
             except OSError as exc:
@@ -238,3 +238,7 @@ class Checkpointer:
             self.written += 1
         return {"written": True, "bytes": written, "messages": messages,
                 "ms": (time.perf_counter() - started) * 1000}
+
+
+def _not_written(messages: int) -> dict[str, Any]:
+    return {"written": False, "bytes": 0, "messages": messages, "ms": 0.0}

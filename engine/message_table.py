@@ -173,9 +173,6 @@ class MessageTable:
         for message in self._tail:
             yield row_of(message)
 
-    def last(self) -> StoredMessage | None:
-        return self[len(self) - 1] if len(self) else None
-
     # ------------------------------------------------------------------ finding ids
     def position_of(self, message_id: str) -> int | None:
         """The position of the message with this id, or None."""
@@ -284,11 +281,8 @@ class MessageTable:
         self._keys.frombytes(columns[0])
         self._epochs.frombytes(columns[1])
         self._roles = bytearray(roles)
-        self._chunks, self._starts, self._sealed = chunks, starts, sealed
-        self._chunk_bytes = sum(len(blob) for blob in chunks)
-        self._tail = tail
-        self._tail_bytes = sum(message.ram_bytes() for message in tail)
-        self._tail_content = sum(len(message.content) for message in tail)
+        self._chunks, self._starts, self._sealed, self._tail = chunks, starts, sealed, tail
+        self._recount()
         self.content_bytes -= sum(len(m.content) if m.content.isascii() else len(m.content.encode("utf-8"))
                                   for m in removed)
         self._sorted = (np.empty(0, np.uint32), np.empty(0, np.int32))
@@ -318,7 +312,6 @@ class MessageTable:
         table._roles = bytearray(roles)
         table._sorted = (np.frombuffer(sorted_keys, np.uint32).copy(), np.frombuffer(sorted_positions, np.int32).copy())
         table._sorted_at = int(sorted_at)
-        table._chunk_bytes = sum(len(blob) for blob in table._chunks)
         table._sealed = int(sealed)
         count = len(table._keys)
         if not (len(table._epochs) == len(table._roles) == count and len(table._starts) == len(table._chunks)
@@ -328,7 +321,12 @@ class MessageTable:
                 and max(table._roles, default=0) < len(ROLE_NAMES)):
             raise ValueError("inconsistent message table")
         table._tail = [message_of(row, table._epochs[table._sealed + offset]) for offset, row in enumerate(tail)]
-        table._tail_bytes = sum(message.ram_bytes() for message in table._tail)
-        table._tail_content = sum(len(message.content) for message in table._tail)
+        table._recount()
         table.content_bytes = int(content)
         return table
+
+    def _recount(self) -> None:
+        """The byte counts of the chunks and the tail, after they were replaced whole."""
+        self._chunk_bytes = sum(len(blob) for blob in self._chunks)
+        self._tail_bytes = sum(message.ram_bytes() for message in self._tail)
+        self._tail_content = sum(len(message.content) for message in self._tail)

@@ -32,6 +32,13 @@ def _notes(shard):
     return " | ".join(shard.log.report.notes)
 
 
+def _flip(path, offset):
+    """Damage one byte of a file (as a bad sector or a torn page would)."""
+    data = bytearray(open(path, "rb").read())
+    data[offset] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
 def _whole_log(path):
     """The state the whole log gives (the checkpoint moved aside)."""
     directory = os.path.join(path, "shard-0000")
@@ -149,9 +156,7 @@ def test_damage_in_the_segment_the_checkpoint_ends_in_refuses_the_open(tmp_path)
     _fill(shard, "a", 120)
     shard.close()
     active = os.path.join(tmp_path, "shard-0000", "seg-000000000001.log")
-    data = bytearray(open(active, "rb").read())
-    data[60] ^= 0xFF
-    open(active, "wb").write(bytes(data))
+    _flip(active, 60)
     with pytest.raises(CorruptRecord) as caught:
         open_shard(tmp_path)
     assert active in str(caught.value) and "offset 20" in str(caught.value)
@@ -163,10 +168,7 @@ def test_damage_to_a_sealed_segment_before_the_checkpoint_is_found_by_verify_not
     shard = open_shard(tmp_path, segment_bytes_max=4096, compress_sealed_segments=False)
     _fill(shard, "a", 200)
     shard.close()
-    first = os.path.join(tmp_path, "shard-0000", "seg-000000000001.log")
-    data = bytearray(open(first, "rb").read())
-    data[200] ^= 0xFF
-    open(first, "wb").write(bytes(data))
+    _flip(os.path.join(tmp_path, "shard-0000", "seg-000000000001.log"), 200)
     reopened = open_shard(tmp_path, segment_bytes_max=4096, compress_sealed_segments=False)
     assert reopened.state.message_count == 200
     reopened.close()
@@ -225,10 +227,7 @@ def test_a_damaged_last_record_the_checkpoint_covers_is_a_torn_tail_not_a_refusa
     for i in range(3):
         shard.execute([ops.Append("u", "s", [message(f"hello {i}", message_id=f"m{i}")])])
     shard.close()
-    active = os.path.join(tmp_path, "shard-0000", "seg-000000000001.log")
-    data = bytearray(open(active, "rb").read())
-    data[-3] ^= 0xFF
-    open(active, "wb").write(bytes(data))
+    _flip(os.path.join(tmp_path, "shard-0000", "seg-000000000001.log"), -3)
     assert verify_store(str(tmp_path))["ok"]
     reopened = open_shard(tmp_path, durability="fsync")
     assert "no valid record after it" in _notes(reopened) and "truncated torn tail" in _notes(reopened)
